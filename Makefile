@@ -1,0 +1,19 @@
+# The two commands of the README: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV = $(shell ./scripts/ensure_env.sh)
+PY = $(VENV)/bin/python
+
+.PHONY: demo test lint env bench
+
+env:
+	@./scripts/ensure_env.sh
+
+demo:
+	@venv="$$(./scripts/ensure_env.sh)" && "$$venv/bin/python" scripts/demo.py $(DEMO_ARGS)
+
+test:
+	@venv="$$(./scripts/ensure_env.sh)" && "$$venv/bin/ruff" check lib apps tests scripts benchmarks \
+	  && "$$venv/bin/python" -m pytest $(PYTEST_ARGS)
+
+bench:
+	@venv="$$(./scripts/ensure_env.sh)" && "$$venv/bin/python" benchmarks/bench_infer.py $(BENCH_ARGS)

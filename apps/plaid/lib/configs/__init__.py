@@ -1,0 +1,1 @@
+"""Task configs: one module per model the app can serve."""

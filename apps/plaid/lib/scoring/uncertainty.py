@@ -1,0 +1,49 @@
+"""Scoring method: run the model on unlabeled images and store their uncertainty in the datastore."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.scoring import ScoringMethod
+
+from plaid.errors import PlaidError
+from plaid.image_io import read_mammogram
+from plaid.inference import PatchPredictor
+from plaid.uncertainty import MODEL_KEY, SCORE_KEY, total_patch_entropy
+
+logger = logging.getLogger(__name__)
+
+
+class PatchUncertaintyScoring(ScoringMethod):
+    """Writes ``plaid_uncertainty`` (total binary entropy of tissue-patch probabilities, in bits) per image."""
+
+    def __init__(self, predictor: PatchPredictor) -> None:
+        super().__init__("Total entropy of patch predictions for every unlabeled image")
+        self.predictor = predictor
+
+    def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
+        """Score unlabeled images not yet scored by the current model; returns counts."""
+        if not self.predictor.checkpoint.is_file():
+            logger.info("patch_uncertainty scoring skipped: no trained model yet")
+            return {"scored": 0, "skipped": 0, "reason": "no trained model"}
+        stamp = str(self.predictor.checkpoint.stat().st_mtime_ns)
+        scored, skipped, failed = 0, 0, []
+        for image_id in datastore.get_unlabeled_images():
+            info = datastore.get_image_info(image_id) or {}
+            if info.get(MODEL_KEY) == stamp and not request.get("force"):
+                skipped += 1
+                continue
+            try:
+                image = read_mammogram(datastore.get_image_uri(image_id), min_size=self.predictor.config.patch_size)
+                prediction = self.predictor.predict(image.pixels)
+            except PlaidError as exc:
+                logger.warning("cannot score %s: %s", image_id, exc)
+                failed.append(image_id)
+                continue
+            value = total_patch_entropy(prediction.probabilities[prediction.scored])
+            datastore.update_image_info(image_id, {SCORE_KEY: value, MODEL_KEY: stamp})
+            scored += 1
+        logger.info("patch_uncertainty: scored %d, unchanged %d, failed %d", scored, skipped, len(failed))
+        return {"scored": scored, "skipped": skipped, "failed": failed}

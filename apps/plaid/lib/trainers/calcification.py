@@ -1,0 +1,91 @@
+"""Train task: balanced-patch ResNet50 training on every image with a saved `final` label, then publish."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.train import TrainTask
+
+from plaid.datalist import CaseRecord, attach_metadata
+from plaid.training import TrainConfig, train_from_records
+
+logger = logging.getLogger(__name__)
+
+STATS_FILE = "train_stats.json"
+REQUEST_KEYS = ("epochs", "batch_size", "learning_rate", "frozen_layers", "negative_ratio", "val_fraction",
+                "seed", "device", "amp", "augment", "max_negatives_per_image", "multi_gpu")
+
+
+class CalcificationTrainer(TrainTask):
+    """Trains with PLAID's shared training loop and publishes the best checkpoint for the infer task."""
+
+    def __init__(self, model_dir: str, publish_path: str, defaults: TrainConfig, finetune: bool = True) -> None:
+        super().__init__("Balanced-patch ResNet50 training on the saved final labels (validation AUC selects)")
+        self.model_dir = Path(model_dir)
+        self.publish_path = Path(publish_path)
+        self.defaults = defaults
+        self.finetune = finetune
+
+    def config(self) -> dict[str, Any]:
+        """Options a client may change per training request."""
+        values = {key: getattr(self.defaults, key) for key in REQUEST_KEYS}
+        values["finetune"] = self.finetune
+        return values
+
+    def stats(self) -> dict[str, Any]:
+        """Summary of the last finished run (read from the model folder, so every process sees it)."""
+        path = self.model_dir / STATS_FILE
+        try:
+            return json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            return {}
+
+    def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
+        """Train on the datastore's final labels and publish the best checkpoint into the model folder."""
+        config = TrainConfig.from_mapping({**self.defaults.to_dict(),
+                                           **{k: v for k, v in request.items() if k in REQUEST_KEYS}})
+        finetune = str(request.get("finetune", self.finetune)).lower() in ("1", "true", "yes", "on")
+        if finetune and self.publish_path.is_file():
+            config = replace(config, init_checkpoint=str(self.publish_path))
+        records = [CaseRecord(image=item["image"], label=item["label"]) for item in datastore.datalist()]
+        studies = getattr(datastore, "_datastore_path", None)
+        if studies:
+            attach_metadata(records, Path(studies))
+        name = request.get("name") or "calcification"
+        run_dir = self.model_dir / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        logger.info("training on %d labelled images into %s", len(records), run_dir)
+        started = time.time()
+        result = train_from_records(records, config, run_dir, resume=False, on_error="skip", progress=False)
+        published = None
+        if result.best_checkpoint is not None:
+            published = self._publish(result.best_checkpoint)
+        stats = {
+            "name": name,
+            "run_dir": str(run_dir),
+            "published": str(published) if published else None,
+            "images": len(records),
+            "skipped": [asdict(problem) for problem in result.problems],
+            "epochs": len(result.history),
+            "best_val_auc": result.best_val_auc,
+            "total_time_s": round(time.time() - started, 2),
+            "history": [asdict(item) for item in result.history],
+        }
+        (self.model_dir / STATS_FILE).write_text(json.dumps(stats, indent=2, default=str))
+        return stats
+
+    def _publish(self, checkpoint: Path) -> Path:
+        """Copy the checkpoint into place atomically; the infer task reloads it on its next request."""
+        self.publish_path.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.publish_path.with_name(f".{self.publish_path.name}.staging")
+        shutil.copyfile(checkpoint, staging)
+        os.replace(staging, self.publish_path)
+        logger.info("published %s -> %s", checkpoint, self.publish_path)
+        return self.publish_path

@@ -1,0 +1,1 @@
+"""Sub-commands of the `plaid` CLI; each module exposes ``register(subparsers)`` setting ``handler``."""

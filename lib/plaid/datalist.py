@@ -1,0 +1,160 @@
+"""Datalists: which images exist, where their masks are, and who the patient is (folder, JSON or CSV)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from plaid.errors import PlaidInputError
+from plaid.image_io import IMAGE_SUFFIXES
+from plaid.label_io import LABEL_SUFFIXES, label_suffix
+
+logger = logging.getLogger(__name__)
+
+LABEL_FOLDERS = ("labels/final", "masks", "labels")
+METADATA_FILES = ("metadata.csv", "metadata.json")
+
+
+@dataclass
+class CaseRecord:
+    """One mammogram and what is known about it."""
+
+    image: str
+    label: str | None = None
+    image_id: str = ""
+    patient_id: str | None = None
+    age: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.image_id:
+            self.image_id = image_id_of(self.image)
+
+    @property
+    def group(self) -> str:
+        """Split unit: the patient when known, else the image itself."""
+        return self.patient_id or f"image:{self.image_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a plain dict."""
+        return asdict(self)
+
+
+def image_id_of(path: str | Path) -> str:
+    """Image id as MONAI Label's datastore forms it: the file name without its (double) suffix."""
+    name = Path(path).name
+    suffix = label_suffix(name)
+    return name[: -len(suffix)] if suffix and name.lower().endswith(suffix) else Path(name).stem
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _find_label(folder: Path, image_id: str) -> Path | None:
+    """The mask of ``image_id`` in one of the usual label folders, if any."""
+    for sub in LABEL_FOLDERS:
+        for suffix in LABEL_SUFFIXES:
+            candidate = folder / sub / f"{image_id}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _read_metadata_table(path: Path) -> dict[str, dict[str, Any]]:
+    """Rows of a metadata CSV/JSON keyed by image id."""
+    if path.suffix == ".json":
+        rows = json.loads(path.read_text())
+    else:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    table: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        key = row.get("image_id") or image_id_of(row.get("image") or row.get("file") or "")
+        if key:
+            table[key] = row
+    return table
+
+
+def _age(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def records_from_folder(folder: str | Path) -> list[CaseRecord]:
+    """Every image directly inside ``folder`` with its mask (``labels/final/``, ``masks/`` or ``labels/``).
+
+    A ``metadata.csv``/``metadata.json`` beside the images adds patient id and age; otherwise they are
+    read from DICOM headers later, when the image is loaded.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PlaidInputError("data folder does not exist", folder)
+    records = []
+    for path in sorted(p for p in folder.iterdir() if _is_image(p)):
+        image_id = image_id_of(path)
+        label = _find_label(folder, image_id)
+        records.append(CaseRecord(image=str(path), label=str(label) if label else None, image_id=image_id))
+    attach_metadata(records, folder)
+    return records
+
+
+def records_from_table(path: str | Path) -> list[CaseRecord]:
+    """Records from a datalist JSON (list of objects, or {"training": [...]}) or CSV with ``image``/``label``.
+
+    Relative paths are resolved against the datalist's folder.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        content = json.loads(path.read_text())
+        rows = content.get("training", content.get("data", [])) if isinstance(content, dict) else content
+    elif path.suffix.lower() == ".csv":
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    else:
+        raise PlaidInputError("datalist must be a folder, a .json or a .csv file", path)
+    base = path.parent
+    records = []
+    for number, row in enumerate(rows):
+        image = row.get("image") or row.get("file")
+        if not image:
+            raise PlaidInputError(f"row {number + 1} has no 'image' entry", path)
+        label = row.get("label") or row.get("mask") or None
+        records.append(
+            CaseRecord(
+                image=str(base / image) if not Path(image).is_absolute() else image,
+                label=(str(base / label) if label and not Path(label).is_absolute() else label),
+                image_id=row.get("image_id") or "",
+                patient_id=row.get("patient_id") or None,
+                age=_age(row.get("age")),
+            )
+        )
+    return records
+
+
+def load_records(source: str | Path) -> list[CaseRecord]:
+    """Records from a folder or a datalist file."""
+    source = Path(source)
+    return records_from_folder(source) if source.is_dir() else records_from_table(source)
+
+
+def labelled(records: Iterable[CaseRecord]) -> list[CaseRecord]:
+    """Only the records that have a mask."""
+    return [record for record in records if record.label]
+
+
+def attach_metadata(records: Iterable[CaseRecord], folder: Path) -> None:
+    """Fill patient id and age of records from a metadata.csv/json in ``folder``, where the record lacks them."""
+    table: dict[str, dict[str, Any]] = {}
+    for name in METADATA_FILES:
+        if (folder / name).is_file():
+            table.update(_read_metadata_table(folder / name))
+    for record in records:
+        row = table.get(record.image_id, {})
+        record.patient_id = record.patient_id or row.get("patient_id") or None
+        record.age = record.age if record.age is not None else _age(row.get("age"))

@@ -1,0 +1,161 @@
+"""Read 2-D mammograms (DICOM MG, 16-bit PNG, TIFF, PGM) at full resolution and full bit depth."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plaid.errors import ImageReadError, ImageShapeError, ImageTooSmallError
+
+logger = logging.getLogger(__name__)
+
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+RASTER_SUFFIXES = (".png", ".tif", ".tiff", ".pgm", ".pnm")
+IMAGE_SUFFIXES = DICOM_SUFFIXES + RASTER_SUFFIXES
+
+
+@dataclass
+class ImageMeta:
+    """What PLAID knows about a mammogram besides its pixels."""
+
+    path: str = ""
+    file_format: str = ""
+    pixel_spacing_mm: tuple[float, float] | None = None
+    laterality: str | None = None
+    view: str | None = None
+    patient_id: str | None = None
+    age_years: float | None = None
+    photometric: str | None = None
+    bits_stored: int | None = None
+    flipped: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the metadata as plain JSON-serialisable values."""
+        values = asdict(self)
+        if self.pixel_spacing_mm is not None:
+            values["pixel_spacing_mm"] = list(self.pixel_spacing_mm)
+        return values
+
+
+@dataclass
+class Mammogram:
+    """A single 2-D mammogram: float32 pixels (bright = dense) in original units, plus metadata."""
+
+    pixels: np.ndarray
+    meta: ImageMeta
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Height and width in pixels."""
+        return int(self.pixels.shape[0]), int(self.pixels.shape[1])
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True when the file has a DICOM suffix or the DICM preamble marker."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def read_mammogram(path: str | Path, min_size: int | None = None, orient: bool = False) -> Mammogram:
+    """Read a mammogram file into a `Mammogram`, validating it is a non-empty 2-D image.
+
+    ``min_size`` (usually the patch size) rejects images smaller than one patch; ``orient`` flips the
+    image horizontally when needed so that the chest wall is on the left (see `orient_chest_wall_left`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError("file does not exist", path)
+    if is_dicom_file(path):
+        from plaid.dicom_io import read_dicom_mammogram
+
+        image = read_dicom_mammogram(path)
+    elif path.suffix.lower() in RASTER_SUFFIXES:
+        image = _read_raster(path)
+    else:
+        raise ImageReadError(
+            f"unsupported file type {path.suffix!r}; expected one of {', '.join(IMAGE_SUFFIXES)}", path
+        )
+    validate_pixels(image.pixels, path, min_size=min_size)
+    if orient:
+        image = orient_chest_wall_left(image)
+    return image
+
+
+def validate_pixels(pixels: np.ndarray, path: str | Path | None = None, min_size: int | None = None) -> None:
+    """Raise a typed error unless ``pixels`` is a non-empty 2-D image at least ``min_size`` on each side."""
+    if pixels.ndim != 2:
+        raise ImageShapeError(f"expected a 2-D grayscale image, got an array of shape {pixels.shape}", path)
+    if pixels.size == 0:
+        raise ImageShapeError("image is empty (zero pixels)", path)
+    if min_size is not None and min(pixels.shape) < min_size:
+        raise ImageTooSmallError(
+            f"image of {pixels.shape[0]}x{pixels.shape[1]} pixels is smaller than one {min_size}x{min_size} patch",
+            path,
+        )
+
+
+def _read_raster(path: Path) -> Mammogram:
+    """Read PNG / TIFF / PGM without any 8-bit conversion."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            array = tifffile.imread(str(path))
+        else:
+            from PIL import Image
+
+            with Image.open(path) as handle:
+                handle.load()
+                if handle.mode in ("RGB", "RGBA", "LA", "P"):
+                    logger.warning("%s: colour image (%s) converted to grayscale", path, handle.mode)
+                    handle = handle.convert("L")
+                array = np.asarray(handle)
+    except Exception as exc:  # every decoder raises its own type; report them all the same way
+        raise ImageReadError(f"cannot decode image ({type(exc).__name__}: {exc})", path) from exc
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] in (3, 4) and suffix in (".tif", ".tiff"):
+        logger.warning("%s: colour TIFF converted to grayscale by averaging RGB", path)
+        array = array[..., :3].mean(axis=-1)
+    bits = int(array.dtype.itemsize * 8) if np.issubdtype(array.dtype, np.integer) else None
+    meta = ImageMeta(path=str(path), file_format=suffix.lstrip("."), photometric="MONOCHROME2", bits_stored=bits)
+    return Mammogram(pixels=array.astype(np.float32, copy=False), meta=meta)
+
+
+def chest_wall_on_right(pixels: np.ndarray) -> bool:
+    """Guess whether the chest wall is on the right: the brighter half of a mammogram holds it."""
+    width = pixels.shape[1]
+    left = float(np.mean(pixels[:, : width // 2]))
+    right = float(np.mean(pixels[:, width - width // 2 :]))
+    return right > left
+
+
+def orient_chest_wall_left(image: Mammogram) -> Mammogram:
+    """Return the image flipped left-right if its chest wall is on the right; records ``meta.flipped``."""
+    if not chest_wall_on_right(image.pixels):
+        return image
+    meta = replace(image.meta, flipped=not image.meta.flipped)
+    return Mammogram(pixels=np.ascontiguousarray(image.pixels[:, ::-1]), meta=meta)
+
+
+def normalise_intensity(
+    pixels: np.ndarray, low_percentile: float = 0.5, high_percentile: float = 99.95
+) -> np.ndarray:
+    """Map intensities to [0, 1] between two image percentiles (clipped); keeps float precision."""
+    sample = pixels[:: max(1, pixels.shape[0] // 512), :: max(1, pixels.shape[1] // 512)]
+    low, high = np.percentile(sample, [low_percentile, high_percentile])
+    if high <= low:
+        high = low + 1.0
+    scaled = (pixels.astype(np.float32) - np.float32(low)) / np.float32(high - low)
+    return np.clip(scaled, 0.0, 1.0, out=scaled)

@@ -1,0 +1,126 @@
+"""Binary classification metrics used by the paper: accuracy, sensitivity, specificity, ROC, AUC, operating point."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    """ROC curve points (descending thresholds); the first point is (0, 0) at threshold +inf."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    thresholds: np.ndarray
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The ROC point touched by a slope-1 line with the largest intercept (max TPR - FPR, Youden's J)."""
+
+    threshold: float
+    fpr: float
+    tpr: float
+    youden_j: float
+
+
+@dataclass(frozen=True)
+class ConfusionSummary:
+    """Counts and rates at one threshold."""
+
+    threshold: float
+    true_positives: int
+    false_positives: int
+    true_negatives: int
+    false_negatives: int
+    accuracy: float
+    sensitivity: float
+    specificity: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        """The summary as a plain dict."""
+        return asdict(self)
+
+
+def _as_arrays(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and flatten labels (0/1) and scores of equal length."""
+    labels = np.asarray(labels).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(f"labels ({labels.shape}) and scores ({scores.shape}) differ in length")
+    if labels.size and not np.isin(labels, (0, 1)).all():
+        raise ValueError("labels must be 0 or 1")
+    return labels.astype(np.int64), scores
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> RocCurve:
+    """ROC curve over every distinct score, tied scores merged into one step."""
+    labels, scores = _as_arrays(labels, scores)
+    positives, negatives = int(labels.sum()), int(labels.size - labels.sum())
+    if positives == 0 or negatives == 0:
+        raise ValueError("ROC needs at least one positive and one negative sample")
+    order = np.argsort(-scores, kind="mergesort")
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_scores.size - 1]
+    true_pos = np.cumsum(sorted_labels)[last_of_tie]
+    false_pos = (last_of_tie + 1) - true_pos
+    tpr = np.r_[0.0, true_pos / positives]
+    fpr = np.r_[0.0, false_pos / negatives]
+    thresholds = np.r_[np.inf, sorted_scores[last_of_tie]]
+    return RocCurve(fpr=fpr, tpr=tpr, thresholds=thresholds)
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (trapezoidal, ties counted as half)."""
+    curve = roc_curve(labels, scores)
+    return float(np.trapezoid(curve.tpr, curve.fpr)) if hasattr(np, "trapezoid") else float(
+        np.trapz(curve.tpr, curve.fpr)
+    )
+
+
+def operating_point(labels: np.ndarray, scores: np.ndarray) -> OperatingPoint:
+    """The paper's operating point: where a slope-1 line with the highest intercept touches the ROC curve.
+
+    A line ``tpr = fpr + c`` touches the curve last at the point maximising ``tpr - fpr``; ties go to the
+    higher threshold (fewer false positives).
+    """
+    curve = roc_curve(labels, scores)
+    youden = curve.tpr - curve.fpr
+    best = int(np.argmax(youden))
+    threshold = float(curve.thresholds[best])
+    if not np.isfinite(threshold):
+        threshold = float(np.max(np.asarray(scores)))
+    return OperatingPoint(threshold=threshold, fpr=float(curve.fpr[best]), tpr=float(curve.tpr[best]),
+                          youden_j=float(youden[best]))
+
+
+def confusion_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> ConfusionSummary:
+    """Counts, accuracy, sensitivity and specificity when ``score >= threshold`` is called positive."""
+    labels, scores = _as_arrays(labels, scores)
+    predicted = scores >= threshold
+    actual = labels == 1
+    tp = int(np.sum(predicted & actual))
+    fp = int(np.sum(predicted & ~actual))
+    tn = int(np.sum(~predicted & ~actual))
+    fn = int(np.sum(~predicted & actual))
+    total = tp + fp + tn + fn
+    return ConfusionSummary(
+        threshold=float(threshold),
+        true_positives=tp,
+        false_positives=fp,
+        true_negatives=tn,
+        false_negatives=fn,
+        accuracy=(tp + tn) / total if total else float("nan"),
+        sensitivity=tp / (tp + fn) if tp + fn else float("nan"),
+        specificity=tn / (tn + fp) if tn + fp else float("nan"),
+    )
+
+
+def safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC, or NaN when only one class is present."""
+    labels = np.asarray(labels).ravel()
+    if labels.size == 0 or labels.min() == labels.max():
+        return float("nan")
+    return roc_auc(labels, scores)

@@ -1,0 +1,195 @@
+"""ResNet50 patch classifier: grayscale input, ImageNet normalisation, single-logit head, Keras-style freezing.
+
+Freezing "the first N layers" follows the paper, which used Keras' ResNet50. Keras counts every
+operation as a layer (input, padding, conv, batch-norm, activation, pooling, add), so `keras_layers`
+lists torchvision's modules in Keras' order with parameter-free placeholders where Keras has a layer
+torchvision folds away. Keras' ``model.layers[:100]`` ends at ``conv4_block2_3_conv``, so the default
+N = 100 freezes the stem, layer1, layer2, layer3[0] and layer3[1] up to and including its conv3, and
+trains everything from layer3[1].bn3 on plus the new head. Frozen
+batch-norm layers also keep their ImageNet running statistics (they stay in eval mode), as Keras does
+for non-trainable batch-norm layers.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models import ResNet50_Weights, resnet50
+from torchvision.models.resnet import Bottleneck
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FROZEN_LAYERS = 100
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class PatchClassifier(nn.Module):
+    """Maps (N, 1, H, W) patches with intensities in [0, 1] to one calcification logit each."""
+
+    def __init__(self, frozen_layers: int = DEFAULT_FROZEN_LAYERS) -> None:
+        super().__init__()
+        self.backbone = resnet50(weights=None)
+        self.backbone.fc = nn.Linear(self.backbone.fc.in_features, 1)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.frozen_layers = 0
+        self.freeze_first_layers(frozen_layers)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """Return logits of shape (N,) for patches of shape (N, 1, H, W) or (N, 3, H, W)."""
+        if patches.shape[1] == 1:
+            patches = patches.expand(-1, 3, -1, -1)
+        normalised = (patches - self.mean.to(patches.dtype)) / self.std.to(patches.dtype)
+        if self.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last):
+            normalised = normalised.contiguous(memory_format=torch.channels_last)
+        return self.backbone(normalised).squeeze(1)
+
+    def keras_layers(self) -> list[tuple[str, nn.Module | None]]:
+        """The backbone's layers in the order and granularity Keras' ResNet50 counts them."""
+        net = self.backbone
+        layers: list[tuple[str, nn.Module | None]] = [
+            ("input", None), ("conv1_pad", None), ("conv1", net.conv1), ("bn1", net.bn1), ("relu", None),
+            ("pool1_pad", None), ("maxpool", None),
+        ]
+        for stage_name in ("layer1", "layer2", "layer3", "layer4"):
+            for block_number, block in enumerate(getattr(net, stage_name)):
+                layers.extend(_bottleneck_keras_layers(f"{stage_name}.{block_number}", block))
+        return layers
+
+    def freeze_first_layers(self, count: int) -> None:
+        """Freeze the first ``count`` Keras-counted layers; unfreeze all others (head always trains)."""
+        layers = self.keras_layers()
+        if not 0 <= count <= len(layers):
+            raise ValueError(f"frozen layers must be between 0 and {len(layers)}, got {count}")
+        for parameter in self.parameters():
+            parameter.requires_grad = True
+        for _, module in layers[:count]:
+            if module is not None:
+                for parameter in module.parameters():
+                    parameter.requires_grad = False
+        self.frozen_layers = count
+        self.train(self.training)
+
+    def frozen_batchnorms(self) -> list[nn.BatchNorm2d]:
+        """Batch-norm layers whose parameters are frozen."""
+        return [
+            module for module in self.modules()
+            if isinstance(module, nn.BatchNorm2d) and not any(p.requires_grad for p in module.parameters())
+        ]
+
+    def train(self, mode: bool = True) -> "PatchClassifier":
+        """Switch train/eval mode, keeping frozen batch-norm layers in eval mode."""
+        super().train(mode)
+        if mode:
+            for module in self.frozen_batchnorms():
+                module.eval()
+        return self
+
+
+def _bottleneck_keras_layers(prefix: str, block: Bottleneck) -> list[tuple[str, nn.Module | None]]:
+    """A bottleneck block in Keras' order: the projection shortcut conv sits before conv3."""
+    layers: list[tuple[str, nn.Module | None]] = [
+        (f"{prefix}.conv1", block.conv1), (f"{prefix}.bn1", block.bn1), (f"{prefix}.relu1", None),
+        (f"{prefix}.conv2", block.conv2), (f"{prefix}.bn2", block.bn2), (f"{prefix}.relu2", None),
+    ]
+    if block.downsample is not None:
+        layers += [
+            (f"{prefix}.downsample.0", block.downsample[0]), (f"{prefix}.conv3", block.conv3),
+            (f"{prefix}.downsample.1", block.downsample[1]), (f"{prefix}.bn3", block.bn3),
+        ]
+    else:
+        layers += [(f"{prefix}.conv3", block.conv3), (f"{prefix}.bn3", block.bn3)]
+    layers += [(f"{prefix}.add", None), (f"{prefix}.out", None)]
+    return layers
+
+
+def imagenet_weight_candidates(explicit: str | Path | None = None) -> list[Path]:
+    """Places ImageNet ResNet50 weights may already be: an explicit file, then torchvision's cache."""
+    candidates: list[Path] = []
+    if explicit:
+        candidates.append(Path(explicit).expanduser())
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    for weights in (ResNet50_Weights.IMAGENET1K_V2, ResNet50_Weights.IMAGENET1K_V1):
+        candidates.append(checkpoints / Path(weights.url).name)
+    return candidates
+
+
+def load_imagenet_weights(model: PatchClassifier, weights_path: str | Path | None = None) -> Path | None:
+    """Initialise the backbone from local ImageNet weights without any download.
+
+    Returns the file used, or None (after one warning) when no usable file exists, in which case the
+    model keeps its random initialisation.
+    """
+    for candidate in imagenet_weight_candidates(weights_path):
+        if not candidate.is_file():
+            if weights_path and candidate == Path(weights_path).expanduser():
+                logger.warning("ImageNet weights file %s does not exist", candidate)
+            continue
+        try:
+            state = torch.load(str(candidate), map_location="cpu", weights_only=True)
+            state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+            missing, unexpected = model.backbone.load_state_dict(state, strict=False)
+        except Exception as exc:  # a corrupt or foreign file must not stop training
+            logger.warning("could not load ImageNet weights from %s (%s: %s)", candidate, type(exc).__name__, exc)
+            continue
+        missing = [key for key in missing if not key.startswith("fc.")]
+        if missing or unexpected:
+            logger.warning("ImageNet weights in %s do not fit ResNet50 (missing %d, unexpected %d keys)",
+                           candidate, len(missing), len(unexpected))
+            continue
+        logger.info("initialised ResNet50 from ImageNet weights %s", candidate)
+        return candidate
+    logger.warning(
+        "no ImageNet ResNet50 weights found offline (looked in: %s); training starts from random "
+        "initialisation. Put resnet50-0676ba61.pth in the torch hub cache or pass a weights path.",
+        ", ".join(str(c) for c in imagenet_weight_candidates(weights_path)),
+    )
+    return None
+
+
+def build_model(
+    frozen_layers: int = DEFAULT_FROZEN_LAYERS, pretrained: bool = True, weights_path: str | Path | None = None
+) -> PatchClassifier:
+    """A new patch classifier, ImageNet-initialised when local weights exist."""
+    model = PatchClassifier(frozen_layers=frozen_layers)
+    if pretrained:
+        load_imagenet_weights(model, weights_path)
+    return model
+
+
+def save_checkpoint(path: str | Path, model: PatchClassifier, **extra: Any) -> Path:
+    """Write a checkpoint (weights plus plain metadata) atomically, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"state_dict": model.state_dict(), "frozen_layers": model.frozen_layers, **extra}
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, str(temporary))
+    temporary.replace(path)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict with ``weights_only=True`` (no arbitrary code runs)."""
+    from plaid.errors import ModelNotFoundError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"no model checkpoint at {path}")
+    payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(payload, dict) and "state_dict" not in payload:
+        payload = {"state_dict": payload}
+    return payload
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[PatchClassifier, dict[str, Any]]:
+    """Rebuild a trained classifier from a checkpoint; returns the model (eval mode) and its metadata."""
+    payload = read_checkpoint(path)
+    model = PatchClassifier(frozen_layers=int(payload.get("frozen_layers", DEFAULT_FROZEN_LAYERS)))
+    model.load_state_dict(payload["state_dict"])
+    model.to(device).eval()
+    return model, {key: value for key, value in payload.items() if key != "state_dict"}

@@ -1,0 +1,168 @@
+"""Images prepared for patch work (normalised pixels, grid, tissue and labels) and the torch patch dataset."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from plaid.datalist import CaseRecord
+from plaid.errors import PlaidInputError
+from plaid.image_io import ImageMeta, normalise_intensity, read_mammogram
+from plaid.label_io import read_label_mask
+from plaid.patch_labels import patch_labels_from_mask
+from plaid.sampling import PatchIndex
+from plaid.tiling import DEFAULT_PATCH_SIZE, PatchGrid, extract_patches, grid_for
+from plaid.tissue import tissue_mask, tissue_patches
+
+logger = logging.getLogger(__name__)
+
+UINT16_SCALE = 65535.0
+
+
+@dataclass(frozen=True)
+class PatchSettings:
+    """How an image is cut and which patches count."""
+
+    patch_size: int = DEFAULT_PATCH_SIZE
+    stride: int | None = None
+    min_overlap: float = 0.0
+    skip_background: bool = True
+    tissue_min_fraction: float = 0.0
+    orient: bool = False
+
+
+@dataclass
+class PreparedImage:
+    """A mammogram ready for patch sampling: intensities in [0, 1] stored as uint16 to halve memory."""
+
+    record: CaseRecord
+    pixels: np.ndarray
+    grid: PatchGrid
+    tissue: np.ndarray
+    meta: ImageMeta
+    labels: np.ndarray | None = None
+    mask: np.ndarray | None = field(default=None, repr=False)
+
+    def patches(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Float32 patches in [0, 1] for the given grid indices."""
+        return extract_patches(self.pixels, self.grid, indices).astype(np.float32) / UINT16_SCALE
+
+    def eligible_negatives(self) -> np.ndarray:
+        """Patches that may be drawn as negatives: tissue patches (or all when skipping is off)."""
+        return self.tissue
+
+
+def to_unit_uint16(pixels: np.ndarray) -> np.ndarray:
+    """Normalise to [0, 1] and store as uint16 (no 8-bit round trip)."""
+    return np.rint(normalise_intensity(pixels) * UINT16_SCALE).astype(np.uint16)
+
+
+def prepare_image(
+    record: CaseRecord, settings: PatchSettings, with_label: bool = True, keep_mask: bool = False
+) -> PreparedImage:
+    """Read one case, normalise it, lay the grid, find tissue patches and (optionally) patch labels."""
+    image = read_mammogram(record.image, min_size=settings.patch_size, orient=False)
+    grid = grid_for(image.pixels, settings.patch_size, settings.stride)
+    if settings.skip_background:
+        tissue = tissue_patches(tissue_mask(image.pixels), grid, settings.tissue_min_fraction)
+    else:
+        tissue = np.ones(len(grid), dtype=bool)
+    if record.patient_id is None and image.meta.patient_id:
+        record.patient_id = image.meta.patient_id
+    if record.age is None and image.meta.age_years is not None:
+        record.age = image.meta.age_years
+    labels = mask = None
+    if with_label:
+        if not record.label:
+            raise PlaidInputError(f"image {record.image_id} has no annotation mask", record.image)
+        mask = read_label_mask(record.label, image.shape)
+        labels = patch_labels_from_mask(mask, grid, settings.min_overlap, record.label)
+    return PreparedImage(
+        record=record,
+        pixels=to_unit_uint16(image.pixels),
+        grid=grid,
+        tissue=tissue,
+        meta=image.meta,
+        labels=labels,
+        mask=mask if keep_mask else None,
+    )
+
+
+@dataclass
+class Problem:
+    """A case that could not be used, and why."""
+
+    path: str
+    message: str
+
+
+def prepare_images(
+    records: Sequence[CaseRecord],
+    settings: PatchSettings,
+    with_label: bool = True,
+    on_error: str = "skip",
+    keep_mask: bool = False,
+    progress: bool = False,
+) -> tuple[list[PreparedImage], list[Problem]]:
+    """Prepare many cases; bad ones are skipped with a warning (``on_error='skip'``) or stop the run ('stop')."""
+    if on_error not in ("skip", "stop"):
+        raise ValueError(f"on_error must be 'skip' or 'stop', got {on_error!r}")
+    prepared: list[PreparedImage] = []
+    problems: list[Problem] = []
+    iterator = records
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(records, desc="reading images", unit="image")
+    for record in iterator:
+        try:
+            prepared.append(prepare_image(record, settings, with_label=with_label, keep_mask=keep_mask))
+        except PlaidInputError as exc:
+            if on_error == "stop":
+                raise
+            logger.warning("skipping %s", exc)
+            problems.append(Problem(path=exc.path or record.image, message=str(exc)))
+    return prepared, problems
+
+
+def patch_index_for(images: Sequence[PreparedImage]) -> PatchIndex:
+    """The candidate-patch table over labelled images: all positives, tissue patches as negatives."""
+    return PatchIndex.from_images(
+        [image.labels for image in images], [image.eligible_negatives() for image in images]
+    )
+
+
+class PatchDataset(Dataset):
+    """Patches named by a `PatchIndex`, as (1, H, W) float tensors in [0, 1] with a float label."""
+
+    def __init__(self, images: Sequence[PreparedImage], index: PatchIndex, augment: bool = False,
+                 seed: int = 0) -> None:
+        self.images = images
+        self.index = index
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, row: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[int(self.index.image[row])]
+        patch = image.patches([int(self.index.patch[row])])[0]
+        if self.augment:
+            patch = augment_patch(patch, self.rng)
+        tensor = torch.from_numpy(np.ascontiguousarray(patch)).unsqueeze(0)
+        return tensor, torch.tensor(float(self.index.label[row]))
+
+
+def augment_patch(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random flips and 90-degree rotations: label-preserving for patch classification."""
+    if rng.random() < 0.5:
+        patch = patch[:, ::-1]
+    if rng.random() < 0.5:
+        patch = patch[::-1, :]
+    return np.rot90(patch, int(rng.integers(0, 4)))

@@ -1,0 +1,55 @@
+"""Device choice and mixed precision: CUDA with fp16 AMP when present, CPU with bf16 autocast where supported."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import ContextManager
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def select_device(name: str | None = "auto") -> torch.device:
+    """'auto' picks CUDA when available, else CPU; an explicit name ('cpu', 'cuda:1') is used as given."""
+    if not name or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        logger.warning("device %s requested but CUDA is not available; using the CPU", name)
+        return torch.device("cpu")
+    return device
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 instructions (AVX512-BF16 or AMX)."""
+    check = getattr(torch.backends.mkldnn, "is_bf16_supported", None)
+    if check is not None:
+        try:
+            return bool(check())
+        except Exception:  # older builds: fall through to the cpuinfo test
+            pass
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_for(device: torch.device, amp: bool = True) -> ContextManager:
+    """Mixed-precision context for inference/training on ``device`` (a no-op when ``amp`` is False)."""
+    if not amp:
+        return contextlib.nullcontext()
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    if device.type == "cpu" and cpu_supports_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def configure_threads(threads: int | None) -> None:
+    """Limit torch's intra-op threads (None keeps torch's default)."""
+    if threads:
+        torch.set_num_threads(int(threads))

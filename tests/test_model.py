@@ -1,0 +1,95 @@
+"""ResNet50 patch classifier: Keras-style freezing, offline weight loading, checkpoints, forward pass."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models import resnet50
+
+from plaid.model import (
+    PatchClassifier,
+    build_model,
+    load_imagenet_weights,
+    load_model,
+    save_checkpoint,
+)
+
+
+@pytest.fixture(scope="module")
+def model() -> PatchClassifier:
+    return PatchClassifier(frozen_layers=100)
+
+
+def test_keras_layer_count_and_boundary_of_first_100(model: PatchClassifier) -> None:
+    layers = model.keras_layers()
+    assert len(layers) == 175  # Keras' ResNet50 without its top
+    assert layers[99][0] == "layer3.1.conv3"  # Keras conv4_block2_3_conv, the 100th layer
+    assert layers[100][0] == "layer3.1.bn3"
+
+
+def test_first_100_layers_frozen_rest_trainable(model: PatchClassifier) -> None:
+    net = model.backbone
+    frozen = [net.conv1, net.bn1, net.layer1, net.layer2, net.layer3[0], net.layer3[1].conv1,
+              net.layer3[1].bn1, net.layer3[1].conv2, net.layer3[1].bn2, net.layer3[1].conv3]
+    trainable = [net.layer3[1].bn3, net.layer3[2], net.layer4, net.fc]
+    assert all(not p.requires_grad for module in frozen for p in module.parameters())
+    assert all(p.requires_grad for module in trainable for p in module.parameters())
+    model.train()
+    assert not net.bn1.training and not net.layer2[0].bn1.training  # frozen BN keeps ImageNet statistics
+    assert net.layer4[0].bn1.training
+
+
+def test_gradient_reaches_only_trainable_layers(model: PatchClassifier) -> None:
+    model.train()
+    logits = model(torch.rand(2, 1, 224, 224))
+    logits.sum().backward()
+    assert model.backbone.conv1.weight.grad is None
+    assert model.backbone.fc.weight.grad is not None and model.backbone.layer4[2].conv3.weight.grad.abs().sum() > 0
+    model.zero_grad(set_to_none=True)
+
+
+def test_freeze_counts_are_configurable() -> None:
+    none_frozen = PatchClassifier(frozen_layers=0)
+    assert all(p.requires_grad for p in none_frozen.parameters())
+    all_frozen = PatchClassifier(frozen_layers=175)
+    trainable = [name for name, p in all_frozen.named_parameters() if p.requires_grad]
+    assert trainable == ["backbone.fc.weight", "backbone.fc.bias"]
+    with pytest.raises(ValueError):
+        PatchClassifier(frozen_layers=500)
+
+
+def test_forward_gives_one_logit_per_patch(model: PatchClassifier) -> None:
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.rand(3, 1, 224, 224))
+    assert out.shape == (3,) and torch.isfinite(out).all()
+
+
+def test_imagenet_weights_load_from_local_file(tmp_path: Path) -> None:
+    reference = resnet50(weights=None)
+    weights = tmp_path / "resnet50-local.pth"
+    torch.save(reference.state_dict(), weights)
+    model = build_model(pretrained=True, weights_path=weights)
+    assert torch.equal(model.backbone.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
+
+
+def test_missing_weights_warn_and_fall_back(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+    model = PatchClassifier()
+    with caplog.at_level(logging.WARNING, logger="plaid.model"):
+        used = load_imagenet_weights(model, tmp_path / "nope.pth")
+    assert used is None
+    assert "random initialisation" in caplog.text
+
+
+def test_checkpoint_round_trip_with_weights_only(tmp_path: Path, model: PatchClassifier) -> None:
+    path = save_checkpoint(tmp_path / "m.pt", model, threshold=0.37, epoch=3)
+    loaded, meta = load_model(path)
+    assert meta["threshold"] == pytest.approx(0.37) and meta["epoch"] == 3
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert torch.load(path, weights_only=True)["frozen_layers"] == 100
