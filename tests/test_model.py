@@ -90,6 +90,6 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path: Path, model: PatchCla
     path = save_checkpoint(tmp_path / "m.pt", model, threshold=0.37, epoch=3)
     loaded, meta = load_model(path)
     assert meta["threshold"] == pytest.approx(0.37) and meta["epoch"] == 3
-    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     assert torch.load(path, weights_only=True)["frozen_layers"] == 100

@@ -11,9 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import lib.configs
-from lib.datastore import IMAGE_PATTERNS, LABEL_PATTERNS, CheckedLocalDatastore
-from lib.errors import http_error
+from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
@@ -25,9 +23,11 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.class_utils import get_class_names
-from fastapi import HTTPException
 
+import lib.configs
 import plaid
+from lib.datastore import IMAGE_PATTERNS, LABEL_PATTERNS, CheckedLocalDatastore
+from lib.errors import http_error
 from plaid.errors import PlaidError
 
 logger = logging.getLogger(__name__)

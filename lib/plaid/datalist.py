@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from plaid.errors import PlaidInputError
 from plaid.image_io import IMAGE_SUFFIXES

@@ -150,7 +150,7 @@ def write_dicom_mammogram(
     are stored inverted so readers must invert them back. ``window`` adds a VOI window (center, width).
     """
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     path = Path(path)
     if pixels.ndim != 2:

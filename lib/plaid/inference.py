@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from plaid.model import PatchClassifier, load_model
-from plaid.patch_data import to_unit_uint16, UINT16_SCALE
+from plaid.patch_data import UINT16_SCALE, to_unit_uint16
 from plaid.runtime import autocast_for, select_device
 from plaid.tiling import DEFAULT_PATCH_SIZE, PatchGrid, extract_patches, grid_for, stitch
 from plaid.tissue import tissue_mask, tissue_patches

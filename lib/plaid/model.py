@@ -38,6 +38,7 @@ class PatchClassifier(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.frozen_layers = 0
+        self.frozen_bn_eval = True
         self.freeze_first_layers(frozen_layers)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
@@ -82,10 +83,14 @@ class PatchClassifier(nn.Module):
             if isinstance(module, nn.BatchNorm2d) and not any(p.requires_grad for p in module.parameters())
         ]
 
-    def train(self, mode: bool = True) -> "PatchClassifier":
-        """Switch train/eval mode, keeping frozen batch-norm layers in eval mode."""
+    def train(self, mode: bool = True) -> PatchClassifier:
+        """Switch train/eval mode, keeping frozen batch-norm layers in eval mode.
+
+        With random initialisation (no ImageNet statistics to keep) ``frozen_bn_eval`` is False and
+        frozen batch-norm layers still track the data's statistics, else activations explode.
+        """
         super().train(mode)
-        if mode:
+        if mode and self.frozen_bn_eval:
             for module in self.frozen_batchnorms():
                 module.eval()
         return self
@@ -157,8 +162,8 @@ def build_model(
 ) -> PatchClassifier:
     """A new patch classifier, ImageNet-initialised when local weights exist."""
     model = PatchClassifier(frozen_layers=frozen_layers)
-    if pretrained:
-        load_imagenet_weights(model, weights_path)
+    loaded = load_imagenet_weights(model, weights_path) if pretrained else None
+    model.frozen_bn_eval = loaded is not None
     return model
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import ContextManager
+from contextlib import AbstractContextManager as ContextManager
 
 import torch
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -19,7 +19,7 @@ class PatchIndex:
     @classmethod
     def from_images(
         cls, labels_per_image: Sequence[np.ndarray], eligible_per_image: Sequence[np.ndarray] | None = None
-    ) -> "PatchIndex":
+    ) -> PatchIndex:
         """Build the table from per-image boolean patch labels.
 
         ``eligible_per_image`` (e.g. the tissue patches) restricts which *negatives* may be drawn;
@@ -35,15 +35,18 @@ class PatchIndex:
             images.append(np.full(len(chosen), number, dtype=np.int64))
             patches.append(chosen.astype(np.int64))
             labels.append(patch_labels[chosen].astype(np.int64))
-        concat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
-        return cls(concat(images), concat(patches), concat(labels))
+        return cls(_concat(images), _concat(patches), _concat(labels))
 
     def __len__(self) -> int:
         return len(self.label)
 
-    def subset(self, rows: np.ndarray) -> "PatchIndex":
+    def subset(self, rows: np.ndarray) -> PatchIndex:
         """The table restricted to ``rows``."""
         return PatchIndex(self.image[rows], self.patch[rows], self.label[rows])
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 class BalancedSampler:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -148,7 +148,7 @@ def stitch(values: Sequence[float] | np.ndarray, grid: PatchGrid, dtype: np.dtyp
         tiled = np.repeat(np.repeat(values.reshape(rows, cols), size, axis=0), size, axis=1)
         return tiled[: grid.height, : grid.width].astype(dtype, copy=False)
     out = np.full((grid.height, grid.width), -np.inf, dtype=np.float64)
-    for value, (top, left, bottom, right) in zip(values, grid.boxes()):
+    for value, (top, left, bottom, right) in zip(values, grid.boxes(), strict=True):
         region = out[top:bottom, left:right]
         np.maximum(region, value, out=region)
     return out.astype(dtype)

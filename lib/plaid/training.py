@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -160,6 +161,7 @@ class PatchTrainer:
         if config.init_checkpoint and Path(config.init_checkpoint).is_file():
             model = build_model(config.frozen_layers, pretrained=False)
             model.load_state_dict(read_checkpoint(config.init_checkpoint)["state_dict"])
+            model.frozen_bn_eval = True
             logger.info("fine-tuning from %s", config.init_checkpoint)
             return model
         return build_model(config.frozen_layers, config.pretrained, config.weights_path)
@@ -231,7 +233,8 @@ class PatchTrainer:
         return TrainResult(out_dir=self.out_dir, best_checkpoint=best_path, history=history,
                            best_val_auc=best.val_auc if best else float("nan"), resumed_from_epoch=start_epoch)
 
-    def _train_epoch(self, runner: nn.Module, optimizer, loss_fn, loader: DataLoader, epoch: int) -> tuple[float, float]:
+    def _train_epoch(self, runner: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                     loader: DataLoader, epoch: int) -> tuple[float, float]:
         runner.train()
         total_loss, correct, seen = 0.0, 0, 0
         batches = loader

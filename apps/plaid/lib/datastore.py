@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException
-from lib.errors import http_error
 from monailabel.datastore.local import LocalDatastore
 
+from lib.errors import http_error
 from plaid.errors import PlaidError
 from plaid.image_io import read_mammogram
 from plaid.label_io import label_suffix, read_label_mask

@@ -6,16 +6,16 @@ import logging
 import os
 from typing import Any
 
-from lib.activelearning.uncertainty import PatchUncertaintyStrategy
-from lib.infers.calcification import CalcificationInfer
-from lib.scoring.uncertainty import PatchUncertaintyScoring
-from lib.trainers.calcification import CalcificationTrainer
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 
+from lib.activelearning.uncertainty import PatchUncertaintyStrategy
+from lib.infers.calcification import CalcificationInfer
+from lib.scoring.uncertainty import PatchUncertaintyScoring
+from lib.trainers.calcification import CalcificationTrainer
 from plaid.inference import InferConfig, PatchPredictor
 from plaid.training import TrainConfig
 

@@ -7,9 +7,9 @@ import tempfile
 import time
 from typing import Any
 
-from lib.errors import http_error
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
+from lib.errors import http_error
 from plaid.errors import ModelNotFoundError, PlaidError, PlaidInputError
 from plaid.image_io import read_mammogram
 from plaid.inference import PatchPredictor

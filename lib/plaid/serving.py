@@ -1,0 +1,108 @@
+"""Start and stop a MONAI Label server on loopback (for the demo, tests and benchmarks)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+APP_DIR = REPO_ROOT / "apps" / "plaid"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LabelServer:
+    """A running `monailabel start_server` process."""
+
+    process: subprocess.Popen
+    url: str
+    log_path: Path
+
+    def healthy(self) -> bool:
+        """True when the process runs and /info/ answers."""
+        if self.process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{self.url}/info/", timeout=10) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def info(self) -> dict:
+        """The server's /info/ document."""
+        with urllib.request.urlopen(f"{self.url}/info/", timeout=30) as response:
+            return json.loads(response.read())
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the server and the task processes it started."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout)
+
+    def __enter__(self) -> LabelServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_label_server(
+    studies: str | Path,
+    conf: dict[str, str] | None = None,
+    app_dir: str | Path = APP_DIR,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    log_path: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    startup_timeout: float = 180.0,
+) -> LabelServer:
+    """Run ``monailabel start_server`` for the PLAID app bound to ``host`` and wait until /info/ answers."""
+    port = port or free_port(host)
+    command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir),
+               "--studies", str(studies), "--host", host, "--port", str(port)]
+    for key, value in (conf or {}).items():
+        command += ["--conf", key, str(value)]
+    log_path = Path(log_path or Path(studies).parent / f"monailabel-{port}.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, **(env or {})}
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "lib"), environment.get("PYTHONPATH")]))
+    logger.info("starting MONAI Label on %s:%d (log %s)", host, port, log_path)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
+                                   start_new_session=True)
+    server = LabelServer(process=process, url=f"http://{host}:{port}", log_path=log_path)
+    deadline = time.monotonic() + startup_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"MONAI Label exited with code {process.returncode}:\n{tail}")
+        if server.healthy():
+            return server
+        time.sleep(1.0)
+    server.stop()
+    raise TimeoutError(f"MONAI Label did not answer on {server.url} within {startup_timeout:.0f} s; see {log_path}")
