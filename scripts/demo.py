@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         truth_file = next((args.sample_data / "labels" / "final").glob(f"{image_id}.*"), None)
         truth = read_label_mask(truth_file, image.shape) if truth_file else None
         boxes = [p["box"] for p in result["positives"]]
-        overlay = render_overlay(image.pixels, boxes, args.out / f"{image_id}_overlay.png", ground_truth=truth, title=f"{image_id}: {result['patches_positive']} positive patches")
+        overlay = render_overlay(image.pixels, boxes, args.out / f"{image_id}_overlay.png", ground_truth=truth,
+                                 title=f"{image_id}: {result['patches_positive']} positive patches")
         positives = np.asarray([p["probability"] for p in result["positives"]])
         print(f"\nInference on {image_id}: {result['patches_positive']} of {result['patches_scored']} tissue patches "
               f"positive (threshold {result['threshold']:.3f}, image score {result['image_score']:.3f}, "
