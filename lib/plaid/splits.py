@@ -14,12 +14,15 @@ RecordT = TypeVar("RecordT", bound=CaseRecord)
 
 
 def split_by_group(
-    records: Sequence[RecordT], fraction: float, seed: int = 0, min_groups: int = 1
+    records: Sequence[RecordT], fraction: float, seed: int = 0, min_groups: int = 1,
+    positive_groups: set[str] | None = None,
 ) -> tuple[list[RecordT], list[RecordT]]:
     """Split records into (rest, held_out) so that no patient is on both sides.
 
     ``fraction`` of the groups (rounded up, at least ``min_groups`` when there are two or more groups)
-    go to the held-out side. With a single group everything stays in ``rest``.
+    go to the held-out side. With ``positive_groups`` (patients with any calcification) the split is
+    stratified: both sides get positive patients when there are at least two. A single group stays in
+    ``rest``.
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
@@ -28,7 +31,20 @@ def split_by_group(
         return list(records), []
     count = min(len(groups) - 1, max(min_groups, math.ceil(fraction * len(groups))))
     rng = np.random.default_rng(seed)
-    held = set(rng.choice(groups, size=count, replace=False).tolist())
+    strata = [groups] if not positive_groups else [
+        [g for g in groups if g in positive_groups], [g for g in groups if g not in positive_groups]
+    ]
+    held: set[str] = set()
+    for stratum in strata:
+        if not stratum:
+            continue
+        share = max(1, round(count * len(stratum) / len(groups))) if len(stratum) > 1 else 0
+        share = min(share, count - len(held), len(stratum) - 1)
+        if share > 0:
+            held.update(rng.choice(stratum, size=share, replace=False).tolist())
+    remaining = [g for g in groups if g not in held]
+    if len(held) < count:
+        held.update(rng.choice(remaining, size=count - len(held), replace=False).tolist())
     rest = [record for record in records if record.group not in held]
     held_out = [record for record in records if record.group in held]
     return rest, held_out

@@ -22,6 +22,7 @@ from plaid.datalist import CaseRecord
 from plaid.errors import PlaidInputError
 from plaid.metrics import confusion_at, operating_point, safe_auc
 from plaid.model import DEFAULT_FROZEN_LAYERS, PatchClassifier, build_model, read_checkpoint, save_checkpoint
+from plaid.options import parse_bool
 from plaid.patch_data import PatchDataset, PatchSettings, PreparedImage, Problem, patch_index_for, prepare_images
 from plaid.runtime import autocast_for, select_device
 from plaid.sampling import BalancedSampler
@@ -88,7 +89,7 @@ class TrainConfig:
 def _coerce(value: Any, default: Any) -> Any:
     """Convert request/CLI strings to the type of the default."""
     if isinstance(default, bool):
-        return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+        return parse_bool(value)
     if isinstance(default, int) and not isinstance(default, bool):
         return int(value)
     if isinstance(default, float):
@@ -322,8 +323,9 @@ def train_from_records(
     problems += read_problems
     if not prepared:
         raise PlaidInputError("no usable labelled image to train on")
-    train_images, val_images = split_by_group(prepared_records := [p.record for p in prepared],
-                                              config.val_fraction, config.seed)
+    positive_groups = {p.record.group for p in prepared if p.labels is not None and p.labels.any()}
+    train_images, val_images = split_by_group([p.record for p in prepared], config.val_fraction, config.seed,
+                                              positive_groups=positive_groups)
     train_ids = {r.image_id for r in train_images}
     train_prepared = [p for p in prepared if p.record.image_id in train_ids]
     val_prepared = [p for p in prepared if p.record.image_id not in train_ids]
@@ -332,8 +334,8 @@ def train_from_records(
     split["problems"] = [asdict(problem) for problem in problems]
     (out_dir / SPLIT_FILE).write_text(json.dumps(split, indent=2))
     (out_dir / PATCH_LABELS_FILE).write_text(json.dumps(describe_patch_labels(prepared), indent=2))
-    logger.info("training on %d images, validating on %d (of %d records)", len(train_prepared),
-                len(val_prepared), len(prepared_records))
+    logger.info("training on %d images, validating on %d (of %d usable)", len(train_prepared),
+                len(val_prepared), len(prepared))
     trainer = PatchTrainer(config, out_dir, progress=progress, on_epoch=on_epoch, should_stop=should_stop)
     result = trainer.fit(train_prepared, val_prepared, resume=resume)
     result.problems = problems

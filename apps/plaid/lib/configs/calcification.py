@@ -17,6 +17,7 @@ from lib.infers.calcification import CalcificationInfer
 from lib.scoring.uncertainty import PatchUncertaintyScoring
 from lib.trainers.calcification import CalcificationTrainer
 from plaid.inference import InferConfig, PatchPredictor
+from plaid.options import parse_bool
 from plaid.training import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -64,10 +65,10 @@ class Calcification(TaskConfig):
             patch_size=int(values["patch_size"]),
             stride=int(values["stride"]) if values["stride"] is not None else None,
             threshold=float(values["threshold"]) if values["threshold"] is not None else None,
-            skip_background=_as_bool(values["skip_background"]),
+            skip_background=parse_bool(values["skip_background"]),
             batch_size=int(values["batch_size"]),
             device=str(values["device"]),
-            amp=_as_bool(values["amp"]),
+            amp=parse_bool(values["amp"]),
         )
         self.train_defaults = TrainConfig.from_mapping({
             "patch_size": values["patch_size"],
@@ -84,7 +85,7 @@ class Calcification(TaskConfig):
             "weights_path": values["pretrained_weights"],
             "seed": values["seed"],
         })
-        self.finetune = _as_bool(values["finetune"])
+        self.finetune = parse_bool(values["finetune"])
         self.predictor = PatchPredictor(self.path, self.infer_config)
         logger.info("calcification model: %s (present: %s)", self.path, os.path.isfile(self.path))
 
@@ -105,7 +106,3 @@ class Calcification(TaskConfig):
     def scoring_method(self) -> ScoringMethod | dict[str, ScoringMethod] | None:
         """Scores unlabeled images by the entropy of their patch predictions."""
         return {"patch_uncertainty": PatchUncertaintyScoring(self.predictor)}
-
-
-def _as_bool(value: Any) -> bool:
-    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")

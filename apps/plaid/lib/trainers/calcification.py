@@ -15,6 +15,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
 from plaid.datalist import CaseRecord, attach_metadata
+from plaid.options import parse_bool
 from plaid.training import TrainConfig, train_from_records
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class CalcificationTrainer(TrainTask):
         """Train on the datastore's final labels and publish the best checkpoint into the model folder."""
         config = TrainConfig.from_mapping({**self.defaults.to_dict(),
                                            **{k: v for k, v in request.items() if k in REQUEST_KEYS}})
-        finetune = str(request.get("finetune", self.finetune)).lower() in ("1", "true", "yes", "on")
+        finetune = parse_bool(request.get("finetune", self.finetune))
         if finetune and self.publish_path.is_file():
             config = replace(config, init_checkpoint=str(self.publish_path))
         records = [CaseRecord(image=item["image"], label=item["label"]) for item in datastore.datalist()]
