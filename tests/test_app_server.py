@@ -13,7 +13,8 @@ from pathlib import Path
 import itk
 import numpy as np
 import pytest
-from monailabel.client import MONAILabelClient, MONAILabelClientException, MONAILabelUtils
+from monailabel.client import MONAILabelClient
+from monailabel.client.client import MONAILabelClientException, MONAILabelUtils
 from PIL import Image
 
 from plaid.image_io import read_mammogram
@@ -24,7 +25,7 @@ from plaid.tiling import PatchGrid
 
 pytestmark = pytest.mark.server
 
-UNLABELED = 2
+UNLABELED = 3
 TRAIN_TIMEOUT_S = 600
 
 

@@ -5,7 +5,6 @@ Used unchanged by the `plaid train` CLI and by the MONAI Label train task.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from plaid.options import parse_bool
 from plaid.patch_data import PatchDataset, PatchSettings, PreparedImage, Problem, patch_index_for, prepare_images
 from plaid.runtime import autocast_for, select_device
 from plaid.sampling import BalancedSampler
+from plaid.serialization import write_json
 from plaid.splits import describe_split, split_by_group
 
 logger = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ class PatchTrainer:
             start_epoch = int(state.get("epoch", 0))
             logger.info("resuming from %s after epoch %d", last_path, start_epoch)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+        write_json(self.out_dir / CONFIG_FILE, config.to_dict())
         runner = self._wrap_for_devices(model)
         loss_fn = nn.BCEWithLogitsLoss()
         best = max(history, key=_key_metric) if history else None
@@ -225,7 +225,7 @@ class PatchTrainer:
                 )
             save_checkpoint(last_path, model, epoch=epoch + 1, optimizer=optimizer.state_dict(),
                             history=[asdict(item) for item in history], config=config.to_dict())
-            (self.out_dir / HISTORY_FILE).write_text(json.dumps([asdict(item) for item in history], indent=2))
+            write_json(self.out_dir / HISTORY_FILE, [asdict(item) for item in history])
             if self.on_epoch:
                 self.on_epoch(stats)
             if self.should_stop and self.should_stop():
@@ -332,8 +332,8 @@ def train_from_records(
     out_dir.mkdir(parents=True, exist_ok=True)
     split = describe_split({"train": train_images, "validation": val_images})
     split["problems"] = [asdict(problem) for problem in problems]
-    (out_dir / SPLIT_FILE).write_text(json.dumps(split, indent=2))
-    (out_dir / PATCH_LABELS_FILE).write_text(json.dumps(describe_patch_labels(prepared), indent=2))
+    write_json(out_dir / SPLIT_FILE, split)
+    write_json(out_dir / PATCH_LABELS_FILE, describe_patch_labels(prepared))
     logger.info("training on %d images, validating on %d (of %d usable)", len(train_prepared),
                 len(val_prepared), len(prepared))
     trainer = PatchTrainer(config, out_dir, progress=progress, on_epoch=on_epoch, should_stop=should_stop)

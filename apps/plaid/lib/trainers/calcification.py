@@ -16,6 +16,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from plaid.datalist import CaseRecord, attach_metadata
 from plaid.options import parse_bool
+from plaid.serialization import json_safe, write_json
 from plaid.training import TrainConfig, train_from_records
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class CalcificationTrainer(TrainTask):
         """Summary of the last finished run (read from the model folder, so every process sees it)."""
         path = self.model_dir / STATS_FILE
         try:
-            return json.loads(path.read_text()) if path.is_file() else {}
+            return json_safe(json.loads(path.read_text())) if path.is_file() else {}
         except (OSError, ValueError):
             return {}
 
@@ -79,8 +80,8 @@ class CalcificationTrainer(TrainTask):
             "total_time_s": round(time.time() - started, 2),
             "history": [asdict(item) for item in result.history],
         }
-        (self.model_dir / STATS_FILE).write_text(json.dumps(stats, indent=2, default=str))
-        return stats
+        write_json(self.model_dir / STATS_FILE, stats)
+        return json_safe(stats)
 
     def _publish(self, checkpoint: Path) -> Path:
         """Copy the checkpoint into place atomically; the infer task reloads it on its next request."""

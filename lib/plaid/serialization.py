@@ -1,0 +1,30 @@
+"""JSON output that strict readers accept: NaN and infinities become null."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def json_safe(value: Any) -> Any:
+    """A copy of ``value`` with non-finite floats replaced by None and numpy scalars made plain."""
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: str | Path, value: Any) -> Path:
+    """Write ``value`` as indented strict JSON."""
+    path = Path(path)
+    path.write_text(json.dumps(json_safe(value), indent=2, allow_nan=False))
+    return path
