@@ -1,15 +1,28 @@
 """Synthetic mammograms with microcalcification clusters, for sample data, tests and benchmarks.
 
-The images are not meant to fool a radiologist; they give the pipeline the structure it relies on:
-a breast-shaped, textured, 12-bit bright region on a dark background, a pectoral muscle on MLO views,
-tissue thinning toward the skin line, and clusters of small bright specks (0.1-1 mm) inside the
-breast whose exact pixels are known (the ground-truth mask).
+The images will not fool a radiologist, but they carry the structure PLAID relies on:
+
+* a breast-shaped region attached to the chest wall (left edge for a right breast, right edge for a
+  left breast) on a dark, slightly noisy background;
+* tissue that thins toward the skin line (a compressed breast is rounded at its edge), a thin skin
+  line, a subcutaneous fat layer, and fibroglandular tissue made of power-law (1/f^3) clouds plus
+  strands that converge on the nipple, with fine curvilinear ligaments in the fat;
+* a bright triangular pectoral muscle with a slightly convex edge in the upper chest-wall corner of
+  MLO views;
+* clusters of 3-12 small (0.1-1 mm), blurred, bright specks inside the breast, away from the skin and
+  the muscle, whose exact pixels are known (the ground-truth mask is the thresholded speck footprint).
+
+Anatomy is built at a working resolution of at most ~900 pixels a side (it is smooth) and upsampled
+once; fine texture, noise and the specks are added at full resolution, the specks on small local
+windows, so a 4096x3328 image takes a few seconds. Everything is drawn from one seeded
+``numpy.random.Generator``.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +34,39 @@ from scipy import ndimage
 logger = logging.getLogger(__name__)
 
 MAX_VALUE = 4095
-BACKGROUND_LEVEL = 60.0
-FAT_LEVEL = 1250.0
-DENSE_GAIN = 1500.0
-PECTORAL_LEVEL = 2900.0
+WORKING_SIZE = 900
+VIEWS = ("CC", "MLO")
+LATERALITIES = ("L", "R")
+FORMATS = ("png", "dcm")
+METADATA_COLUMNS = (
+    "image_id",
+    "file",
+    "label",
+    "patient_id",
+    "age",
+    "laterality",
+    "view",
+    "pixel_spacing_mm",
+    "n_clusters",
+    "n_specks",
+)
+SPECK_DIAMETER_MM = (0.1, 1.0)
+MAX_SPECK_DIAMETER_PX = 12.5
+SPECKS_PER_CLUSTER = (3, 12)
+SPECK_CONTRAST = (500.0, 1200.0)
+SKIN_MARGIN_MM = 8.0
+MUSCLE_MARGIN_MM = 3.0
 
 
 @dataclass
 class SyntheticCase:
-    """One generated mammogram and everything known about it."""
+    """One generated mammogram and everything known about it.
+
+    ``pixels`` are uint16 display values in 0..4095 (bright = dense); ``calcification_mask`` is uint8
+    0/1 marking every speck pixel; ``breast_mask`` is the breast outline (muscle included). Each
+    cluster is a dict with ``row``, ``col`` (centre, image coordinates), ``radius_px`` (every speck
+    pixel of the cluster lies within it), ``n_specks`` and ``specks`` ([row, col, diameter_px] each).
+    """
 
     pixels: np.ndarray
     calcification_mask: np.ndarray
@@ -46,85 +83,359 @@ class SyntheticCase:
         """Total number of calcification specks."""
         return int(sum(cluster["n_specks"] for cluster in self.clusters))
 
-
-def smooth_noise(shape: tuple[int, int], scale_px: float, rng: np.random.Generator) -> np.ndarray:
-    """Zero-mean, unit-std noise with features about ``scale_px`` pixels wide (made at low resolution)."""
-    factor = max(1, int(scale_px // 4))
-    small_shape = (max(2, shape[0] // factor + 2), max(2, shape[1] // factor + 2))
-    small = ndimage.gaussian_filter(rng.standard_normal(small_shape), sigma=max(scale_px / factor / 2, 0.5))
-    zoomed = ndimage.zoom(small, factor, order=1)[: shape[0], : shape[1]]
-    if zoomed.shape != shape:
-        zoomed = np.pad(zoomed, [(0, shape[0] - zoomed.shape[0]), (0, shape[1] - zoomed.shape[1])], mode="edge")
-    return (zoomed - zoomed.mean()) / (zoomed.std() + 1e-9)
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Height and width in pixels."""
+        return int(self.pixels.shape[0]), int(self.pixels.shape[1])
 
 
-def _breast_geometry(height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised radius from the chest-wall centre (<1 inside the breast) and the breast mask.
+# ---------------------------------------------------------------------------------------------------
+# Noise fields
 
-    Built with the chest wall on the left edge; the caller flips for the other side.
+
+def power_law_noise(
+    shape: tuple[int, int], beta: float, rng: np.random.Generator, corner_px: float = 0.0
+) -> np.ndarray:
+    """Zero-mean, unit-std Gaussian noise with a 1/f**beta power spectrum (float32).
+
+    ``corner_px`` flattens the spectrum for wavelengths longer than that many pixels so a single
+    huge blob cannot dominate the field. Mammographic background anatomy is close to beta = 3.
     """
-    centre_row = height * rng.uniform(0.46, 0.54)
-    semi_rows = height * rng.uniform(0.40, 0.47)
-    semi_cols = width * rng.uniform(0.70, 0.86)
-    rows = (np.arange(height, dtype=np.float32)[:, None] - centre_row) / semi_rows
-    cols = np.arange(width, dtype=np.float32)[None, :] / semi_cols
-    wobble = 1.0 + 0.03 * smooth_noise((height, width), max(height, width) / 6, rng).astype(np.float32)
-    radius = np.sqrt(rows**2 + cols**2) / wobble
-    return radius, radius < 1.0
+    height, width = shape
+    white = rng.standard_normal(shape, dtype=np.float32)
+    spectrum = np.fft.rfft2(white)
+    freq_rows = np.fft.fftfreq(height).astype(np.float32)[:, None]
+    freq_cols = np.fft.rfftfreq(width).astype(np.float32)[None, :]
+    corner = 1.0 / corner_px if corner_px > 0 else 1.0 / max(height, width)
+    radial_sq = freq_rows**2 + freq_cols**2 + np.float32(corner**2)
+    spectrum *= radial_sq ** np.float32(-beta / 4.0)
+    spectrum[0, 0] = 0.0
+    field_ = np.fft.irfft2(spectrum, s=shape).astype(np.float32)
+    return (field_ - field_.mean()) / (field_.std() + 1e-6)
 
 
-def _pectoral_mask(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """Triangle in the top-left corner (chest-wall side) for MLO views."""
-    depth_rows = height * rng.uniform(0.35, 0.55)
-    depth_cols = width * rng.uniform(0.22, 0.35)
-    rows = np.arange(height, dtype=np.float32)[:, None]
-    cols = np.arange(width, dtype=np.float32)[None, :]
-    return cols < depth_cols * (1.0 - rows / depth_rows)
+def band_noise(shape: tuple[int, int], wavelength_px: float, rng: np.random.Generator) -> np.ndarray:
+    """Zero-mean, unit-std noise whose features are about ``wavelength_px`` wide (difference of Gaussians)."""
+    white = rng.standard_normal(shape, dtype=np.float32)
+    sigma = max(wavelength_px / 4.0, 0.5)
+    band = ndimage.gaussian_filter(white, sigma) - ndimage.gaussian_filter(white, 2.0 * sigma)
+    return (band - band.mean()) / (band.std() + 1e-6)
 
 
-def _draw_speck(pixels: np.ndarray, mask: np.ndarray, row: float, col: float, diameter: float,
-                amplitude: float) -> None:
-    """Add one speck (flat top, soft edge) and mark its pixels in ``mask``."""
-    radius = diameter / 2.0
-    reach = int(np.ceil(radius * 2 + 2))
-    top, bottom = max(0, int(row) - reach), min(pixels.shape[0], int(row) + reach + 1)
-    left, right = max(0, int(col) - reach), min(pixels.shape[1], int(col) + reach + 1)
-    yy, xx = np.ogrid[top:bottom, left:right]
-    distance = np.sqrt((yy - row) ** 2 + (xx - col) ** 2)
-    profile = np.exp(-((distance / max(radius, 0.5)) ** 4))
-    pixels[top:bottom, left:right] += amplitude * profile
-    footprint = distance <= max(radius, 0.5)
-    if not footprint.any():
-        footprint[int(row) - top, int(col) - left] = True
+def _periodic_profile(rng: np.random.Generator, knots: int = 48, smooth: float = 3.0) -> np.ndarray:
+    """Smooth, periodic random values (zero mean, unit std) on ``knots`` angles over a full turn."""
+    values = ndimage.gaussian_filter1d(rng.standard_normal(knots), smooth, mode="wrap")
+    return (values - values.mean()) / (values.std() + 1e-9)
+
+
+def _sample_periodic(profile: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """Linear interpolation of a periodic profile (see `_periodic_profile`) at angles in radians."""
+    knots = len(profile)
+    position = (np.asarray(angle, dtype=np.float32) + np.float32(np.pi)) * np.float32(knots / (2 * np.pi))
+    return np.interp(position, np.arange(knots + 1), np.append(profile, profile[0]), period=knots).astype(
+        np.float32
+    )
+
+
+def _smoothstep(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """0 below ``low``, 1 above ``high``, a smooth cubic in between."""
+    t = np.clip((values - np.float32(low)) / np.float32(max(high - low, 1e-6)), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _sigmoid(values: np.ndarray) -> np.ndarray:
+    """Logistic function, float32, safe for large magnitudes."""
+    return (0.5 * (1.0 + np.tanh(0.5 * values))).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Anatomy (chest wall on the left, working resolution)
+
+
+@dataclass
+class _Anatomy:
+    """Working-resolution fields of one breast, chest wall on the left."""
+
+    intensity: np.ndarray  # display value before fine texture and noise
+    radius: np.ndarray  # distance from the chest-wall centre over the outline radius (<1 inside)
+    allowed: np.ndarray  # where calcifications may go (inside, away from skin, muscle, borders)
+    factor: int  # full-resolution pixels per working pixel
+
+
+def _outline(view: str, height: int, width: int, rng: np.random.Generator) -> dict[str, float]:
+    """Random breast outline parameters in working pixels: chest-wall centre row, semi-axes, tilt."""
+    if view == "CC":
+        return {
+            "centre_row": height * rng.uniform(0.47, 0.53),
+            "semi_rows": height * rng.uniform(0.37, 0.44),
+            "semi_cols": width * rng.uniform(0.64, 0.80),
+            "tilt": math.radians(rng.uniform(-6.0, 6.0)),
+            "power": rng.uniform(2.0, 2.4),
+        }
+    return {
+        "centre_row": height * rng.uniform(0.36, 0.42),
+        "semi_rows": height * rng.uniform(0.50, 0.56),
+        "semi_cols": width * rng.uniform(0.60, 0.74),
+        "tilt": math.radians(rng.uniform(8.0, 18.0)),
+        "power": rng.uniform(1.9, 2.2),
+    }
+
+
+def _outline_radius(angle: np.ndarray, shape: dict[str, float], wobble: np.ndarray) -> np.ndarray:
+    """Distance from the chest-wall centre to the skin line along ``angle`` (a tilted superellipse)."""
+    relative = angle - np.float32(shape["tilt"])
+    power = shape["power"]
+    inverse = (np.abs(np.cos(relative)) / shape["semi_cols"]) ** power + (
+        np.abs(np.sin(relative)) / shape["semi_rows"]
+    ) ** power
+    return (inverse ** (-1.0 / power)) * (1.0 + 0.025 * _sample_periodic(wobble, angle))
+
+
+def _polar_strands(
+    rows: np.ndarray, cols: np.ndarray, nipple: tuple[float, float], reach: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Noise stretched along rays through the nipple: ducts and strands that converge on it."""
+    d_rows, d_cols = rows - np.float32(nipple[0]), cols - np.float32(nipple[1])
+    angle = np.arctan2(-d_rows, -d_cols)  # the wrap-around seam points away from the breast
+    log_distance = np.log1p(np.hypot(d_rows, d_cols) / np.float32(max(reach, 1.0) * 0.05))
+    n_angle, n_dist = 720, 96
+    grid = rng.standard_normal((n_angle, n_dist)).astype(np.float32)
+    grid = ndimage.gaussian_filter(grid, sigma=(2.5, 6.0), mode=("wrap", "nearest"))
+    grid = (grid - grid.mean()) / (grid.std() + 1e-6)
+    top = float(np.log1p(20.0)) + 1e-3
+    coords = np.stack(
+        [(angle + np.float32(np.pi)) * np.float32(n_angle / (2 * np.pi)), log_distance * np.float32((n_dist - 1) / top)]
+    )
+    return ndimage.map_coordinates(grid, coords, order=1, mode="nearest").astype(np.float32)
+
+
+def _build_anatomy(
+    height: int, width: int, view: str, spacing_mm: float, density: float, rng: np.random.Generator
+) -> _Anatomy:
+    """Breast outline, thickness, tissue, skin and (MLO) pectoral muscle at working resolution."""
+    factor = max(1, math.ceil(max(height, width) / WORKING_SIZE))
+    h, w = math.ceil(height / factor), math.ceil(width / factor)
+    mm = spacing_mm * factor  # millimetres per working pixel
+    rows = np.arange(h, dtype=np.float32)[:, None] + np.float32(0.5)
+    cols = np.arange(w, dtype=np.float32)[None, :] + np.float32(0.5)
+
+    shape = _outline(view, h, w, rng)
+    wobble = _periodic_profile(rng)
+    d_rows, d_cols = rows - np.float32(shape["centre_row"]), np.broadcast_to(cols, (h, w))
+    angle = np.arctan2(d_rows, d_cols).astype(np.float32)
+    distance = np.hypot(d_rows, d_cols).astype(np.float32)
+    outline = _outline_radius(angle, shape, wobble).astype(np.float32)
+    radius = distance / outline
+    breast = radius < 1.0
+    skin_mm = (outline - distance) * np.float32(mm)  # depth below the skin line along the ray
+
+    # Compressed breast: full thickness inside, a rounded edge over the outer ~1 cm.
+    edge_mm = rng.uniform(9.0, 15.0)
+    depth = np.clip(skin_mm / np.float32(edge_mm), 0.0, 1.0)
+    thickness = np.sqrt(1.0 - (1.0 - depth) ** 2)
+
+    # Pectoral muscle (MLO): top-left triangle with a slightly convex front edge.
+    muscle = np.zeros((h, w), dtype=np.float32)
+    muscle_front = np.full((h, w), -np.inf, dtype=np.float32)
+    if view == "MLO":
+        top_row_inside = np.flatnonzero(breast[0])
+        top_extent = float(top_row_inside.max() + 1) if top_row_inside.size else w * 0.5
+        muscle_cols = top_extent * rng.uniform(0.42, 0.68)
+        muscle_rows = h * rng.uniform(0.34, 0.55)
+        bulge = rng.uniform(0.1, 0.35)
+        fraction = np.clip(rows / np.float32(muscle_rows), 0.0, 1.0)
+        edge_col = np.float32(muscle_cols) * (1.0 - fraction) * (1.0 + np.float32(bulge) * fraction)
+        edge_col = np.where(rows < muscle_rows, edge_col, np.float32(-1.0))
+        muscle_front = (edge_col - cols) * np.float32(mm)  # mm inside the muscle (negative outside)
+        muscle = _sigmoid(muscle_front / np.float32(0.35)) * breast
+
+    # Fibroglandular tissue: power-law clouds and strands converging on the nipple, inside an
+    # envelope that leaves a subcutaneous fat layer and a little retromammary fat.
+    nipple_angle = shape["tilt"]
+    nipple_reach = float(_outline_radius(np.float32(nipple_angle), shape, wobble)) - 3.0 / mm
+    nipple = (
+        shape["centre_row"] + nipple_reach * math.sin(nipple_angle),
+        nipple_reach * math.cos(nipple_angle),
+    )
+    clouds = power_law_noise((h, w), 3.0, rng, corner_px=35.0 / mm)
+    strands = _polar_strands(rows, cols, nipple, nipple_reach, rng)
+    lobules = band_noise((h, w), 4.0 / mm, rng)
+    nipple_distance = np.hypot(rows - np.float32(nipple[0]), cols - np.float32(nipple[1]))
+    strand_weight = 0.15 + 0.35 * np.exp(-nipple_distance / np.float32(0.6 * max(nipple_reach, 1.0)))
+    texture = 0.85 * clouds + strand_weight * strands + 0.25 * lobules
+    fat_layer = rng.uniform(4.0, 9.0)
+    envelope = _smoothstep(skin_mm, fat_layer, fat_layer + 14.0)
+    envelope *= np.clip(0.75 + 0.35 * power_law_noise((h, w), 4.0, rng, corner_px=60.0 / mm), 0.0, 1.0)
+    envelope *= 1.0 - muscle
+    region = envelope > 0.5
+    threshold = float(np.quantile(texture[region], 1.0 - density)) if region.any() else 0.0
+    gland = _sigmoid((texture - np.float32(threshold)) / np.float32(0.5)) * envelope
+
+    # Cooper's ligaments / trabeculae: thin curvilinear ridges in the fat.
+    ridges = band_noise((h, w), 7.0 / mm, rng)
+    ligaments = np.exp(-((ridges / np.float32(0.1)) ** 2)) * (1.0 - gland) * _smoothstep(skin_mm, 1.5, 6.0)
+
+    background = rng.uniform(25.0, 55.0)
+    fat_level = rng.uniform(1250.0, 1450.0)
+    gland_gain = rng.uniform(1150.0, 1500.0)
+    tissue = np.float32(fat_level) + np.float32(gland_gain) * gland + np.float32(90.0) * ligaments
+    tissue *= np.float32(0.33) + np.float32(0.67) * thickness
+    tissue += np.float32(rng.uniform(120.0, 220.0)) * np.exp(-((skin_mm / np.float32(0.7)) ** 2))  # skin line
+    if view == "MLO":
+        muscle_level = rng.uniform(2450.0, 2800.0)
+        depth_in_muscle = _smoothstep(muscle_front, 0.0, 20.0)
+        stripes = ndimage.gaussian_filter1d(rng.standard_normal(512), 1.5)  # fibres parallel to the front
+        stripes = (stripes - stripes.mean()) / (stripes.std() + 1e-9)
+        fibres = np.interp(np.clip(muscle_front, 0.0, 255.0) * 2.0, np.arange(512), stripes).astype(np.float32)
+        muscle_value = np.float32(muscle_level) * (1.0 - 0.15 * fraction) + 200.0 * depth_in_muscle
+        muscle_value += 45.0 * fibres + 40.0 * band_noise((h, w), 6.0 / mm, rng)
+        tissue = tissue * (1.0 - muscle) + np.maximum(muscle_value, tissue) * muscle
+    intensity = np.where(breast, tissue, np.float32(background)).astype(np.float32)
+
+    allowed = breast & (skin_mm >= np.float32(min(SKIN_MARGIN_MM, 0.2 * shape["semi_cols"] * mm)))
+    allowed &= muscle_front <= -np.float32(MUSCLE_MARGIN_MM)
+    border = max(1, math.ceil(2.0 / mm))
+    allowed[:border, :] = allowed[-border:, :] = False
+    allowed[:, :border] = allowed[:, -border:] = False
+    return _Anatomy(intensity=intensity, radius=radius.astype(np.float32), allowed=allowed, factor=factor)
+
+
+def _upsample(small: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling by an integer factor (pixel-centre aligned), cropped to ``shape``."""
+    if factor == 1:
+        return small[: shape[0], : shape[1]].astype(np.float32, copy=True)
+    big = ndimage.zoom(small, factor, order=1, mode="nearest", grid_mode=True, output=np.float32)
+    return big[: shape[0], : shape[1]]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Calcifications (full resolution, chest wall on the left)
+
+
+def _draw_speck(
+    pixels: np.ndarray,
+    mask: np.ndarray,
+    centre: tuple[float, float],
+    diameter: float,
+    amplitude: float,
+    rng: np.random.Generator,
+) -> float:
+    """Add one irregular, soft-edged bright speck and mark its half-maximum footprint in ``mask``.
+
+    Returns the speck's reach: no marked pixel is farther than this from ``centre``.
+    """
+    aspect = rng.uniform(1.0, 1.8)
+    orientation = rng.uniform(0.0, np.pi)
+    lobes, lobe_phase, lobe_depth = int(rng.integers(2, 5)), rng.uniform(0, 2 * np.pi), rng.uniform(0.0, 0.15)
+    softness = rng.uniform(0.45, 0.8)
+    half_major = 0.5 * diameter * math.sqrt(aspect)
+    half_minor = 0.5 * diameter / math.sqrt(aspect)
+    reach = math.ceil(half_major * (1.0 + lobe_depth) + 4.0 * softness + 2.0)
+    row, col = centre
+    top, left = max(0, int(row) - reach), max(0, int(col) - reach)
+    bottom, right = min(pixels.shape[0], int(row) + reach + 1), min(pixels.shape[1], int(col) + reach + 1)
+    d_row = np.arange(top, bottom, dtype=np.float32)[:, None] + np.float32(0.5 - row)
+    d_col = np.arange(left, right, dtype=np.float32)[None, :] + np.float32(0.5 - col)
+    cos_o, sin_o = math.cos(orientation), math.sin(orientation)
+    along = d_col * cos_o + d_row * sin_o
+    across = -d_col * sin_o + d_row * cos_o
+    scaled = np.hypot(along / half_major, across / half_minor)
+    theta = np.arctan2(across, along)
+    scaled /= 1.0 + lobe_depth * np.cos(lobes * theta + lobe_phase)
+    edge_distance = (scaled - 1.0) * np.float32(math.sqrt(half_major * half_minor))
+    profile = _sigmoid(-edge_distance / np.float32(softness))
+    profile /= float(_sigmoid(np.float32(math.sqrt(half_major * half_minor) / softness)))
+    centre_pixel = (min(max(int(row), top), bottom - 1) - top, min(max(int(col), left), right - 1) - left)
+    footprint = profile >= 0.5
+    footprint[centre_pixel] = True
+    pieces, _ = ndimage.label(footprint, structure=np.ones((3, 3), dtype=bool))
+    footprint = pieces == pieces[centre_pixel]  # one 8-connected speck
+    profile[centre_pixel] = max(float(profile[centre_pixel]), 0.6)
+    pixels[top:bottom, left:right] += np.float32(amplitude) * profile
     mask[top:bottom, left:right] |= footprint
+    marked_rows, marked_cols = np.nonzero(footprint)
+    return float(np.hypot(marked_rows + top + 0.5 - row, marked_cols + left + 0.5 - col).max())
 
 
-def _place_clusters(pixels: np.ndarray, allowed: np.ndarray, n_clusters: int, spacing_mm: float,
-                    rng: np.random.Generator) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Draw ``n_clusters`` clusters of 3-12 specks inside ``allowed``; returns the speck mask."""
+def _speck_diameter_px(spacing_mm: float, rng: np.random.Generator) -> float:
+    """A speck diameter in pixels, 0.1-1 mm and skewed toward small ones, capped for small spacings."""
+    low, high = SPECK_DIAMETER_MM
+    diameter_mm = low + (high - low) * rng.beta(1.4, 2.6)
+    return float(np.clip(diameter_mm / spacing_mm, 1.0, MAX_SPECK_DIAMETER_PX))
+
+
+def _place_clusters(
+    pixels: np.ndarray,
+    anatomy: _Anatomy,
+    n_clusters: int,
+    spacing_mm: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Draw up to ``n_clusters`` clusters of 3-12 specks where ``anatomy.allowed``; returns the mask."""
     mask = np.zeros(pixels.shape, dtype=bool)
     clusters: list[dict[str, Any]] = []
-    candidates = np.argwhere(ndimage.binary_erosion(allowed, iterations=int(4.0 / spacing_mm)))
-    if len(candidates) == 0:
-        candidates = np.argwhere(allowed)
+    if n_clusters <= 0:
+        return mask, clusters
+    factor = anatomy.factor
+    working_mm = spacing_mm * factor
+    room_mm = ndimage.distance_transform_edt(anatomy.allowed) * working_mm  # clearance inside the region
+    centres: list[tuple[float, float, float]] = []  # row, col, radius in full-resolution pixels
+    gap_mm = 3.0
     for _ in range(n_clusters):
-        centre = candidates[rng.integers(len(candidates))]
-        spread = rng.uniform(1.5, 4.0) / spacing_mm
-        count = int(rng.integers(3, 13))
-        placed = 0
-        for _attempt in range(count * 20):
-            if placed == count:
+        spread_mm = rng.uniform(1.5, 5.0)
+        candidates = np.empty((0, 2), dtype=np.float64)
+        while spread_mm >= 0.75:
+            picks = np.argwhere(room_mm >= spread_mm + 1.5)
+            candidates = (picks + 0.5) * factor  # full-resolution coordinates of working-pixel centres
+            for row, col, radius in centres:
+                apart = np.hypot(candidates[:, 0] - row, candidates[:, 1] - col)
+                candidates = candidates[apart > radius + (spread_mm + gap_mm) / spacing_mm]
+            if len(candidates):
                 break
-            row = centre[0] + rng.normal(0, spread / 2)
-            col = centre[1] + rng.normal(0, spread / 2)
-            if not (0 <= row < pixels.shape[0] and 0 <= col < pixels.shape[1]) or not allowed[int(row), int(col)]:
+            spread_mm /= 1.5
+        if not len(candidates):
+            logger.warning("no room for calcification cluster %d in a %dx%d image", len(clusters) + 1, *pixels.shape)
+            break
+        spread = spread_mm / spacing_mm
+        jitter = rng.uniform(-0.5, 0.5, size=2) * factor
+        pick = candidates[rng.integers(len(candidates))]
+        centre = (float(pick[0] + jitter[0]), float(pick[1] + jitter[1]))
+        wanted = int(rng.integers(SPECKS_PER_CLUSTER[0], SPECKS_PER_CLUSTER[1] + 1))
+        aspect = rng.uniform(1.0, 2.0)
+        orientation = rng.uniform(0.0, np.pi)
+        specks: list[list[float]] = []
+        reaches: list[float] = []
+        for attempt in range(wanted * 40 + 400):
+            if len(specks) == wanted or (attempt >= wanted * 40 and len(specks) >= SPECKS_PER_CLUSTER[0]):
+                break
+            radial, turn = math.sqrt(rng.uniform()), rng.uniform(0.0, 2 * np.pi)
+            along, across = radial * spread * math.cos(turn), radial * spread / aspect * math.sin(turn)
+            row = centre[0] + along * math.sin(orientation) + across * math.cos(orientation)
+            col = centre[1] + along * math.cos(orientation) - across * math.sin(orientation)
+            # in a cramped cluster, fall back to the smallest specks so that every cluster has at least 3
+            diameter = _speck_diameter_px(spacing_mm, rng) if attempt < wanted * 40 else rng.uniform(1.0, 2.0)
+            if any(math.hypot(row - r, col - c) < 0.8 * (diameter + d) + 5.0 for r, c, d in specks):
                 continue
-            diameter = rng.uniform(0.15, 0.9) / spacing_mm
-            _draw_speck(pixels, mask, row, col, diameter, amplitude=rng.uniform(600, 1200))
-            placed += 1
-        clusters.append({"row": int(centre[0]), "col": int(centre[1]), "radius_px": round(float(spread), 1),
-                         "n_specks": placed})
-    return mask & allowed, clusters
+            specks.append([row, col, diameter])
+        for row, col, diameter in specks:
+            reach = _draw_speck(pixels, mask, (row, col), diameter, rng.uniform(*SPECK_CONTRAST), rng)
+            reaches.append(math.hypot(row - centre[0], col - centre[1]) + reach)
+        radius_px = max(reaches) if reaches else 0.0
+        centres.append((centre[0], centre[1], radius_px))
+        clusters.append(
+            {
+                "row": int(centre[0]),
+                "col": int(centre[1]),
+                "radius_px": round(radius_px + 1.0, 1),
+                "n_specks": len(specks),
+                "specks": [[round(r, 1), round(c, 1), round(d, 2)] for r, c, d in specks],
+            }
+        )
+    return mask, clusters
+
+
+# ---------------------------------------------------------------------------------------------------
+# Public API
 
 
 def synthesize_case(
@@ -139,54 +450,68 @@ def synthesize_case(
     pixel_spacing_mm: float = 0.085,
     patient_id: str = "SYN0000",
     age: int = 55,
+    density: float | None = None,
 ) -> SyntheticCase:
     """Generate one 12-bit mammogram (bright = dense) with ``n_clusters`` calcification clusters.
 
-    Laterality "R" puts the chest wall on the left edge, "L" on the right edge; MLO views get a
-    pectoral muscle in the upper chest-wall corner. Calcifications never fall in the muscle.
+    Laterality "R" puts the chest wall on the left edge, "L" on the right edge; MLO views get a pectoral
+    muscle in the upper chest-wall corner. Calcifications are placed inside the breast, at least 8 mm
+    from the skin line and 3 mm from the muscle. ``density`` (0-1, share of the glandular region that
+    is dense) defaults to a random value that falls with ``age``. Pass ``seed`` or a ``rng``.
     """
-    if view not in ("CC", "MLO") or laterality not in ("L", "R"):
-        raise ValueError(f"view must be CC/MLO and laterality L/R, got {view}/{laterality}")
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+    if laterality not in LATERALITIES:
+        raise ValueError(f"laterality must be one of {LATERALITIES}, got {laterality!r}")
+    if height < 64 or width < 64:
+        raise ValueError(f"image must be at least 64x64 pixels, got {height}x{width}")
+    if not 0.02 <= pixel_spacing_mm <= 1.0:
+        raise ValueError(f"pixel spacing {pixel_spacing_mm} mm is not a mammography spacing")
     rng = rng if rng is not None else np.random.default_rng(seed)
-    radius, breast = _breast_geometry(height, width, rng)
-    thickness = np.sqrt(np.clip(1.0 - radius**2, 0.0, 1.0)) ** 0.6
-    glandular = 0.6 * smooth_noise((height, width), 90 / (pixel_spacing_mm / 0.085), rng)
-    glandular += 0.4 * smooth_noise((height, width), 25 / (pixel_spacing_mm / 0.085), rng)
-    density = np.clip(0.45 + 0.3 * glandular - 0.35 * radius, 0.0, 1.0)
-    tissue = FAT_LEVEL + DENSE_GAIN * density
-    pixels = np.where(breast, tissue * (0.35 + 0.65 * thickness), BACKGROUND_LEVEL).astype(np.float32)
-    allowed = breast & (radius < 0.88)
-    if view == "MLO":
-        pectoral = _pectoral_mask(height, width, rng) & breast
-        muscle = PECTORAL_LEVEL + 120 * smooth_noise((height, width), 40, rng)
-        pixels = np.where(pectoral, muscle, pixels).astype(np.float32)
-        allowed &= ~ndimage.binary_dilation(pectoral, iterations=int(3.0 / pixel_spacing_mm))
-    pixels += rng.normal(0.0, 12.0, pixels.shape).astype(np.float32)
-    calcifications, clusters = _place_clusters(pixels, allowed, n_clusters, pixel_spacing_mm, rng)
+    if density is None:
+        density = float(np.clip(0.62 - 0.0075 * (age - 30) + rng.normal(0.0, 0.08), 0.12, 0.75))
+
+    anatomy = _build_anatomy(height, width, view, pixel_spacing_mm, density, rng)
+    shape = (height, width)
+    pixels = _upsample(anatomy.intensity, anatomy.factor, shape)
+    breast = _upsample(anatomy.radius, anatomy.factor, shape) < 1.0
+
+    # Fine structure (a few pixels wide) and quantum noise that grows with the signal.
+    white = rng.standard_normal(shape, dtype=np.float32)
+    fine = ndimage.gaussian_filter(white, 1.2)
+    fine *= np.float32(1.0 / (fine.std() + 1e-6))
+    white *= np.float32(0.004) * pixels + np.float32(4.0)
+    white += np.where(breast, np.float32(18.0) * fine, np.float32(0.0))
+    pixels += white
+
+    calcifications, clusters = _place_clusters(pixels, anatomy, n_clusters, pixel_spacing_mm, rng)
     pixels = np.clip(np.rint(pixels), 0, MAX_VALUE).astype(np.uint16)
-    breast_mask = breast
     if laterality == "L":
-        pixels, calcifications, breast_mask = pixels[:, ::-1], calcifications[:, ::-1], breast_mask[:, ::-1]
+        pixels, calcifications, breast = pixels[:, ::-1], calcifications[:, ::-1], breast[:, ::-1]
         for cluster in clusters:
             cluster["col"] = width - 1 - cluster["col"]
+            cluster["specks"] = [[r, round(width - c, 1), d] for r, c, d in cluster["specks"]]
     return SyntheticCase(
         pixels=np.ascontiguousarray(pixels),
-        calcification_mask=np.ascontiguousarray(calcifications.astype(np.uint8)),
-        breast_mask=np.ascontiguousarray(breast_mask),
+        calcification_mask=np.ascontiguousarray(calcifications, dtype=np.uint8),
+        breast_mask=np.ascontiguousarray(breast),
         clusters=clusters,
         view=view,
         laterality=laterality,
         patient_id=patient_id,
-        age=age,
-        pixel_spacing_mm=pixel_spacing_mm,
+        age=int(age),
+        pixel_spacing_mm=float(pixel_spacing_mm),
     )
 
 
-def write_case(case: SyntheticCase, out_dir: str | Path, image_id: str, fmt: str = "png",
-               monochrome1: bool = False) -> dict[str, Any]:
-    """Write the image (16-bit PNG or DICOM MG) and its mask as ``labels/final/<image_id>.png``.
+def write_case(
+    case: SyntheticCase, out_dir: str | Path, image_id: str, fmt: str = "png", monochrome1: bool = False
+) -> dict[str, Any]:
+    """Write the image and its mask in MONAI Label's datastore layout; returns the metadata row.
 
-    Returns the metadata row for the case.
+    The image goes to ``<out_dir>/<image_id>.png`` (16-bit grayscale, values preserved exactly) or
+    ``.dcm`` (DICOM MG with patient id, age, laterality, view and spacing; ``monochrome1`` stores it
+    inverted as MONOCHROME1). The mask goes to ``<out_dir>/labels/final/<image_id>.png`` (uint8, 0/1).
     """
     from PIL import Image
 
@@ -196,17 +521,26 @@ def write_case(case: SyntheticCase, out_dir: str | Path, image_id: str, fmt: str
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "png":
+        if monochrome1:
+            raise ValueError("monochrome1 applies to DICOM output only")
         file = out_dir / f"{image_id}.png"
-        Image.fromarray(case.pixels).save(file)
+        Image.fromarray(np.ascontiguousarray(case.pixels, dtype=np.uint16)).save(file)
     elif fmt == "dcm":
         file = write_dicom_mammogram(
-            out_dir / f"{image_id}.dcm", case.pixels, bits_stored=12, monochrome1=monochrome1,
-            pixel_spacing_mm=case.pixel_spacing_mm, laterality=case.laterality, view=case.view,
-            patient_id=case.patient_id, age_years=case.age,
+            out_dir / f"{image_id}.dcm",
+            case.pixels,
+            bits_stored=12,
+            monochrome1=monochrome1,
+            pixel_spacing_mm=case.pixel_spacing_mm,
+            laterality=case.laterality,
+            view=case.view,
+            patient_id=case.patient_id,
+            age_years=case.age,
         )
     else:
-        raise ValueError(f"format must be 'png' or 'dcm', got {fmt!r}")
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     write_label_png(out_dir / "labels" / "final" / f"{image_id}.png", case.calcification_mask)
+    logger.debug("wrote %s and its mask (%d clusters, %d specks)", file, len(case.clusters), case.n_specks)
     return {
         "image_id": image_id,
         "file": file.name,
@@ -221,8 +555,11 @@ def write_case(case: SyntheticCase, out_dir: str | Path, image_id: str, fmt: str
     }
 
 
-METADATA_COLUMNS = ("image_id", "file", "label", "patient_id", "age", "laterality", "view", "pixel_spacing_mm",
-                    "n_clusters", "n_specks")
+def _spread_ages(n_patients: int, rng: np.random.Generator, low: int = 31, high: int = 75) -> list[int]:
+    """One age per patient, stratified over [low, high] and shuffled."""
+    order = rng.permutation(n_patients)
+    span = high - low + 1
+    return [int(min(high, low + math.floor(span * (rank + rng.uniform()) / n_patients))) for rank in order]
 
 
 def generate_dataset(
@@ -231,50 +568,71 @@ def generate_dataset(
     seed: int = 0,
     height: int = 1400,
     width: int = 1100,
-    formats: Sequence[str] = ("png", "dcm"),
+    formats: Sequence[str] = FORMATS,
     calcified_fraction: float = 0.75,
     monochrome1_every: int = 3,
     max_clusters: int = 3,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Write ``count`` cases (two views per patient) plus ``metadata.csv``; returns the metadata rows.
+    """Write ``count`` synthetic mammograms, their masks and ``metadata.csv``; returns the metadata rows.
 
-    Formats alternate per patient, every ``monochrome1_every``-th DICOM is MONOCHROME1, and about
-    ``calcified_fraction`` of the patients have 1 to ``max_clusters`` clusters (in both of their views).
+    Images come in pairs per patient (``SYN0001``, ...): CC then MLO of the same breast, same age, ages
+    spread over 31-75; laterality alternates R/L per patient. Formats alternate per image (shifted
+    every second patient so each view and side appears in each format); every
+    ``monochrome1_every``-th DICOM is MONOCHROME1 (0 disables it). About ``calcified_fraction`` of
+    the patients have 1 to ``max_clusters`` clusters in both views; the others are normal. Image ids
+    are ``<patient>_<side>_<view>``. ``progress`` shows a tqdm bar.
     """
+    formats = tuple(formats)
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    if not formats or any(fmt not in FORMATS for fmt in formats):
+        raise ValueError(f"formats must be taken from {FORMATS}, got {formats}")
+    if not 0.0 <= calcified_fraction <= 1.0:
+        raise ValueError(f"calcified_fraction must be within [0, 1], got {calcified_fraction}")
+    if max_clusters < 1:
+        raise ValueError(f"max_clusters must be at least 1, got {max_clusters}")
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    rows: list[dict[str, Any]] = []
-    dicom_count = 0
-    indices = range(count)
+    n_patients = (count + 1) // 2
+    ages = _spread_ages(n_patients, rng)
+    n_normal = int(round(n_patients * (1.0 - calcified_fraction)))
+    normal = set(rng.permutation(n_patients)[:n_normal].tolist())
+    cluster_counts = [0 if p in normal else int(rng.integers(1, max_clusters + 1)) for p in range(n_patients)]
+
+    indices: Sequence[int] | Any = range(count)
     if progress:
         from tqdm import tqdm
 
         indices = tqdm(indices, desc="synthesising", unit="image")
-    patient_plan: dict[int, tuple[str, int, str, int]] = {}
+    rows: list[dict[str, Any]] = []
+    dicom_count = 0
     for index in indices:
         patient = index // 2
-        if patient not in patient_plan:
-            laterality = "R" if patient % 2 == 0 else "L"
-            age = int(rng.integers(31, 76))
-            clusters = int(rng.integers(1, max_clusters + 1)) if rng.random() < calcified_fraction else 0
-            patient_plan[patient] = (laterality, age, formats[patient % len(formats)], clusters)
-        laterality, age, fmt, clusters = patient_plan[patient]
-        view = "CC" if index % 2 == 0 else "MLO"
+        view = VIEWS[index % 2]
+        laterality = "R" if patient % 2 == 0 else "L"
+        fmt = formats[(index + patient // 2) % len(formats)]
         patient_id = f"SYN{patient + 1:04d}"
-        case = synthesize_case(height, width, rng=rng, view=view, laterality=laterality, n_clusters=clusters,
-                               patient_id=patient_id, age=age, pixel_spacing_mm=float(rng.uniform(0.07, 0.1)))
+        case = synthesize_case(
+            height,
+            width,
+            rng=rng,
+            view=view,
+            laterality=laterality,
+            n_clusters=cluster_counts[patient],
+            pixel_spacing_mm=round(float(rng.uniform(0.07, 0.1)), 4),
+            patient_id=patient_id,
+            age=ages[patient],
+        )
         monochrome1 = False
         if fmt == "dcm":
             dicom_count += 1
             monochrome1 = monochrome1_every > 0 and dicom_count % monochrome1_every == 0
-        image_id = f"{patient_id}_{laterality}_{view}"
-        row = write_case(case, out_dir, image_id, fmt=fmt, monochrome1=monochrome1)
-        row["pixel_spacing_mm"] = round(row["pixel_spacing_mm"], 4)
-        rows.append(row)
+        rows.append(write_case(case, out_dir, f"{patient_id}_{laterality}_{view}", fmt=fmt, monochrome1=monochrome1))
     with (out_dir / "metadata.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(METADATA_COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
-    logger.info("wrote %d synthetic mammograms to %s", len(rows), out_dir)
+    logger.info("wrote %d synthetic mammograms, masks and metadata.csv to %s", len(rows), out_dir)
     return rows
