@@ -43,3 +43,13 @@ def test_operating_point_hand_computed() -> None:
 def test_single_class_is_rejected() -> None:
     with pytest.raises(ValueError):
         roc_curve(np.ones(5), np.random.default_rng(0).random(5))
+
+
+def test_operating_point_threshold_reproduces_its_rates() -> None:
+    # A model that ranks every negative first: the best slope-1 point is the (0, 0) corner.
+    labels = np.array([0, 0, 0, 1, 1])
+    scores = np.array([0.9, 0.8, 0.7, 0.2, 0.1])
+    point = operating_point(labels, scores)
+    assert (point.fpr, point.tpr) == (0.0, 0.0)
+    summary = confusion_at(labels, scores, point.threshold)
+    assert summary.true_positives == 0 and summary.false_positives == 0

@@ -90,8 +90,8 @@ def operating_point(labels: np.ndarray, scores: np.ndarray) -> OperatingPoint:
     youden = curve.tpr - curve.fpr
     best = int(np.argmax(youden))
     threshold = float(curve.thresholds[best])
-    if not np.isfinite(threshold):
-        threshold = float(np.max(np.asarray(scores)))
+    if not np.isfinite(threshold):  # the (0, 0) corner: a threshold just above every score
+        threshold = float(np.nextafter(np.max(np.asarray(scores, dtype=np.float64)), np.inf))
     return OperatingPoint(threshold=threshold, fpr=float(curve.fpr[best]), tpr=float(curve.tpr[best]),
                           youden_j=float(youden[best]))
 

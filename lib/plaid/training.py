@@ -182,6 +182,7 @@ class PatchTrainer:
             val_images = train_images
         val_index = BalancedSampler(patch_index_for(val_images), seed=config.seed + 1).epoch_index(0)
 
+        torch.manual_seed(config.seed)
         model = self._initial_model().to(self.device)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
         history: list[EpochStats] = []
@@ -307,8 +308,12 @@ def train_from_records(
     progress: bool = True,
     on_epoch: Callable[[EpochStats], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    extra_split: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Split labelled records by patient, prepare their patches and train; writes the split beside the weights."""
+    """Split labelled records by patient, prepare their patches and train; writes the split beside the weights.
+
+    ``extra_split`` (e.g. a held-out test set chosen by the caller) is stored in split.json too.
+    """
     out_dir = Path(out_dir)
     usable = [record for record in records if record.label]
     missing = [record for record in records if not record.label]
@@ -332,6 +337,7 @@ def train_from_records(
     out_dir.mkdir(parents=True, exist_ok=True)
     split = describe_split({"train": train_images, "validation": val_images})
     split["problems"] = [asdict(problem) for problem in problems]
+    split.update(extra_split or {})
     write_json(out_dir / SPLIT_FILE, split)
     write_json(out_dir / PATCH_LABELS_FILE, describe_patch_labels(prepared))
     logger.info("training on %d images, validating on %d (of %d usable)", len(train_prepared),

@@ -1,0 +1,81 @@
+"""`plaid evaluate`: score held-out images with a checkpoint and write the report folder."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from plaid.datalist import load_records
+from plaid.evaluation import DEFAULT_AGE_GROUPS, EvalConfig, age_group_name, evaluate, parse_age_groups
+from plaid.holdout import select_test_records
+from plaid.predictor_setup import make_predictor
+from plaid.training import SPLIT_FILE
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `evaluate` sub-command."""
+    parser = subparsers.add_parser(
+        "evaluate", help="evaluate a checkpoint: paper and realistic protocols, report folder",
+        description="Score the test images with the app's predictor and write report.md, report.json, "
+                    "predictions.csv, ROC/FROC PNGs and overlays. Test images: --split FILE, or --test-fraction "
+                    "(re-derives the split plaid train --test-fraction made), else the test split recorded beside "
+                    "the model, else every image of patients the model did not train on.",
+    )
+    parser.add_argument("data", type=Path, help="folder (images + labels/final/ or masks/) or datalist JSON/CSV")
+    parser.add_argument("--model", type=Path, required=True, help="checkpoint, e.g. MODEL_DIR/best.pt")
+    parser.add_argument("--out", type=Path, required=True, help="report folder")
+    parser.add_argument("--threshold", type=float, help="decision threshold (default: the checkpoint's)")
+    parser.add_argument("--seed", type=int, help="seed for the test split, balanced set and bootstrap "
+                                                 "(default: the training seed recorded in the checkpoint)")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--split", type=Path, help="split.json whose 'test' part lists the test images")
+    choice.add_argument("--test-fraction", type=float, help="re-derive the held-out split by patient")
+    choice.add_argument("--all", dest="use_all", action="store_true", help="evaluate on every image in DATA")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (0: none)")
+    parser.add_argument("--age-groups", default=",".join(age_group_name(g) for g in DEFAULT_AGE_GROUPS),
+                        help="inclusive age ranges for the accuracy table (default %(default)s)")
+    parser.add_argument("--paper-pairs", type=int, help="paper protocol with N calcified + N normal patches")
+    parser.add_argument("--overlays", type=int, default=4, help="number of overlay PNGs (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="patches per forward pass")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
+                        help="bad images/masks: skip them with a warning (default) or stop with an error")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Choose the test images, evaluate, and print where the report is."""
+    age_groups = parse_age_groups(args.age_groups)
+    predictor, settings = make_predictor(args.model, args.threshold, args.batch_size, args.device)
+    trained_seed = (predictor.model()[1].get("config") or {}).get("seed", 0)
+    seed = int(args.seed if args.seed is not None else trained_seed)
+    selection = select_test_records(load_records(args.data), model_split=args.model.parent / SPLIT_FILE,
+                                    split_file=args.split, test_fraction=args.test_fraction, seed=seed,
+                                    use_all=args.use_all)
+    logger.info("evaluating on %d images (%s)", len(selection.records), selection.source)
+    config = EvalConfig(threshold=args.threshold, seed=seed, paper_pairs=args.paper_pairs, bootstrap=args.bootstrap,
+                        age_groups=age_groups, overlays=args.overlays, batch_size=args.batch_size,
+                        device=args.device, on_error=args.on_error, progress=args.progress)
+    result = evaluate(selection, predictor, settings, args.out, config,
+                      context={"model": str(args.model), "data": str(args.data)})
+    report = result.report
+    paper, real = report["paper_protocol"], report["realistic_protocol"]
+    accuracy = (paper["at_threshold"] or {}).get("accuracy")
+    print(f"paper protocol: {paper['patches']} patches, AUC {_fmt(paper['auc'])}, accuracy {_fmt(accuracy)} "
+          f"at threshold {report['threshold']:.4f}")
+    print(f"realistic protocol: {real['patches']} patches, AUC {_fmt(real['auc'])}, "
+          f"{real['false_positive_patches_per_image']:.2f} false-positive patches per image")
+    if report["problems"]:
+        print(f"skipped {len(report['problems'])} files:")
+        for problem in report["problems"]:
+            print(f"  {problem['message']}")
+    print(f"report: {result.files['report_md']}")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.4f}"

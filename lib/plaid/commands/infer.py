@@ -1,0 +1,109 @@
+"""`plaid infer`: mark calcification patches in mammograms (mask, probability map, overlay PNG, JSON summary)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from plaid.datalist import image_id_of
+from plaid.errors import PlaidInputError
+from plaid.image_io import IMAGE_SUFFIXES, read_mammogram
+from plaid.inference import PatchPredictor
+from plaid.label_io import write_label_image
+from plaid.overlay import render_overlay
+from plaid.predictor_setup import make_predictor
+from plaid.serialization import write_json
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("nrrd", "nii.gz", "png", "tif")
+SUMMARY_FILE = "summary.json"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `infer` sub-command."""
+    parser = subparsers.add_parser("infer", help="mark calcification patches in mammograms")
+    parser.add_argument("images", nargs="+", type=Path, help="mammogram files (or folders of them)")
+    parser.add_argument("--model", type=Path, required=True, help="checkpoint, e.g. model/calcification.pt")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--threshold", type=float, help="decision threshold (default: the checkpoint's)")
+    parser.add_argument("--format", choices=FORMATS, default="nrrd", help="mask / probability map format")
+    parser.add_argument("--probability", action=argparse.BooleanOptionalAction, default=True,
+                        help="also write the per-patch probability map (default: yes)")
+    parser.add_argument("--overlay-size", type=int, default=1024, help="longer side of the overlay PNG, pixels")
+    parser.add_argument("--batch-size", type=int, default=32, help="patches per forward pass")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
+                        help="unreadable images: skip them with a warning (default) or stop with an error")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.set_defaults(handler=run)
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Files as given; folders replaced by the mammogram files directly inside them (sorted)."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            out.append(path)
+    return out
+
+
+def infer_one(path: Path, predictor: PatchPredictor, out_dir: Path, fmt: str, probability: bool,
+              overlay_size: int) -> dict[str, Any]:
+    """Predict one image and write its outputs; returns its entry of summary.json."""
+    image = read_mammogram(path, min_size=predictor.config.patch_size)
+    prediction = predictor.predict(image.pixels)
+    image_id = image_id_of(path)
+    reference = path if fmt in ("nrrd", "nii.gz") else None
+    files = {"mask": str(write_label_image(out_dir / f"{image_id}_mask.{fmt}", prediction.label_mask(), reference))}
+    if probability:
+        files["probability"] = str(write_label_image(out_dir / f"{image_id}_probability.{fmt}",
+                                                     prediction.probability_map(), reference))
+    summary = prediction.summary()
+    boxes = [entry["box"] for entry in summary["positives"]]
+    files["overlay"] = str(render_overlay(
+        image.pixels, boxes, out_dir / f"{image_id}_overlay.png", max_side=overlay_size,
+        title=f"{image_id}: {summary['patches_positive']} of {summary['patches_scored']} patches positive "
+              f"(threshold {summary['threshold']:.3f})",
+    ))
+    return {"image": str(path), "image_id": image_id, "shape": list(image.shape), "files": files, **summary}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the predictor over every image; bad images are skipped (listed in summary.json) or stop the run."""
+    predictor, _ = make_predictor(args.model, args.threshold, args.batch_size, args.device)
+    paths = expand_inputs(args.images)
+    if not paths:
+        raise PlaidInputError("no image to process")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    problems: list[dict[str, str]] = []
+    iterator: Any = paths
+    if args.progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(paths, desc="inferring", unit="image")
+    for path in iterator:
+        try:
+            results.append(infer_one(path, predictor, args.out, args.format, args.probability, args.overlay_size))
+        except PlaidInputError as exc:
+            if args.on_error == "stop":
+                raise
+            logger.warning("skipping %s", exc)
+            problems.append({"path": exc.path or str(path), "message": str(exc)})
+    summary_path = write_json(args.out / SUMMARY_FILE, {
+        "model": str(args.model), "threshold": predictor.threshold(), "images": results, "problems": problems,
+    })
+    for result in results:
+        print(f"{result['image_id']}: {result['patches_positive']} of {result['patches_scored']} patches positive "
+              f"-> {result['files']['mask']}")
+    if problems:
+        print(f"skipped {len(problems)} files:")
+        for problem in problems:
+            print(f"  {problem['message']}")
+    print(f"summary: {summary_path}")
+    return 0 if results else 1

@@ -1,0 +1,118 @@
+"""`plaid train`: the shared training loop (`plaid.training.train_from_records`) from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from plaid.datalist import CaseRecord, load_records
+from plaid.holdout import TEST_PART, describe_holdout, holdout_split, read_split, records_in_part
+from plaid.plots import plot_training_curves
+from plaid.serialization import write_json
+from plaid.training import HISTORY_FILE, SPLIT_FILE, TrainConfig, TrainResult, train_from_records
+
+logger = logging.getLogger(__name__)
+
+CURVES_FILE = "training_curves.png"
+SUMMARY_FILE = "train_summary.json"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `train` sub-command."""
+    parser = subparsers.add_parser(
+        "train", help="train the patch classifier (resumes from MODEL_DIR/last.pt)",
+        description="Train the ResNet50 patch classifier with balanced patch sampling. Defaults follow the paper "
+                    "(Adam 1e-4, batch 32, 120 epochs, 5% validation by patient).",
+    )
+    parser.add_argument("data", type=Path, help="folder (images + labels/final/ or masks/) or datalist JSON/CSV")
+    parser.add_argument("--out", type=Path, required=True, help="model folder (best.pt, last.pt, history.json, ...)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, dest="learning_rate", help="Adam learning rate")
+    parser.add_argument("--frozen-layers", type=int, help="Keras-counted ResNet50 layers to freeze (default 100)")
+    parser.add_argument("--negative-ratio", type=float, help="normal patches per calcified patch (default 1)")
+    parser.add_argument("--val-fraction", type=float, help="share of patients for validation (default 0.05)")
+    parser.add_argument("--test-fraction", type=float,
+                        help="hold out this share of patients as a test set, recorded in MODEL_DIR/split.json")
+    parser.add_argument("--seed", type=int, help="seed of the splits and the patch sampling (default 0)")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--weights", dest="weights_path", help="local ImageNet ResNet50 weights file")
+    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
+                        help="start from random weights even if ImageNet weights are available")
+    parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
+                        help="bad images/masks: skip them with a warning (default) or stop with an error")
+    parser.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="start from scratch even if MODEL_DIR/last.pt exists")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.set_defaults(handler=run)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from the options given on the command line (the rest keep their paper defaults)."""
+    keys = ("epochs", "batch_size", "learning_rate", "frozen_layers", "negative_ratio", "val_fraction", "seed",
+            "device", "weights_path", "pretrained")
+    return TrainConfig.from_mapping({key: getattr(args, key) for key in keys})
+
+
+def _history(out_dir: Path) -> list[dict[str, Any]]:
+    path = out_dir / HISTORY_FILE
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def _hold_out(args: argparse.Namespace, records: list[CaseRecord],
+              seed: int) -> tuple[list[CaseRecord], list[CaseRecord], float | None]:
+    """(training records, test records, test fraction): a new test split, or the one a resumed run recorded."""
+    if args.test_fraction:
+        development, test = holdout_split(records, args.test_fraction, seed)
+        logger.info("holding out %d images of %d patients as the test set", len(test), len({r.group for r in test}))
+        return development, test, args.test_fraction
+    split_path = args.out / SPLIT_FILE
+    previous = read_split(split_path) if args.resume and split_path.is_file() else {}
+    if previous.get(TEST_PART):
+        test, _ = records_in_part(records, previous, TEST_PART)
+        logger.info("resuming: keeping the %d test images recorded in %s out of training", len(test), split_path)
+        held = {r.image_id for r in test}
+        return [r for r in records if r.image_id not in held], test, previous.get("test_fraction")
+    return records, [], None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train (or resume), then draw the training curves and write train_summary.json."""
+    config = config_from_args(args)
+    records, test, fraction = _hold_out(args, load_records(args.data), config.seed)
+
+    extra = describe_holdout(test, fraction, config.seed) if test else None
+    result: TrainResult = train_from_records(records, config, args.out, resume=args.resume, on_error=args.on_error,
+                                             progress=args.progress, extra_split=extra)
+    history = _history(args.out)
+    curves = plot_training_curves(history, args.out / CURVES_FILE) if history else None
+    summary = {
+        "data": str(args.data),
+        "out": str(args.out),
+        "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
+        "epochs_completed": len(result.history),
+        "epochs_requested": config.epochs,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "best_val_auc": result.best_val_auc,
+        "test_images": len(test),
+        "skipped": [asdict(problem) for problem in result.problems],
+        "training_curves": str(curves) if curves else None,
+    }
+    write_json(args.out / SUMMARY_FILE, summary)
+    if result.resumed_from_epoch:
+        print(f"resumed from epoch {result.resumed_from_epoch}")
+    print(f"trained {len(result.history)}/{config.epochs} epochs; best validation AUC {result.best_val_auc:.4f}")
+    print(f"best checkpoint: {result.best_checkpoint}")
+    if curves:
+        print(f"training curves: {curves}")
+    if test:
+        print(f"test split ({len(test)} images): {args.out / SPLIT_FILE}")
+    if result.problems:
+        print(f"skipped {len(result.problems)} files:")
+        for problem in result.problems:
+            print(f"  {problem.message}")
+    return 0

@@ -1,0 +1,177 @@
+"""Unit tests of the evaluation helpers: FROC, bootstrap, balanced paper set, age table, overlay, test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from plaid.bootstrap import bootstrap_metrics
+from plaid.datalist import CaseRecord
+from plaid.errors import PlaidInputError
+from plaid.evaluation import PatchTable, age_table, paper_rows, parse_age_groups
+from plaid.froc import froc_curve, region_scores
+from plaid.holdout import holdout_split, records_in_part, select_test_records
+from plaid.metrics import roc_auc
+from plaid.overlay import PREDICTION_COLOUR, render_overlay
+from plaid.plots import plot_training_curves
+from plaid.sampling import PatchIndex
+from plaid.tiling import PatchGrid
+
+
+def test_a_region_counts_once_and_takes_the_best_patch_it_touches() -> None:
+    grid = PatchGrid(448, 448)
+    mask = np.zeros((448, 448), dtype=np.uint8)
+    mask[100:104, 220:230] = 1  # one region across patches 0 and 1
+    mask[300, 300] = 1  # a single-pixel region in patch 3
+    scores = np.array([0.2, 0.9, 0.5, 0.1])
+    np.testing.assert_allclose(region_scores(mask, grid, scores), [0.9, 0.1])
+    assert region_scores(np.zeros((448, 448)), grid, scores).size == 0
+
+
+def test_froc_curve_counts_regions_and_false_positives_per_image() -> None:
+    curve = froc_curve(np.array([0.9, 0.1]), np.array([0.5, 0.3]), images=2)
+    assert curve.at_threshold(0.95) == (0.0, 0.0)
+    assert curve.at_threshold(0.5) == (0.5, 0.5)
+    assert curve.at_threshold(0.1) == (1.0, 1.0)
+    assert curve.sensitivity_at_rates((0.125, 1.0)) == {"0.125": 0.5, "1": 1.0}
+    assert np.all(np.diff(curve.fp_per_image) >= 0) and np.all(np.diff(curve.sensitivity) >= 0)
+
+
+def test_bootstrap_is_seeded_and_resamples_whole_patients() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.tile([0, 1], 50)
+    scores = labels * 0.3 + rng.random(100)
+    groups = np.repeat([f"P{i}" for i in range(10)], 10)
+    first = bootstrap_metrics(groups, labels, scores, 0.6, iterations=100, seed=3)
+    assert first == bootstrap_metrics(groups, labels, scores, 0.6, iterations=100, seed=3)
+    assert first.groups == 10 and first.auc_resamples == 100
+    assert first.auc[0] <= roc_auc(labels, scores) <= first.auc[1]
+    single = bootstrap_metrics(np.zeros(100), labels, scores, 0.6, iterations=20, seed=0)
+    assert single.auc[0] == pytest.approx(single.auc[1]) == pytest.approx(roc_auc(labels, scores))
+    only_negatives = bootstrap_metrics(groups, np.zeros(100), scores, 0.6, iterations=10)
+    assert only_negatives.auc_resamples == 0 and np.isnan(only_negatives.auc[0])
+
+
+def _table(ages: list[float | None]) -> PatchTable:
+    """Three images of 10 patches each: patches 0-2 calcified, 0-7 tissue; image i is aged ages[i]."""
+    labels = [np.arange(10) < 3 for _ in ages]
+    tissue = [np.arange(10) < 8 for _ in ages]
+    index = PatchIndex.from_images(labels, tissue)
+    probability = np.linspace(0, 1, len(index))
+    owner_age = np.array([np.nan if a is None else a for a in ages])
+    return PatchTable(index=index, probability=probability, tissue=np.ones(len(index), bool),
+                      groups=np.array([f"P{i}" for i in index.image], dtype=object), ages=owner_age[index.image])
+
+
+def test_paper_set_is_balanced_seeded_and_honours_pairs() -> None:
+    table = _table([40, 50, 70])
+    rows = paper_rows(table, seed=1)
+    assert table.labels[rows].sum() == 9 == (table.labels[rows] == 0).sum()
+    np.testing.assert_array_equal(rows, paper_rows(table, seed=1))
+    assert not np.array_equal(rows, paper_rows(table, seed=2))
+    pairs = paper_rows(table, seed=1, pairs=4)
+    assert len(pairs) == 8 and table.labels[pairs].sum() == 4
+    assert len(paper_rows(table, seed=1, pairs=50)) == 9 + 15  # fewer available than asked
+
+
+def test_age_table_counts_add_up_with_an_unknown_row() -> None:
+    table = _table([40, 50, None])
+    rows = paper_rows(table, seed=0)
+    image_ids = np.array([f"I{i}" for i in table.index.image], dtype=object)
+    groups = parse_age_groups("31-45, 46-60,61-75")
+    out = age_table(table, rows, table.probability[rows], image_ids, 0.5, groups)
+    assert [g["age_group"] for g in out] == ["31-45", "46-60", "61-75", "other/unknown"]
+    assert sum(g["patches"] for g in out) == len(rows)
+    assert out[2]["patches"] == 0 and np.isnan(out[2]["accuracy"])
+    assert all(g["images"] <= 1 for g in out)
+
+
+@pytest.mark.parametrize("text", ["", "31-", "45-31", "a-b", "31"])
+def test_bad_age_groups_are_rejected(text: str) -> None:
+    with pytest.raises(PlaidInputError):
+        parse_age_groups(text)
+
+
+def test_overlay_shows_truth_and_prediction_side_by_side(tmp_path: Path) -> None:
+    pixels = np.random.default_rng(0).normal(1000, 50, (2000, 1500)).astype(np.float32)
+    truth = np.zeros(pixels.shape, dtype=np.uint8)
+    truth[1000, 700] = 1  # one pixel must stay visible after downscaling
+    single = render_overlay(pixels, [[0, 0, 224, 224]], tmp_path / "one.png", max_side=500)
+    double = render_overlay(pixels, truth.astype(bool), tmp_path / "two.png", ground_truth=truth, title="t",
+                            max_side=500)
+    with Image.open(single) as one, Image.open(double) as two:
+        assert two.width > 2 * one.width - 20
+        left = np.asarray(two)[:, : two.width // 2]
+        green = (left[..., 1] > 180) & (left[..., 0] < 120)
+        assert green.any()
+        assert (np.asarray(one)[..., :3] == PREDICTION_COLOUR).all(axis=-1).any()
+    with pytest.raises(ValueError):
+        render_overlay(pixels, np.zeros((10, 10)), tmp_path / "bad.png")
+
+
+def test_training_curves_png(tmp_path: Path) -> None:
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_accuracy": 0.5 + e / 10,
+                "val_accuracy": None} for e in (1, 2, 3)]
+    with Image.open(plot_training_curves(history, tmp_path / "curves.png")) as picture:
+        assert picture.width > picture.height
+
+
+def _records(patients: int, per_patient: int = 2) -> list[CaseRecord]:
+    return [CaseRecord(image=f"/d/P{p}_{v}.png", patient_id=f"P{p}") for p in range(patients)
+            for v in range(per_patient)]
+
+
+def test_holdout_is_by_patient_and_reproducible() -> None:
+    records = _records(6)
+    rest, test = holdout_split(records, 0.34, seed=4)
+    assert {r.group for r in rest}.isdisjoint({r.group for r in test}) and len(test) == 2 * 3
+    assert [r.image_id for r in holdout_split(_records(6), 0.34, seed=4)[1]] == [r.image_id for r in test]
+    with pytest.raises(PlaidInputError):
+        holdout_split(_records(1), 0.5)
+
+
+def test_test_selection_excludes_training_patients_and_reads_split_files(tmp_path: Path) -> None:
+    records = _records(4)
+    model_split = tmp_path / "split.json"
+    model_split.write_text(json.dumps({"train": [{"image_id": "P0_0", "patient_id": "P0"}],
+                                       "validation": [{"image_id": "P1_0", "patient_id": "P1"}]}))
+    unseen = select_test_records(records, model_split=model_split)
+    assert {r.group for r in unseen.records} == {"P2", "P3"} and unseen.overlap == []
+    everything = select_test_records(records, model_split=model_split, use_all=True)
+    assert everything.overlap == ["P0", "P1"]
+    listed = tmp_path / "test.json"
+    listed.write_text(json.dumps({"test": [{"image_id": "P3_1"}, {"image_id": "gone"}]}))
+    chosen = select_test_records(records, split_file=listed)
+    assert [r.image_id for r in chosen.records] == ["P3_1"] and chosen.missing == ["gone"]
+    assert records_in_part(records, {"test": [{"image": "/elsewhere/P2_0.png"}]}, "test")[0][0].image_id == "P2_0"
+    model_split.write_text(json.dumps({"train": [{"image_id": r.image_id, "patient_id": r.patient_id}
+                                                 for r in records]}))
+    with pytest.raises(PlaidInputError):
+        select_test_records(records, model_split=model_split)
+
+
+def test_report_without_any_calcification_is_still_written(tmp_path: Path) -> None:
+    import torch
+
+    from plaid.datalist import load_records
+    from plaid.evaluation import EvalConfig, evaluate
+    from plaid.model import build_model, save_checkpoint
+    from plaid.predictor_setup import make_predictor
+    from plaid.synth import generate_dataset
+
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "m.pt", build_model(pretrained=False), threshold=0.5)
+    generate_dataset(tmp_path / "data", 2, seed=0, height=448, width=448, calcified_fraction=0.0)
+    predictor, settings = make_predictor(checkpoint, batch_size=8)
+    selection = select_test_records(load_records(tmp_path / "data"), use_all=True)
+    result = evaluate(selection, predictor, settings, tmp_path / "report",
+                      EvalConfig(bootstrap=5, overlays=1, progress=False))
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["paper_protocol"]["patches"] == 0 and report["paper_protocol"]["auc"] is None
+    assert report["realistic_protocol"]["positives"] == 0 and report["realistic_protocol"]["froc"]["regions"] == 0
+    assert report["files"]["roc_paper"] is None and (tmp_path / "report" / "froc.png").is_file()
+    assert "0 calcified + 0 normal patches" in Path(result.files["report_md"]).read_text()
