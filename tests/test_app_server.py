@@ -33,7 +33,7 @@ TRAIN_TIMEOUT_S = 600
 def studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six small synthetic mammograms (PNG and DICOM); the last two have no final label."""
     root = tmp_path_factory.mktemp("studies")
-    rows = generate_dataset(root, count=6, seed=11, height=672, width=560)
+    rows = generate_dataset(root, count=6, seed=11, height=672, width=560, calcified_fraction=1.0)
     for row in rows[-UNLABELED:]:
         (root / "labels" / "final" / f"{row['image_id']}.png").unlink()
     return root

@@ -29,6 +29,7 @@ import plaid
 from lib.datastore import IMAGE_PATTERNS, LABEL_PATTERNS, CheckedLocalDatastore
 from lib.errors import http_error
 from plaid.errors import PlaidError
+from plaid.options import parse_bool
 
 logger = logging.getLogger(__name__)
 
@@ -82,42 +83,32 @@ class PlaidApp(MONAILabelApp):
             min_image_size=patch_size,
         )
 
+    def _model_tasks(self, kind: str) -> dict[str, Any]:
+        """Each configured model's task of one kind ('infer', 'trainer', 'strategy', 'scoring_method')."""
+        tasks: dict[str, Any] = {}
+        for name, config in self.models.items():
+            task = getattr(config, kind)()
+            if task:
+                tasks.update(task if isinstance(task, dict) else {name: task})
+        return tasks
+
     def init_infers(self) -> dict[str, InferTask]:
         """One infer task per configured model."""
-        infers: dict[str, InferTask] = {}
-        for name, config in self.models.items():
-            task = config.infer()
-            infers.update(task if isinstance(task, dict) else {name: task})
-        return infers
+        return self._model_tasks("infer")
 
     def init_trainers(self) -> dict[str, TrainTask]:
         """One trainer per configured model (none with --conf skip_trainers true)."""
-        if str(self.conf.get("skip_trainers", "false")).lower() == "true":
+        if parse_bool(self.conf.get("skip_trainers", "false")):
             return {}
-        trainers: dict[str, TrainTask] = {}
-        for name, config in self.models.items():
-            task = config.trainer()
-            if task:
-                trainers.update(task if isinstance(task, dict) else {name: task})
-        return trainers
+        return self._model_tasks("trainer")
 
     def init_strategies(self) -> dict[str, Strategy]:
         """random, first, and each model's uncertainty strategy."""
-        strategies: dict[str, Strategy] = {"random": Random(), "first": First()}
-        for name, config in self.models.items():
-            task = config.strategy()
-            if task:
-                strategies.update(task if isinstance(task, dict) else {name: task})
-        return strategies
+        return {"random": Random(), "first": First(), **self._model_tasks("strategy")}
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
         """Each model's scoring method."""
-        methods: dict[str, ScoringMethod] = {}
-        for name, config in self.models.items():
-            task = config.scoring_method()
-            if task:
-                methods.update(task if isinstance(task, dict) else {name: task})
-        return methods
+        return self._model_tasks("scoring_method")
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         """MONAI Label's infer, with unknown image ids and PLAID input errors answered as 4xx."""

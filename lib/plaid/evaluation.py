@@ -33,7 +33,7 @@ from plaid.inference import PatchPredictor, score_patches
 from plaid.label_io import read_label_mask
 from plaid.metrics import confusion_at, operating_point, roc_curve, safe_auc
 from plaid.overlay import render_overlay
-from plaid.patch_data import PatchSettings, Problem, to_unit_uint16
+from plaid.patch_data import PatchSettings, Problem, process_records, to_unit_uint16
 from plaid.patch_labels import patch_labels_from_mask
 from plaid.plots import plot_froc, plot_roc
 from plaid.report import render_markdown
@@ -172,24 +172,8 @@ def score_records(
     progress: bool = True,
 ) -> tuple[list[ScoredImage], list[Problem]]:
     """Score every record; bad ones are skipped with a warning (``on_error='skip'``) or stop the run."""
-    if on_error not in ("skip", "stop"):
-        raise ValueError(f"on_error must be 'skip' or 'stop', got {on_error!r}")
-    scored: list[ScoredImage] = []
-    problems: list[Problem] = []
-    iterator: Any = records
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(records, desc="scoring test images", unit="image")
-    for record in iterator:
-        try:
-            scored.append(score_image(record, predictor, settings))
-        except PlaidInputError as exc:
-            if on_error == "stop":
-                raise
-            logger.warning("skipping %s", exc)
-            problems.append(Problem(path=exc.path or record.image, message=str(exc)))
-    return scored, problems
+    return process_records(records, lambda record: score_image(record, predictor, settings), on_error=on_error,
+                           progress=progress, description="scoring test images")
 
 
 @dataclass

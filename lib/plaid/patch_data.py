@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from plaid.tissue import tissue_mask, tissue_patches
 logger = logging.getLogger(__name__)
 
 UINT16_SCALE = 65535.0
+ResultT = TypeVar("ResultT")
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,35 @@ class Problem:
     message: str
 
 
+def process_records(
+    records: Sequence[CaseRecord],
+    work: Callable[[CaseRecord], ResultT],
+    on_error: str = "skip",
+    progress: bool = False,
+    description: str = "reading images",
+) -> tuple[list[ResultT], list[Problem]]:
+    """Apply ``work`` to every record; bad inputs are skipped with a warning (``on_error='skip'``) or stop
+    the run ('stop'). Returns the results and the problems met."""
+    if on_error not in ("skip", "stop"):
+        raise ValueError(f"on_error must be 'skip' or 'stop', got {on_error!r}")
+    results: list[ResultT] = []
+    problems: list[Problem] = []
+    iterator: Iterable[CaseRecord] = records
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(records, desc=description, unit="image")
+    for record in iterator:
+        try:
+            results.append(work(record))
+        except PlaidInputError as exc:
+            if on_error == "stop":
+                raise
+            logger.warning("skipping %s", exc)
+            problems.append(Problem(path=exc.path or record.image, message=str(exc)))
+    return results, problems
+
+
 def prepare_images(
     records: Sequence[CaseRecord],
     settings: PatchSettings,
@@ -109,25 +140,11 @@ def prepare_images(
     keep_mask: bool = False,
     progress: bool = False,
 ) -> tuple[list[PreparedImage], list[Problem]]:
-    """Prepare many cases; bad ones are skipped with a warning (``on_error='skip'``) or stop the run ('stop')."""
-    if on_error not in ("skip", "stop"):
-        raise ValueError(f"on_error must be 'skip' or 'stop', got {on_error!r}")
-    prepared: list[PreparedImage] = []
-    problems: list[Problem] = []
-    iterator = records
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(records, desc="reading images", unit="image")
-    for record in iterator:
-        try:
-            prepared.append(prepare_image(record, settings, with_label=with_label, keep_mask=keep_mask))
-        except PlaidInputError as exc:
-            if on_error == "stop":
-                raise
-            logger.warning("skipping %s", exc)
-            problems.append(Problem(path=exc.path or record.image, message=str(exc)))
-    return prepared, problems
+    """Prepare many cases with `process_records` (skip or stop on bad input)."""
+    return process_records(
+        records, lambda record: prepare_image(record, settings, with_label=with_label, keep_mask=keep_mask),
+        on_error=on_error, progress=progress,
+    )
 
 
 def patch_index_for(images: Sequence[PreparedImage]) -> PatchIndex:

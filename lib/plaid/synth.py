@@ -54,6 +54,8 @@ SPECK_DIAMETER_MM = (0.1, 1.0)
 MAX_SPECK_DIAMETER_PX = 12.5
 SPECKS_PER_CLUSTER = (3, 12)
 SPECK_CONTRAST = (500.0, 1200.0)
+MAX_SPECK_CONTRAST = 1800.0
+MIN_SPECK_EXCESS = 150.0
 SKIN_MARGIN_MM = 8.0
 MUSCLE_MARGIN_MM = 3.0
 
@@ -63,7 +65,8 @@ class SyntheticCase:
     """One generated mammogram and everything known about it.
 
     ``pixels`` are uint16 display values in 0..4095 (bright = dense); ``calcification_mask`` is uint8
-    0/1 marking every speck pixel; ``breast_mask`` is the breast outline (muscle included). Each
+    0/1 marking every speck pixel; ``breast_mask`` is the breast outline (muscle included) and
+    ``pectoral_mask`` the pectoral muscle (empty on CC views), both bool. Each
     cluster is a dict with ``row``, ``col`` (centre, image coordinates), ``radius_px`` (every speck
     pixel of the cluster lies within it), ``n_specks`` and ``specks`` ([row, col, diameter_px] each).
     """
@@ -71,6 +74,7 @@ class SyntheticCase:
     pixels: np.ndarray
     calcification_mask: np.ndarray
     breast_mask: np.ndarray
+    pectoral_mask: np.ndarray | None = None
     clusters: list[dict[str, Any]] = field(default_factory=list)
     view: str = "CC"
     laterality: str = "R"
@@ -93,6 +97,17 @@ class SyntheticCase:
 # Noise fields
 
 
+def _filtered_noise(shape: tuple[int, int], rng: np.random.Generator, gain) -> np.ndarray:
+    """White noise shaped in the Fourier domain by ``gain(squared radial frequency)``; zero mean, unit std."""
+    height, width = shape
+    spectrum = np.fft.rfft2(rng.standard_normal(shape, dtype=np.float32))
+    freq_sq = np.fft.fftfreq(height).astype(np.float32)[:, None] ** 2 + np.fft.rfftfreq(width).astype(np.float32) ** 2
+    spectrum *= gain(freq_sq)
+    spectrum[0, 0] = 0.0
+    field_ = np.fft.irfft2(spectrum, s=shape).astype(np.float32)
+    return (field_ - field_.mean()) / (field_.std() + 1e-6)
+
+
 def power_law_noise(
     shape: tuple[int, int], beta: float, rng: np.random.Generator, corner_px: float = 0.0
 ) -> np.ndarray:
@@ -101,25 +116,15 @@ def power_law_noise(
     ``corner_px`` flattens the spectrum for wavelengths longer than that many pixels so a single
     huge blob cannot dominate the field. Mammographic background anatomy is close to beta = 3.
     """
-    height, width = shape
-    white = rng.standard_normal(shape, dtype=np.float32)
-    spectrum = np.fft.rfft2(white)
-    freq_rows = np.fft.fftfreq(height).astype(np.float32)[:, None]
-    freq_cols = np.fft.rfftfreq(width).astype(np.float32)[None, :]
-    corner = 1.0 / corner_px if corner_px > 0 else 1.0 / max(height, width)
-    radial_sq = freq_rows**2 + freq_cols**2 + np.float32(corner**2)
-    spectrum *= radial_sq ** np.float32(-beta / 4.0)
-    spectrum[0, 0] = 0.0
-    field_ = np.fft.irfft2(spectrum, s=shape).astype(np.float32)
-    return (field_ - field_.mean()) / (field_.std() + 1e-6)
+    corner = 1.0 / corner_px if corner_px > 0 else 1.0 / max(shape)
+    return _filtered_noise(shape, rng, lambda freq_sq: (freq_sq + np.float32(corner**2)) ** np.float32(-beta / 4.0))
 
 
 def band_noise(shape: tuple[int, int], wavelength_px: float, rng: np.random.Generator) -> np.ndarray:
     """Zero-mean, unit-std noise whose features are about ``wavelength_px`` wide (difference of Gaussians)."""
-    white = rng.standard_normal(shape, dtype=np.float32)
     sigma = max(wavelength_px / 4.0, 0.5)
-    band = ndimage.gaussian_filter(white, sigma) - ndimage.gaussian_filter(white, 2.0 * sigma)
-    return (band - band.mean()) / (band.std() + 1e-6)
+    narrow, wide = np.float32(-2.0 * np.pi**2 * sigma**2), np.float32(-2.0 * np.pi**2 * (2.0 * sigma) ** 2)
+    return _filtered_noise(shape, rng, lambda freq_sq: np.exp(narrow * freq_sq) - np.exp(wide * freq_sq))
 
 
 def _periodic_profile(rng: np.random.Generator, knots: int = 48, smooth: float = 3.0) -> np.ndarray:
@@ -159,6 +164,7 @@ class _Anatomy:
     intensity: np.ndarray  # display value before fine texture and noise
     radius: np.ndarray  # distance from the chest-wall centre over the outline radius (<1 inside)
     allowed: np.ndarray  # where calcifications may go (inside, away from skin, muscle, borders)
+    muscle: np.ndarray  # pectoral muscle weight 0..1 (all zero on CC views)
     factor: int  # full-resolution pixels per working pixel
 
 
@@ -173,10 +179,10 @@ def _outline(view: str, height: int, width: int, rng: np.random.Generator) -> di
             "power": rng.uniform(2.0, 2.4),
         }
     return {
-        "centre_row": height * rng.uniform(0.36, 0.42),
-        "semi_rows": height * rng.uniform(0.50, 0.56),
+        "centre_row": height * rng.uniform(0.34, 0.40),
+        "semi_rows": height * rng.uniform(0.47, 0.54),
         "semi_cols": width * rng.uniform(0.60, 0.74),
-        "tilt": math.radians(rng.uniform(8.0, 18.0)),
+        "tilt": math.radians(rng.uniform(6.0, 15.0)),
         "power": rng.uniform(1.9, 2.2),
     }
 
@@ -200,7 +206,7 @@ def _polar_strands(
     log_distance = np.log1p(np.hypot(d_rows, d_cols) / np.float32(max(reach, 1.0) * 0.05))
     n_angle, n_dist = 720, 96
     grid = rng.standard_normal((n_angle, n_dist)).astype(np.float32)
-    grid = ndimage.gaussian_filter(grid, sigma=(2.5, 6.0), mode=("wrap", "nearest"))
+    grid = ndimage.gaussian_filter(grid, sigma=(3.0, 6.0), mode=("wrap", "nearest"))
     grid = (grid - grid.mean()) / (grid.std() + 1e-6)
     top = float(np.log1p(20.0)) + 1e-3
     coords = np.stack(
@@ -249,8 +255,9 @@ def _build_anatomy(
         muscle_front = (edge_col - cols) * np.float32(mm)  # mm inside the muscle (negative outside)
         muscle = _sigmoid(muscle_front / np.float32(0.35)) * breast
 
-    # Fibroglandular tissue: power-law clouds and strands converging on the nipple, inside an
-    # envelope that leaves a subcutaneous fat layer and a little retromammary fat.
+    # Fibroglandular tissue: power-law clouds, small lobules and strands converging on the nipple,
+    # inside an envelope that leaves a subcutaneous fat layer under the skin; ``density`` sets the
+    # share of the envelope that is dense.
     nipple_angle = shape["tilt"]
     nipple_reach = float(_outline_radius(np.float32(nipple_angle), shape, wobble)) - 3.0 / mm
     nipple = (
@@ -261,7 +268,7 @@ def _build_anatomy(
     strands = _polar_strands(rows, cols, nipple, nipple_reach, rng)
     lobules = band_noise((h, w), 4.0 / mm, rng)
     nipple_distance = np.hypot(rows - np.float32(nipple[0]), cols - np.float32(nipple[1]))
-    strand_weight = 0.15 + 0.35 * np.exp(-nipple_distance / np.float32(0.6 * max(nipple_reach, 1.0)))
+    strand_weight = 0.12 + 0.2 * np.exp(-nipple_distance / np.float32(0.6 * max(nipple_reach, 1.0)))
     texture = 0.85 * clouds + strand_weight * strands + 0.25 * lobules
     fat_layer = rng.uniform(4.0, 9.0)
     envelope = _smoothstep(skin_mm, fat_layer, fat_layer + 14.0)
@@ -274,6 +281,7 @@ def _build_anatomy(
     # Cooper's ligaments / trabeculae: thin curvilinear ridges in the fat.
     ridges = band_noise((h, w), 7.0 / mm, rng)
     ligaments = np.exp(-((ridges / np.float32(0.1)) ** 2)) * (1.0 - gland) * _smoothstep(skin_mm, 1.5, 6.0)
+    ligaments *= _smoothstep(band_noise((h, w), 12.0 / mm, rng), 0.0, 0.8)  # arcs, not closed loops
 
     background = rng.uniform(25.0, 55.0)
     fat_level = rng.uniform(1250.0, 1450.0)
@@ -297,7 +305,9 @@ def _build_anatomy(
     border = max(1, math.ceil(2.0 / mm))
     allowed[:border, :] = allowed[-border:, :] = False
     allowed[:, :border] = allowed[:, -border:] = False
-    return _Anatomy(intensity=intensity, radius=radius.astype(np.float32), allowed=allowed, factor=factor)
+    return _Anatomy(
+        intensity=intensity, radius=radius.astype(np.float32), allowed=allowed, muscle=muscle, factor=factor
+    )
 
 
 def _upsample(small: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
@@ -351,6 +361,12 @@ def _draw_speck(
     pieces, _ = ndimage.label(footprint, structure=np.ones((3, 3), dtype=bool))
     footprint = pieces == pieces[centre_pixel]  # one 8-connected speck
     profile[centre_pixel] = max(float(profile[centre_pixel]), 0.6)
+    # A speck over a fat lobule next to dense tissue must still stand out from its surroundings: raise
+    # the contrast so that even its dimmest (half-maximum) pixel clears the local median.
+    context = pixels[max(0, top - 16) : bottom + 16, max(0, left - 16) : right + 16]
+    underneath = pixels[top:bottom, left:right][footprint]
+    needed = 2.0 * (float(np.median(context)) + MIN_SPECK_EXCESS - float(underneath.min()))
+    amplitude = min(max(amplitude, needed), MAX_SPECK_CONTRAST)
     pixels[top:bottom, left:right] += np.float32(amplitude) * profile
     mask[top:bottom, left:right] |= footprint
     marked_rows, marked_cols = np.nonzero(footprint)
@@ -370,8 +386,10 @@ def _place_clusters(
     n_clusters: int,
     spacing_mm: float,
     rng: np.random.Generator,
+    speck_count: tuple[int, int] = SPECKS_PER_CLUSTER,
+    amplitude: tuple[float, float] = SPECK_CONTRAST,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Draw up to ``n_clusters`` clusters of 3-12 specks where ``anatomy.allowed``; returns the mask."""
+    """Draw up to ``n_clusters`` clusters of ``speck_count`` specks where ``anatomy.allowed``; returns the mask."""
     mask = np.zeros(pixels.shape, dtype=bool)
     clusters: list[dict[str, Any]] = []
     if n_clusters <= 0:
@@ -400,13 +418,13 @@ def _place_clusters(
         jitter = rng.uniform(-0.5, 0.5, size=2) * factor
         pick = candidates[rng.integers(len(candidates))]
         centre = (float(pick[0] + jitter[0]), float(pick[1] + jitter[1]))
-        wanted = int(rng.integers(SPECKS_PER_CLUSTER[0], SPECKS_PER_CLUSTER[1] + 1))
+        wanted = int(rng.integers(speck_count[0], speck_count[1] + 1))
         aspect = rng.uniform(1.0, 2.0)
         orientation = rng.uniform(0.0, np.pi)
         specks: list[list[float]] = []
         reaches: list[float] = []
         for attempt in range(wanted * 40 + 400):
-            if len(specks) == wanted or (attempt >= wanted * 40 and len(specks) >= SPECKS_PER_CLUSTER[0]):
+            if len(specks) == wanted or (attempt >= wanted * 40 and len(specks) >= speck_count[0]):
                 break
             radial, turn = math.sqrt(rng.uniform()), rng.uniform(0.0, 2 * np.pi)
             along, across = radial * spread * math.cos(turn), radial * spread / aspect * math.sin(turn)
@@ -418,7 +436,7 @@ def _place_clusters(
                 continue
             specks.append([row, col, diameter])
         for row, col, diameter in specks:
-            reach = _draw_speck(pixels, mask, (row, col), diameter, rng.uniform(*SPECK_CONTRAST), rng)
+            reach = _draw_speck(pixels, mask, (row, col), diameter, rng.uniform(*amplitude), rng)
             reaches.append(math.hypot(row - centre[0], col - centre[1]) + reach)
         radius_px = max(reaches) if reaches else 0.0
         centres.append((centre[0], centre[1], radius_px))
@@ -451,13 +469,17 @@ def synthesize_case(
     patient_id: str = "SYN0000",
     age: int = 55,
     density: float | None = None,
+    specks_per_cluster: tuple[int, int] = SPECKS_PER_CLUSTER,
+    speck_amplitude: tuple[float, float] = SPECK_CONTRAST,
 ) -> SyntheticCase:
     """Generate one 12-bit mammogram (bright = dense) with ``n_clusters`` calcification clusters.
 
     Laterality "R" puts the chest wall on the left edge, "L" on the right edge; MLO views get a pectoral
     muscle in the upper chest-wall corner. Calcifications are placed inside the breast, at least 8 mm
     from the skin line and 3 mm from the muscle. ``density`` (0-1, share of the glandular region that
-    is dense) defaults to a random value that falls with ``age``. Pass ``seed`` or a ``rng``.
+    is dense) defaults to a random value that falls with ``age``. Each cluster has between
+    ``specks_per_cluster`` specks (inclusive; fewer only if a tiny image has no room), each raised by
+    ``speck_amplitude`` over the tissue (more where needed to stand out). Pass ``seed`` or a ``rng``.
     """
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
@@ -467,6 +489,11 @@ def synthesize_case(
         raise ValueError(f"image must be at least 64x64 pixels, got {height}x{width}")
     if not 0.02 <= pixel_spacing_mm <= 1.0:
         raise ValueError(f"pixel spacing {pixel_spacing_mm} mm is not a mammography spacing")
+    low, high = (int(v) for v in specks_per_cluster)
+    if not 1 <= low <= high <= 50:
+        raise ValueError(f"specks_per_cluster must be (low, high), 1 <= low <= high <= 50: {specks_per_cluster}")
+    if not 0.0 < speck_amplitude[0] <= speck_amplitude[1] <= MAX_VALUE:
+        raise ValueError(f"speck_amplitude must be (low, high), 0 < low <= high <= {MAX_VALUE}: {speck_amplitude}")
     rng = rng if rng is not None else np.random.default_rng(seed)
     if density is None:
         density = float(np.clip(0.62 - 0.0075 * (age - 30) + rng.normal(0.0, 0.08), 0.12, 0.75))
@@ -475,6 +502,10 @@ def synthesize_case(
     shape = (height, width)
     pixels = _upsample(anatomy.intensity, anatomy.factor, shape)
     breast = _upsample(anatomy.radius, anatomy.factor, shape) < 1.0
+    if anatomy.muscle.any():
+        pectoral = (_upsample(anatomy.muscle, anatomy.factor, shape) >= 0.5) & breast
+    else:
+        pectoral = np.zeros(shape, dtype=bool)
 
     # Fine structure (a few pixels wide) and quantum noise that grows with the signal.
     white = rng.standard_normal(shape, dtype=np.float32)
@@ -484,10 +515,14 @@ def synthesize_case(
     white += np.where(breast, np.float32(18.0) * fine, np.float32(0.0))
     pixels += white
 
-    calcifications, clusters = _place_clusters(pixels, anatomy, n_clusters, pixel_spacing_mm, rng)
+    amplitude = (float(speck_amplitude[0]), float(speck_amplitude[1]))
+    calcifications, clusters = _place_clusters(
+        pixels, anatomy, n_clusters, pixel_spacing_mm, rng, (low, high), amplitude
+    )
     pixels = np.clip(np.rint(pixels), 0, MAX_VALUE).astype(np.uint16)
     if laterality == "L":
-        pixels, calcifications, breast = pixels[:, ::-1], calcifications[:, ::-1], breast[:, ::-1]
+        pixels, calcifications = pixels[:, ::-1], calcifications[:, ::-1]
+        breast, pectoral = breast[:, ::-1], pectoral[:, ::-1]
         for cluster in clusters:
             cluster["col"] = width - 1 - cluster["col"]
             cluster["specks"] = [[r, round(width - c, 1), d] for r, c, d in cluster["specks"]]
@@ -495,6 +530,7 @@ def synthesize_case(
         pixels=np.ascontiguousarray(pixels),
         calcification_mask=np.ascontiguousarray(calcifications, dtype=np.uint8),
         breast_mask=np.ascontiguousarray(breast),
+        pectoral_mask=np.ascontiguousarray(pectoral),
         clusters=clusters,
         view=view,
         laterality=laterality,
@@ -576,12 +612,12 @@ def generate_dataset(
 ) -> list[dict[str, Any]]:
     """Write ``count`` synthetic mammograms, their masks and ``metadata.csv``; returns the metadata rows.
 
-    Images come in pairs per patient (``SYN0001``, ...): CC then MLO of the same breast, same age, ages
-    spread over 31-75; laterality alternates R/L per patient. Formats alternate per image (shifted
-    every second patient so each view and side appears in each format); every
-    ``monochrome1_every``-th DICOM is MONOCHROME1 (0 disables it). About ``calcified_fraction`` of
-    the patients have 1 to ``max_clusters`` clusters in both views; the others are normal. Image ids
-    are ``<patient>_<side>_<view>``. ``progress`` shows a tqdm bar.
+    Images come in pairs per patient (``SYN0001``, ...): CC then MLO of the same breast, with the same
+    age (ages spread over 31-75) and pixel spacing (0.07-0.1 mm); laterality alternates R/L per
+    patient. Formats alternate per image (shifted every second patient so that each view and side
+    appears in each format); every ``monochrome1_every``-th DICOM is MONOCHROME1 (0: none). About
+    ``calcified_fraction`` of the patients have 1 to ``max_clusters`` clusters in both views; the
+    others are normal. Image ids are ``<patient>_<side>_<view>``. ``progress`` shows a tqdm bar.
     """
     formats = tuple(formats)
     if count < 1:
@@ -600,6 +636,7 @@ def generate_dataset(
     n_normal = int(round(n_patients * (1.0 - calcified_fraction)))
     normal = set(rng.permutation(n_patients)[:n_normal].tolist())
     cluster_counts = [0 if p in normal else int(rng.integers(1, max_clusters + 1)) for p in range(n_patients)]
+    spacings = [round(float(rng.uniform(0.07, 0.1)), 4) for _ in range(n_patients)]  # one detector per patient
 
     indices: Sequence[int] | Any = range(count)
     if progress:
@@ -621,7 +658,7 @@ def generate_dataset(
             view=view,
             laterality=laterality,
             n_clusters=cluster_counts[patient],
-            pixel_spacing_mm=round(float(rng.uniform(0.07, 0.1)), 4),
+            pixel_spacing_mm=spacings[patient],
             patient_id=patient_id,
             age=ages[patient],
         )

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from plaid.commands import add_run_options
 from plaid.datalist import load_records
 from plaid.evaluation import DEFAULT_AGE_GROUPS, EvalConfig, age_group_name, evaluate, parse_age_groups
 from plaid.holdout import select_test_records
@@ -39,11 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="inclusive age ranges for the accuracy table (default %(default)s)")
     parser.add_argument("--paper-pairs", type=int, help="paper protocol with N calcified + N normal patches")
     parser.add_argument("--overlays", type=int, default=4, help="number of overlay PNGs (default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="patches per forward pass")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
-                        help="bad images/masks: skip them with a warning (default) or stop with an error")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_run_options(parser, "bad images/masks")
     parser.set_defaults(handler=run)
 
 

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from plaid.commands import add_run_options
 from plaid.datalist import image_id_of
 from plaid.errors import PlaidInputError
 from plaid.image_io import IMAGE_SUFFIXES, read_mammogram
@@ -33,11 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--probability", action=argparse.BooleanOptionalAction, default=True,
                         help="also write the per-patch probability map (default: yes)")
     parser.add_argument("--overlay-size", type=int, default=1024, help="longer side of the overlay PNG, pixels")
-    parser.add_argument("--batch-size", type=int, default=32, help="patches per forward pass")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
-                        help="unreadable images: skip them with a warning (default) or stop with an error")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_run_options(parser, "unreadable images")
     parser.set_defaults(handler=run)
 
 
