@@ -50,8 +50,10 @@ def test_strong_cluster_is_marked_and_far_background_is_not(trained: Path) -> No
     cluster_rc = np.array(np.unravel_index(cluster_patches, (rows, cols)))
     breast_fraction = np.array([case.breast_mask[top:bottom, left:right].mean()
                                 for top, left, bottom, right in prediction.grid.boxes()])
-    far = np.array([np.abs(np.array(np.unravel_index(i, (rows, cols)))[:, None] - cluster_rc).min() >= 2
-                    for i in range(len(prediction.grid))])
+    patch_rc = np.array(np.unravel_index(np.arange(len(prediction.grid)), (rows, cols)))
+    # Chebyshev distance in patches from the nearest cluster patch
+    distance = np.abs(patch_rc[:, :, None] - cluster_rc[:, None, :]).max(axis=0).min(axis=1)
+    far = distance >= 2
     far_background = np.flatnonzero(far & (breast_fraction == 0))
     far_tissue = np.flatnonzero(far & (breast_fraction > 0.5))
     assert far_background.size and far_tissue.size
