@@ -25,7 +25,7 @@ def test_16_bit_png_tiff_and_pgm_keep_values(tmp_path: Path, rng: np.random.Gene
 
 
 def test_three_dimensional_array_is_rejected(tmp_path: Path) -> None:
-    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((4, 300, 300), dtype=np.uint16))
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((4, 300, 300), dtype=np.uint16), photometric="minisblack")
     with pytest.raises(ImageShapeError, match="stack.tif"):
         read_mammogram(tmp_path / "stack.tif")
 
@@ -71,3 +71,19 @@ def test_orientation_flips_chest_wall_to_the_left() -> None:
 
     oriented = orient_chest_wall_left(Mammogram(pixels, ImageMeta()))
     assert oriented.meta.flipped and oriented.pixels[:, :100].mean() == 1000.0
+
+
+def test_label_copies_dicom_geometry_from_header(tmp_path: Path) -> None:
+    import itk
+
+    from plaid.dicom_io import write_dicom_mammogram
+
+    reference = write_dicom_mammogram(tmp_path / "ref.dcm", np.zeros((300, 260)), pixel_spacing_mm=0.07)
+    mask = np.zeros((300, 260), dtype=np.uint8)
+    mask[:10, :20] = 1
+    written = itk.imread(str(write_label_image(tmp_path / "out.nrrd", mask, reference=reference)))
+    image = itk.imread(str(reference))
+    assert tuple(itk.size(written)) == tuple(itk.size(image))
+    np.testing.assert_allclose(np.array(written.GetSpacing())[:2], [0.07, 0.07])
+    np.testing.assert_allclose(np.array(written.GetOrigin()), np.array(image.GetOrigin()))
+    np.testing.assert_array_equal(read_label_mask(tmp_path / "out.nrrd", (300, 260)), mask)

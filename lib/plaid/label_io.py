@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,14 +72,35 @@ def write_label_png(path: str | Path, mask: np.ndarray) -> Path:
     return path
 
 
-def _reference_geometry(reference: str | Path | None):
-    """ITK image of the reference file (for its origin/spacing/direction), or None if ITK cannot read it."""
+@dataclass(frozen=True)
+class Geometry:
+    """Physical layout of an image as ITK reads it (axis order x, y[, z])."""
+
+    size: tuple[int, ...]
+    origin: tuple[float, ...]
+    spacing: tuple[float, ...]
+    direction: np.ndarray
+
+
+def read_geometry(reference: str | Path | None) -> Geometry | None:
+    """The reference file's geometry from its header only (no pixel decoding), or None if ITK cannot read it."""
     if not reference:
         return None
     try:
         import itk
 
-        return itk.imread(str(reference))
+        image_io = itk.ImageIOFactory.CreateImageIO(str(reference), itk.CommonEnums.IOFileMode_ReadMode)
+        if image_io is None:
+            raise ValueError("no ITK reader for this file")
+        image_io.SetFileName(str(reference))
+        image_io.ReadImageInformation()
+        dims = image_io.GetNumberOfDimensions()
+        return Geometry(
+            size=tuple(int(image_io.GetDimensions(i)) for i in range(dims)),
+            origin=tuple(float(image_io.GetOrigin(i)) for i in range(dims)),
+            spacing=tuple(float(image_io.GetSpacing(i)) for i in range(dims)),
+            direction=np.array([[image_io.GetDirection(j)[i] for j in range(dims)] for i in range(dims)]),
+        )
     except Exception:  # the label is still written, with default geometry
         logger.warning("cannot read geometry of %s with ITK; writing the result with unit spacing", reference)
         return None
@@ -105,17 +127,15 @@ def write_label_image(
 
         tifffile.imwrite(str(path), array)
         return path
-    ref = _reference_geometry(reference)
-    if ref is not None and ref.GetImageDimension() == 3 and array.ndim == 2:
+    geometry = read_geometry(reference)
+    if geometry is not None and len(geometry.size) == 3 and array.ndim == 2:
         array = array[np.newaxis]
     image = itk.image_from_array(array)
-    if ref is not None and ref.GetImageDimension() == image.GetImageDimension():
-        ref_size = tuple(int(v) for v in itk.size(ref))
-        if ref_size == tuple(int(v) for v in itk.size(image)):
-            image.SetOrigin(ref.GetOrigin())
-            image.SetSpacing(ref.GetSpacing())
-            image.SetDirection(ref.GetDirection())
-    elif spacing_mm is not None:
+    if geometry is not None and geometry.size == tuple(int(v) for v in itk.size(image)):
+        image.SetOrigin(geometry.origin)
+        image.SetSpacing(geometry.spacing)
+        image.SetDirection(itk.matrix_from_array(geometry.direction))
+    elif spacing_mm is not None and array.ndim == 2:
         image.SetSpacing([float(spacing_mm[1]), float(spacing_mm[0])])
     path.parent.mkdir(parents=True, exist_ok=True)
     itk.imwrite(image, str(path), compression=True)
