@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / "model")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "demo-output")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--train-epochs", type=int, default=12, help="brief training when no model exists")
+    parser.add_argument("--train-epochs", type=int, default=20, help="brief training when no model exists")
     parser.add_argument("--exit", action="store_true", help="stop the server after the inference")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
