@@ -121,9 +121,11 @@ class PatchPredictor:
 
     def threshold(self) -> float:
         """The decision threshold in force."""
-        if self.config.threshold is not None:
-            return float(self.config.threshold)
-        return float(self.model()[1].get("threshold", 0.5))
+        return self._threshold_for(self.model()[1])
+
+    def _threshold_for(self, meta: dict[str, Any]) -> float:
+        """The configured threshold, else the checkpoint's validation operating point, else 0.5."""
+        return float(self.config.threshold if self.config.threshold is not None else meta.get("threshold", 0.5))
 
     def predict(self, pixels: np.ndarray, threshold: float | None = None) -> PatchPrediction:
         """Score every (tissue) patch of a full-resolution 2-D image given in original intensity units."""
@@ -142,10 +144,9 @@ class PatchPredictor:
         indices = np.flatnonzero(scored)
         probabilities[indices] = score_patches(model, unit, grid, indices, self.config, self.device)
         timings["model_s"] = time.perf_counter() - started
-        if threshold is None:
-            threshold = self.config.threshold if self.config.threshold is not None else meta.get("threshold", 0.5)
+        threshold = self._threshold_for(meta) if threshold is None else float(threshold)
         return PatchPrediction(grid=grid, probabilities=probabilities, scored=scored,
-                               threshold=float(threshold), timings=timings)
+                               threshold=threshold, timings=timings)
 
 
 @torch.inference_mode()

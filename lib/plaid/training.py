@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from plaid.datalist import CaseRecord
 from plaid.errors import PlaidInputError
 from plaid.metrics import confusion_at, operating_point, safe_auc
 from plaid.model import DEFAULT_FROZEN_LAYERS, PatchClassifier, build_model, read_checkpoint, save_checkpoint
-from plaid.options import parse_bool
+from plaid.options import dataclass_from_mapping
 from plaid.patch_data import PatchDataset, PatchSettings, PreparedImage, Problem, patch_index_for, prepare_images
 from plaid.runtime import autocast_for, select_device
 from plaid.sampling import BalancedSampler
@@ -74,29 +74,8 @@ class TrainConfig:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> TrainConfig:
-        """A config from a dict, ignoring unknown keys and coercing types of known ones."""
-        known = {item.name: item for item in fields(cls)}
-        defaults = cls()
-        kwargs: dict[str, Any] = {}
-        for key, value in values.items():
-            if key not in known or value is None:
-                continue
-            default = getattr(defaults, key)
-            kwargs[key] = _coerce(value, default)
-        return cls(**kwargs)
-
-
-def _coerce(value: Any, default: Any) -> Any:
-    """Convert request/CLI strings to the type of the default."""
-    if isinstance(default, bool):
-        return parse_bool(value)
-    if isinstance(default, int) and not isinstance(default, bool):
-        return int(value)
-    if isinstance(default, float):
-        return float(value)
-    if default is None and isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return value
+        """A config from request/CLI values, ignoring unknown keys and coercing strings to each field's type."""
+        return dataclass_from_mapping(cls, values)
 
 
 @dataclass

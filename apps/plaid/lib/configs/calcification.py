@@ -17,39 +17,16 @@ from lib.infers.calcification import CalcificationInfer
 from lib.scoring.uncertainty import PatchUncertaintyScoring
 from lib.trainers.calcification import CalcificationTrainer
 from plaid.inference import InferConfig, PatchPredictor
-from plaid.options import parse_bool
+from plaid.options import dataclass_from_mapping, parse_bool
 from plaid.training import TrainConfig
 
 logger = logging.getLogger(__name__)
 
 LABELS = {"calcification": 1}
 
-# --conf keys this model understands, with their defaults (documented in apps/plaid/README.md).
-CONF_DEFAULTS: dict[str, Any] = {
-    "patch_size": 224,
-    "stride": None,
-    "threshold": None,
-    "skip_background": True,
-    "batch_size": 32,
-    "device": "auto",
-    "amp": True,
-    "epochs": 120,
-    "learning_rate": 1e-4,
-    "frozen_layers": 100,
-    "negative_ratio": 1.0,
-    "val_fraction": 0.05,
-    "pretrained_weights": None,
-    "finetune": True,
-    "seed": 0,
-}
-
-
-def _conf_value(conf: dict[str, str], key: str) -> Any:
-    """A --conf value, or its default; empty strings and 'none' mean the default."""
-    value = conf.get(key)
-    if value is None or str(value).strip().lower() in ("", "none", "null"):
-        return CONF_DEFAULTS[key]
-    return value
+# --conf keys that differ from the config field they set (all others match a field of InferConfig or
+# TrainConfig by name; apps/plaid/README.md lists them with their defaults).
+CONF_RENAMES = {"pretrained_weights": "weights_path"}
 
 
 class Calcification(TaskConfig):
@@ -60,32 +37,11 @@ class Calcification(TaskConfig):
         super().init(name, model_dir, conf, planner, **kwargs)
         self.labels = LABELS
         self.path = os.path.join(model_dir, f"{name}.pt")
-        values = {key: _conf_value(conf, key) for key in CONF_DEFAULTS}
-        self.infer_config = InferConfig(
-            patch_size=int(values["patch_size"]),
-            stride=int(values["stride"]) if values["stride"] is not None else None,
-            threshold=float(values["threshold"]) if values["threshold"] is not None else None,
-            skip_background=parse_bool(values["skip_background"]),
-            batch_size=int(values["batch_size"]),
-            device=str(values["device"]),
-            amp=parse_bool(values["amp"]),
-        )
-        self.train_defaults = TrainConfig.from_mapping({
-            "patch_size": values["patch_size"],
-            "stride": values["stride"],
-            "skip_background": values["skip_background"],
-            "batch_size": values["batch_size"],
-            "device": values["device"],
-            "amp": values["amp"],
-            "epochs": values["epochs"],
-            "learning_rate": values["learning_rate"],
-            "frozen_layers": values["frozen_layers"],
-            "negative_ratio": values["negative_ratio"],
-            "val_fraction": values["val_fraction"],
-            "weights_path": values["pretrained_weights"],
-            "seed": values["seed"],
-        })
-        self.finetune = parse_bool(values["finetune"])
+        values = {CONF_RENAMES.get(key, key): value for key, value in conf.items()}
+        values.pop("init_checkpoint", None)
+        self.infer_config = dataclass_from_mapping(InferConfig, values)
+        self.train_defaults = TrainConfig.from_mapping(values)
+        self.finetune = parse_bool(conf.get("finetune", "true"))
         self.predictor = PatchPredictor(self.path, self.infer_config)
         logger.info("calcification model: %s (present: %s)", self.path, os.path.isfile(self.path))
 
