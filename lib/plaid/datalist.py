@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from plaid.errors import PlaidInputError
-from plaid.image_io import IMAGE_SUFFIXES
+from plaid.image_io import IMAGE_SUFFIXES, ImageMeta
 from plaid.label_io import LABEL_SUFFIXES, label_suffix
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,13 @@ class CaseRecord:
     def __post_init__(self) -> None:
         if not self.image_id:
             self.image_id = image_id_of(self.image)
+
+    def fill_from(self, meta: ImageMeta) -> None:
+        """Take patient id and age from the image's own metadata (DICOM header) where the record lacks them."""
+        if self.patient_id is None and meta.patient_id:
+            self.patient_id = meta.patient_id
+        if self.age is None and meta.age_years is not None:
+            self.age = meta.age_years
 
     @property
     def group(self) -> str:
@@ -142,11 +149,6 @@ def load_records(source: str | Path) -> list[CaseRecord]:
     """Records from a folder or a datalist file."""
     source = Path(source)
     return records_from_folder(source) if source.is_dir() else records_from_table(source)
-
-
-def labelled(records: Iterable[CaseRecord]) -> list[CaseRecord]:
-    """Only the records that have a mask."""
-    return [record for record in records if record.label]
 
 
 def attach_metadata(records: Iterable[CaseRecord], folder: Path) -> None:

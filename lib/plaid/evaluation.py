@@ -148,10 +148,7 @@ def score_image(record: CaseRecord, predictor: PatchPredictor, settings: PatchSe
     if not record.label:
         raise PlaidInputError("no annotation mask for this image", record.image)
     image = read_mammogram(record.image, min_size=settings.patch_size)
-    if record.patient_id is None and image.meta.patient_id:
-        record.patient_id = image.meta.patient_id
-    if record.age is None and image.meta.age_years is not None:
-        record.age = image.meta.age_years
+    record.fill_from(image.meta)
     mask = read_label_mask(record.label, image.shape)
     prediction = predictor.predict(image.pixels)
     labels = patch_labels_from_mask(mask, prediction.grid, settings.min_overlap, record.label)

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from plaid.model import PatchClassifier, load_model
-from plaid.patch_data import UINT16_SCALE, to_unit_uint16
+from plaid.patch_data import to_unit_uint16, unit_patches
 from plaid.runtime import autocast_for, select_device
-from plaid.tiling import DEFAULT_PATCH_SIZE, PatchGrid, extract_patches, grid_for, stitch
+from plaid.tiling import DEFAULT_PATCH_SIZE, PatchGrid, grid_for, stitch
 from plaid.tissue import tissue_mask, tissue_patches
 
 logger = logging.getLogger(__name__)
@@ -156,8 +156,7 @@ def score_patches(model: PatchClassifier, unit_pixels: np.ndarray, grid: PatchGr
     out = np.zeros(len(indices), dtype=np.float32)
     for start in range(0, len(indices), config.batch_size):
         chunk = indices[start : start + config.batch_size]
-        patches = extract_patches(unit_pixels, grid, chunk).astype(np.float32) / UINT16_SCALE
-        batch = torch.from_numpy(patches).unsqueeze(1).to(device)
+        batch = torch.from_numpy(unit_patches(unit_pixels, grid, chunk)).unsqueeze(1).to(device)
         if config.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with autocast_for(device, config.amp):

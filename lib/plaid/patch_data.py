@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -35,7 +35,6 @@ class PatchSettings:
     min_overlap: float = 0.0
     skip_background: bool = True
     tissue_min_fraction: float = 0.0
-    orient: bool = False
 
 
 @dataclass
@@ -48,11 +47,10 @@ class PreparedImage:
     tissue: np.ndarray
     meta: ImageMeta
     labels: np.ndarray | None = None
-    mask: np.ndarray | None = field(default=None, repr=False)
 
     def patches(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Float32 patches in [0, 1] for the given grid indices."""
-        return extract_patches(self.pixels, self.grid, indices).astype(np.float32) / UINT16_SCALE
+        return unit_patches(self.pixels, self.grid, indices)
 
     def eligible_negatives(self) -> np.ndarray:
         """Patches that may be drawn as negatives: tissue patches (or all when skipping is off)."""
@@ -64,21 +62,23 @@ def to_unit_uint16(pixels: np.ndarray) -> np.ndarray:
     return np.rint(normalise_intensity(pixels) * UINT16_SCALE).astype(np.uint16)
 
 
+def unit_patches(unit_pixels: np.ndarray, grid: PatchGrid, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Float32 patches in [0, 1] from an image stored by `to_unit_uint16`."""
+    return extract_patches(unit_pixels, grid, indices).astype(np.float32) / UINT16_SCALE
+
+
 def prepare_image(
-    record: CaseRecord, settings: PatchSettings, with_label: bool = True, keep_mask: bool = False
+    record: CaseRecord, settings: PatchSettings, with_label: bool = True
 ) -> PreparedImage:
     """Read one case, normalise it, lay the grid, find tissue patches and (optionally) patch labels."""
-    image = read_mammogram(record.image, min_size=settings.patch_size, orient=False)
+    image = read_mammogram(record.image, min_size=settings.patch_size)
     grid = grid_for(image.pixels, settings.patch_size, settings.stride)
     if settings.skip_background:
         tissue = tissue_patches(tissue_mask(image.pixels), grid, settings.tissue_min_fraction)
     else:
         tissue = np.ones(len(grid), dtype=bool)
-    if record.patient_id is None and image.meta.patient_id:
-        record.patient_id = image.meta.patient_id
-    if record.age is None and image.meta.age_years is not None:
-        record.age = image.meta.age_years
-    labels = mask = None
+    record.fill_from(image.meta)
+    labels = None
     if with_label:
         if not record.label:
             raise PlaidInputError(f"image {record.image_id} has no annotation mask", record.image)
@@ -91,7 +91,6 @@ def prepare_image(
         tissue=tissue,
         meta=image.meta,
         labels=labels,
-        mask=mask if keep_mask else None,
     )
 
 
@@ -137,12 +136,11 @@ def prepare_images(
     settings: PatchSettings,
     with_label: bool = True,
     on_error: str = "skip",
-    keep_mask: bool = False,
     progress: bool = False,
 ) -> tuple[list[PreparedImage], list[Problem]]:
     """Prepare many cases with `process_records` (skip or stop on bad input)."""
     return process_records(
-        records, lambda record: prepare_image(record, settings, with_label=with_label, keep_mask=keep_mask),
+        records, lambda record: prepare_image(record, settings, with_label=with_label),
         on_error=on_error, progress=progress,
     )
 

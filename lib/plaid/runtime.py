@@ -48,8 +48,3 @@ def autocast_for(device: torch.device, amp: bool = True) -> ContextManager:
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
-
-def configure_threads(threads: int | None) -> None:
-    """Limit torch's intra-op threads (None keeps torch's default)."""
-    if threads:
-        torch.set_num_threads(int(threads))

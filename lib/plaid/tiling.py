@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,16 +122,6 @@ def extract_patches(
     return np.stack([padded[top : top + size, left : left + size] for top, left in origins]) if len(
         origins
     ) else np.zeros((0, size, size), dtype=image.dtype)
-
-
-def iter_patch_batches(
-    image: np.ndarray, grid: PatchGrid, indices: Iterable[int], batch_size: int, fill: float = 0.0
-) -> Iterable[tuple[np.ndarray, np.ndarray]]:
-    """Yield (indices, patches) in batches of at most ``batch_size``, extracting lazily."""
-    indices = np.asarray(list(indices), dtype=np.int64)
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start : start + batch_size]
-        yield chunk, extract_patches(image, grid, chunk, fill)
 
 
 def stitch(values: Sequence[float] | np.ndarray, grid: PatchGrid, dtype: np.dtype | type = np.float32) -> np.ndarray:
