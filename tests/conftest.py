@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+CHECKOUT_LIB = Path(__file__).resolve().parents[1] / "lib"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Make every subprocess a test starts import this checkout's code, and never download anything.
+
+    The shared virtual environment's editable install may point at another checkout; a PYTHONPATH entry
+    for this checkout's ``lib`` wins over it in every child process (CLI runs, MONAI Label servers).
+    """
+    entries = [str(CHECKOUT_LIB), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(entries))
+    os.environ.setdefault("PLAID_OFFLINE", "1")
 
 
 @pytest.fixture
