@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.exception import ImageNotFoundException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
@@ -26,9 +27,9 @@ from monailabel.utils.others.class_utils import get_class_names
 
 import lib.configs
 import plaid
-from lib.datastore import IMAGE_PATTERNS, LABEL_PATTERNS, CheckedLocalDatastore
-from lib.errors import http_error
-from plaid.errors import PlaidError
+from lib import server
+from lib.datastore import CheckedLocalDatastore
+from lib.errors import UnknownTaskError
 from plaid.options import parse_bool
 
 logger = logging.getLogger(__name__)
@@ -68,16 +69,15 @@ class PlaidApp(MONAILabelApp):
             version=plaid.__version__,
             labels={"calcification": 1},
         )
+        server.install()
 
     def init_datastore(self) -> Datastore:
-        """A local datastore that also lists DICOM / TIFF / PGM images and validates uploads."""
+        """A local datastore listing only the mammograms PLAID reads (DICOM, PNG, TIFF, PGM); validates uploads."""
         if self.studies.startswith(("http://", "https://")):
             return super().init_datastore()
-        extensions = sorted(set(settings.MONAI_LABEL_DATASTORE_FILE_EXT) | set(IMAGE_PATTERNS) | set(LABEL_PATTERNS))
         patch_size = int(self.conf.get("patch_size") or 224)
         return CheckedLocalDatastore(
             self.studies,
-            extensions=extensions,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
             min_image_size=patch_size,
@@ -110,13 +110,55 @@ class PlaidApp(MONAILabelApp):
         """Each model's scoring method."""
         return self._model_tasks("scoring_method")
 
+    @staticmethod
+    def _task(kind: str, tasks: dict[str, Any], name: Any) -> Any:
+        """The task called ``name``, else `UnknownTaskError` listing the names served."""
+        if not isinstance(name, str) or name not in tasks:
+            raise UnknownTaskError(kind, name, list(tasks))
+        return tasks[name]
+
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
-        """MONAI Label's infer, with unknown image ids and PLAID input errors answered as 4xx."""
+        """MONAI Label's infer for a served model on a datastore image (or a file uploaded with the request)."""
+        self._task("model", self._infers, request.get("model"))
         image = request.get("image")
         store = datastore or self.datastore()
-        if isinstance(image, str) and not os.path.exists(image) and not store.get_image_uri(image):
-            raise HTTPException(status_code=404, detail=f"image '{image}' is not in the datastore")
-        try:
-            return super().infer(request, datastore)
-        except PlaidError as exc:
-            raise http_error(exc) from exc
+        if not isinstance(image, str) or not image or not (store.get_image_uri(image) or is_request_upload(image)):
+            raise ImageNotFoundException(f"image {image!r} is not in the datastore")
+        return super().infer(request, datastore)
+
+    def train(self, request: dict[str, Any]) -> dict[str, Any]:
+        """MONAI Label's train for a served trainer."""
+        self.check_train_request(request.get("model"), request)
+        return super().train(request)
+
+    def check_train_request(self, model: Any, params: dict[str, Any] | None) -> None:
+        """Raise `UnknownTaskError` / `PlaidInputError` for an unknown trainer or a bad training option."""
+        self._task("trainer", self._trainers, model).validate_request(params or {})
+
+    def check_scoring_request(self, method: Any, params: dict[str, Any] | None = None) -> None:
+        """Raise `UnknownTaskError` for an unknown scoring method."""
+        self._task("scoring method", self._scoring_methods, method)
+
+    def scoring(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        """MONAI Label's scoring for a served scoring method."""
+        self.check_scoring_request(request.get("method"), request)
+        return super().scoring(request, datastore)
+
+    def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The strategy's next image id; ``{"id": None, "message": ...}`` when no image is left to label."""
+        task = self._task("strategy", self._strategies, request.get("strategy") or "random")
+        store = self.datastore()
+        result = task(request, store)
+        if not result or not result.get("id"):
+            total, done = len(store.list_images()), len(store.get_labeled_images())
+            return {"id": None, "message": f"no image left to label: {done} of {total} images have a final label"}
+        if self._auto_update_scoring:
+            self.async_scoring(None)
+        return result
+
+
+def is_request_upload(path: str) -> bool:
+    """True for the temporary file MONAI Label's infer endpoint writes for an image uploaded with the request."""
+    candidate = Path(path)
+    return (candidate.is_absolute() and candidate.name.startswith("tmp")
+            and candidate.parent == Path(tempfile.gettempdir()) and candidate.is_file())

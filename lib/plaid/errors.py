@@ -36,3 +36,7 @@ class LabelShapeError(PlaidInputError):
 
 class ModelNotFoundError(PlaidError, FileNotFoundError):
     """No trained checkpoint exists where one is needed."""
+
+
+class CheckpointError(PlaidError):
+    """A checkpoint exists but cannot be used: corrupt, not a PLAID model, or from an incompatible run."""

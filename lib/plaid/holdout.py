@@ -138,7 +138,7 @@ class EvalSelection:
 
 def select_test_records(
     records: Sequence[CaseRecord],
-    model_split: str | Path | None = None,
+    model_split: str | Path | dict[str, Any] | None = None,
     split_file: str | Path | None = None,
     test_fraction: float | None = None,
     seed: int = 0,
@@ -148,10 +148,13 @@ def select_test_records(
 
     In order: ``use_all`` takes every record; ``split_file`` takes its ``"test"`` part; ``test_fraction``
     re-derives the split `plaid train --test-fraction` made (same data, fraction and seed); otherwise the
-    model's own split.json (``model_split``) is used if it lists a test part, and failing that every record
-    that the model did not train or validate on.
+    model's own split (``model_split``: the split stored in its checkpoint, or its split.json) is used if it
+    lists a test part, and failing that every record that the model did not train or validate on.
     """
-    model_info = read_split(model_split) if model_split and Path(model_split).is_file() else {}
+    if isinstance(model_split, dict):
+        model_info = model_split
+    else:
+        model_info = read_split(model_split) if model_split and Path(model_split).is_file() else {}
     training_groups = patients_in(model_info, TRAINING_PARTS)
     if use_all:
         return EvalSelection(list(records), "all images in the data", training_groups=training_groups)
@@ -168,8 +171,9 @@ def select_test_records(
                                       training_groups=training_groups, test_fraction=test_fraction, seed=seed))
     if model_info.get(TEST_PART):
         chosen, missing = records_in_part(records, model_info, TEST_PART)
-        return _checked(EvalSelection(chosen, f"test split recorded with the model ({model_split})", missing,
-                                      training_groups, model_info.get("test_fraction"), model_info.get("test_seed")))
+        source = f"test split recorded with the model ({_split_source(model_split)})"
+        return _checked(EvalSelection(chosen, source, missing, training_groups, model_info.get("test_fraction"),
+                                      model_info.get("test_seed")))
     unseen = [record for record in records if record.group not in training_groups]
     if training_groups and len(unseen) < len(records):
         logger.warning("leaving out %d images of patients the model trained or validated on (use --all to keep them)",
@@ -179,6 +183,10 @@ def select_test_records(
                               "train with --test-fraction, pass other data, or use --all")
     source = "all images of patients not used in training" if training_groups else "all images in the data"
     return EvalSelection(unseen, source, training_groups=training_groups)
+
+
+def _split_source(model_split: str | Path | dict[str, Any] | None) -> str:
+    return "stored in the checkpoint" if isinstance(model_split, dict) else str(model_split)
 
 
 def _checked(selection: EvalSelection) -> EvalSelection:

@@ -8,15 +8,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from plaid.errors import CheckpointError, PlaidError
 from plaid.model import PatchClassifier, load_model
-from plaid.patch_data import to_unit_uint16, unit_patches
+from plaid.patch_data import PatchSettings, patch_settings_from_dict, to_unit_uint16, unit_patches
 from plaid.runtime import autocast_for, select_device
 from plaid.tiling import DEFAULT_PATCH_SIZE, PatchGrid, grid_for, stitch
 from plaid.tissue import tissue_mask, tissue_patches
@@ -92,11 +93,16 @@ class PatchPrediction:
 
 
 class PatchPredictor:
-    """Holds a trained model and reloads it when its checkpoint file changes on disk."""
+    """Holds a trained model and reloads it when its checkpoint file changes on disk.
+
+    A checkpoint that stores its ``patch_settings`` is served with them (patch size, stride, tissue rule);
+    the configured ones apply only to older checkpoints and until a checkpoint exists.
+    """
 
     def __init__(self, checkpoint: str | Path, config: InferConfig | None = None) -> None:
         self.checkpoint = Path(checkpoint)
         self.config = config or InferConfig()
+        self.configured = self.config
         self.device = select_device(self.config.device)
         self._model: PatchClassifier | None = None
         self._meta: dict[str, Any] = {}
@@ -112,7 +118,16 @@ class PatchPredictor:
         with self._lock:
             stamp = self._current_stamp() if self.checkpoint.is_file() else None
             if self._model is None or stamp != self._stamp:
-                model, meta = load_model(self.checkpoint, self.device)
+                try:
+                    model, meta = load_model(self.checkpoint, self.device)
+                except PlaidError:
+                    raise
+                except Exception as exc:  # torch raises many types for corrupt or foreign files
+                    raise CheckpointError(f"model checkpoint {self.checkpoint.name} cannot be loaded: it is corrupt "
+                                          f"or not a PLAID model from a compatible run ({type(exc).__name__})") from exc
+                settings = meta.get("patch_settings")
+                self.config = (with_patch_settings(self.configured, patch_settings_from_dict(settings))
+                               if isinstance(settings, dict) else self.configured)
                 if self.config.channels_last:
                     model = model.to(memory_format=torch.channels_last)
                 self._model, self._meta, self._stamp = model, meta, stamp
@@ -147,6 +162,12 @@ class PatchPredictor:
         threshold = self._threshold_for(meta) if threshold is None else float(threshold)
         return PatchPrediction(grid=grid, probabilities=probabilities, scored=scored,
                                threshold=threshold, timings=timings)
+
+
+def with_patch_settings(config: InferConfig, settings: PatchSettings) -> InferConfig:
+    """``config`` tiling images exactly as ``settings`` (a checkpoint's training settings) say."""
+    return replace(config, patch_size=settings.patch_size, stride=settings.stride,
+                   skip_background=settings.skip_background, tissue_min_fraction=settings.tissue_min_fraction)
 
 
 @torch.inference_mode()

@@ -6,12 +6,27 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
 
+from plaid.errors import PlaidInputError
+
 TRUE_WORDS = ("1", "true", "yes", "on")
+
+
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 def parse_bool(value: Any) -> bool:
     """True for booleans that are True and for the words 1/true/yes/on (any case)."""
     return value if isinstance(value, bool) else str(value).strip().lower() in TRUE_WORDS
+
+
+def strict_bool(value: Any) -> bool:
+    """A boolean option: True/False or one of the words 1/true/yes/on, 0/false/no/off; else ValueError."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word not in TRUE_WORDS + FALSE_WORDS:
+        raise ValueError(f"expected true or false, got {value!r}")
+    return word in TRUE_WORDS
 
 NONE_WORDS = ("", "none", "null")
 ConfigT = TypeVar("ConfigT")
@@ -21,7 +36,7 @@ def coerce(value: Any, annotation: str) -> Any:
     """Convert a string option to the first type named in a field annotation such as 'int | None'."""
     kind = annotation.split("|")[0].strip()
     if kind == "bool":
-        return parse_bool(value)
+        return strict_bool(value)
     if kind in ("int", "float", "str"):
         return {"int": int, "float": float, "str": str}[kind](value)
     return value
@@ -34,5 +49,9 @@ def dataclass_from_mapping(cls: type[ConfigT], values: Mapping[str, Any]) -> Con
         value = values.get(item.name)
         if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
             continue
-        kwargs[item.name] = coerce(value, str(item.type))
+        try:
+            kwargs[item.name] = coerce(value, str(item.type))
+        except (TypeError, ValueError) as exc:
+            kind = str(item.type).split("|")[0].strip()
+            raise PlaidInputError(f"option {item.name} must be {kind}, got {value!r} ({exc})") from None
     return cls(**kwargs)

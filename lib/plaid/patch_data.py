@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -35,6 +35,12 @@ class PatchSettings:
     min_overlap: float = 0.0
     skip_background: bool = True
     tissue_min_fraction: float = 0.0
+
+
+def patch_settings_from_dict(values: Mapping[str, Any]) -> PatchSettings:
+    """`PatchSettings` from a checkpoint's ``patch_settings`` dict: unknown keys ignored, missing keys default."""
+    known = {item.name for item in fields(PatchSettings)}
+    return PatchSettings(**{key: value for key, value in values.items() if key in known})
 
 
 @dataclass

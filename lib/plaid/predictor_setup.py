@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
-from plaid.inference import InferConfig, PatchPredictor
-from plaid.patch_data import PatchSettings
+from plaid.inference import InferConfig, PatchPredictor, with_patch_settings
+from plaid.patch_data import PatchSettings, patch_settings_from_dict
 from plaid.training import TrainConfig
 
 
 def trained_settings(meta: dict) -> PatchSettings:
-    """The patch settings recorded in a checkpoint's training config (paper defaults when absent)."""
+    """The checkpoint's stored patch settings, else those of its training config (paper defaults when absent)."""
+    if isinstance(meta.get("patch_settings"), dict):
+        return patch_settings_from_dict(meta["patch_settings"])
     return TrainConfig.from_mapping(meta.get("config") or {}).patch_settings()
 
 
@@ -22,7 +23,5 @@ def make_predictor(
     predictor = PatchPredictor(checkpoint, InferConfig(threshold=threshold, batch_size=batch_size, device=device))
     _, meta = predictor.model()
     settings = trained_settings(meta)
-    predictor.config = replace(predictor.config, patch_size=settings.patch_size, stride=settings.stride,
-                               skip_background=settings.skip_background,
-                               tissue_min_fraction=settings.tissue_min_fraction)
+    predictor.config = predictor.configured = with_patch_settings(predictor.config, settings)
     return predictor, settings

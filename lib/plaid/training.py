@@ -5,10 +5,13 @@ Used unchanged by the `plaid train` CLI and by the MONAI Label train task.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +26,9 @@ from plaid.metrics import confusion_at, operating_point, safe_auc
 from plaid.model import DEFAULT_FROZEN_LAYERS, PatchClassifier, build_model, read_checkpoint, save_checkpoint
 from plaid.options import dataclass_from_mapping
 from plaid.patch_data import PatchDataset, PatchSettings, PreparedImage, Problem, patch_index_for, prepare_images
-from plaid.runtime import autocast_for, select_device
-from plaid.sampling import BalancedSampler
-from plaid.serialization import write_json
+from plaid.runtime import cpu_supports_bf16, select_device
+from plaid.sampling import BalancedSampler, PatchIndex
+from plaid.serialization import json_safe, write_json
 from plaid.splits import describe_split, split_by_group
 
 logger = logging.getLogger(__name__)
@@ -36,6 +39,17 @@ HISTORY_FILE = "history.json"
 CONFIG_FILE = "train_config.json"
 SPLIT_FILE = "split.json"
 PATCH_LABELS_FILE = "patch_labels.json"
+VALIDATION_PATIENTS = "validation patients"
+VALIDATION_ON_TRAINING = "training patches"
+# Options a resumed run may change; every other stored option must match (weights come from last.pt).
+RESUME_MAY_CHANGE = frozenset({"epochs", "device", "num_workers", "multi_gpu", "amp", "init_checkpoint",
+                               "weights_path", "pretrained"})
+
+
+@lru_cache(maxsize=1)
+def keras_layer_count() -> int:
+    """How many Keras-counted layers the ResNet50 backbone has (the upper bound of ``frozen_layers``)."""
+    return len(PatchClassifier(frozen_layers=0).keras_layers())
 
 
 @dataclass
@@ -73,9 +87,35 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> TrainConfig:
+    def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
         """A config from request/CLI values, ignoring unknown keys and coercing strings to each field's type."""
         return dataclass_from_mapping(cls, values)
+
+    def validate(self) -> TrainConfig:
+        """``self`` when every option is in range, else `PlaidInputError` naming the first bad option."""
+        checks = {
+            "patch_size": self.patch_size >= 1,
+            "stride": self.stride is None or 1 <= self.stride,
+            "min_overlap": 0.0 <= self.min_overlap <= 1.0,
+            "epochs": 1 <= self.epochs <= 100_000,
+            "batch_size": 1 <= self.batch_size <= 65_536,
+            "learning_rate": math.isfinite(self.learning_rate) and 0.0 < self.learning_rate <= 1.0,
+            "frozen_layers": 0 <= self.frozen_layers <= keras_layer_count(),
+            "negative_ratio": math.isfinite(self.negative_ratio) and 0.0 < self.negative_ratio <= 1000.0,
+            "max_negatives_per_image": self.max_negatives_per_image is None or self.max_negatives_per_image >= 1,
+            "val_fraction": 0.0 <= self.val_fraction < 1.0,
+            "seed": 0 <= self.seed < 2**32,
+            "num_workers": 0 <= self.num_workers <= 256,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise PlaidInputError(f"training option {name}={getattr(self, name)!r} is out of range")
+        try:
+            torch.device(self.device) if self.device != "auto" else None
+        except (RuntimeError, ValueError):
+            raise PlaidInputError(f"training option device={self.device!r} is not a device (auto, cpu, cuda, "
+                                  "cuda:1, ...)") from None
+        return self
 
 
 @dataclass
@@ -103,12 +143,81 @@ class TrainResult:
     problems: list[Problem] = field(default_factory=list)
     best_val_auc: float = float("nan")
     resumed_from_epoch: int = 0
+    validation: str = VALIDATION_PATIENTS
 
 
 def _key_metric(stats: EpochStats) -> tuple[float, float]:
-    """Ranking key: validation AUC first (NaN counts lowest), then lower validation loss."""
-    auc = stats.val_auc if np.isfinite(stats.val_auc) else -1.0
-    return auc, -stats.val_loss
+    """Ranking key: validation AUC first, then lower validation loss; NaN ranks below every number."""
+    auc = float(stats.val_auc) if np.isfinite(stats.val_auc) else -1.0
+    loss = -float(stats.val_loss) if np.isfinite(stats.val_loss) else float("-inf")
+    return auc, loss
+
+
+def is_better(stats: EpochStats, best: EpochStats | None) -> bool:
+    """True when ``stats`` should replace ``best`` (ties go to the later epoch, so NaN runs still move on)."""
+    return best is None or _key_metric(stats) >= _key_metric(best)
+
+
+def training_precision(device: torch.device, amp: bool) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, whether to scale the loss): bf16 where the device has it, else fp16 + GradScaler."""
+    if not amp:
+        return None, False
+    if device.type == "cuda":
+        return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
+    if device.type == "cpu" and cpu_supports_bf16():
+        return torch.bfloat16, False
+    return None, False
+
+
+def _both_classes(index: PatchIndex) -> bool:
+    return bool(len(index)) and 0 < int(index.label.sum()) < len(index)
+
+
+def stored_config(out_dir: Path) -> dict[str, Any] | None:
+    """The training configuration stored in ``out_dir`` (None when the folder holds no run)."""
+    path = out_dir / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PlaidInputError(f"cannot read the stored training configuration ({exc})", path) from exc
+    if not isinstance(content, dict):
+        raise PlaidInputError("stored training configuration is not a JSON object", path)
+    return content
+
+
+def resume_conflicts(stored: Mapping[str, Any], config: TrainConfig) -> list[str]:
+    """Options that differ between a stored run and ``config`` and may not change on resume."""
+    defaults = TrainConfig()
+    conflicts = []
+    for item in fields(TrainConfig):
+        if item.name in RESUME_MAY_CHANGE:
+            continue
+        before = stored.get(item.name, getattr(defaults, item.name))
+        after = getattr(config, item.name)
+        if before != after:
+            conflicts.append(f"{item.name}: stored {before!r}, now {after!r}")
+    return conflicts
+
+
+def check_output_folder(out_dir: Path, config: TrainConfig, resume: bool) -> dict[str, Any] | None:
+    """Refuse to overwrite a finished or started run unless resuming it with a compatible configuration.
+
+    Returns the stored configuration (None for a new folder).
+    """
+    stored = stored_config(out_dir)
+    started = stored is not None or (out_dir / LAST_CHECKPOINT).is_file()
+    if started and not resume:
+        raise PlaidInputError("this folder already holds a training run; resume it (--resume) with the same "
+                              "settings, or train into a new folder", out_dir)
+    if stored is not None and resume:
+        conflicts = resume_conflicts(stored, config)
+        if conflicts:
+            raise PlaidInputError("cannot resume: the stored configuration differs (" + "; ".join(conflicts)
+                                  + "); only " + ", ".join(sorted(RESUME_MAY_CHANGE)) + " may change. "
+                                  "Train into a new folder instead", out_dir)
+    return stored
 
 
 class PatchTrainer:
@@ -116,13 +225,17 @@ class PatchTrainer:
 
     def __init__(self, config: TrainConfig, out_dir: str | Path, progress: bool = True,
                  on_epoch: Callable[[EpochStats], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None,
+                 checkpoint_extra: dict[str, Any] | None = None) -> None:
         self.config = config
+        self.checkpoint_extra = dict(checkpoint_extra or {})
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.on_epoch = on_epoch
         self.should_stop = should_stop
         self.device = select_device(config.device)
+        self.autocast_dtype, scale_loss = training_precision(self.device, config.amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=scale_loss)
 
     def _data_loader(self, images: Sequence[PreparedImage], index, shuffle: bool, seed: int) -> DataLoader:
         dataset = PatchDataset(images, index, augment=self.config.augment and shuffle, seed=seed)
@@ -146,8 +259,24 @@ class PatchTrainer:
             return model
         return build_model(config.frozen_layers, config.pretrained, config.weights_path)
 
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+
+    def _validation_index(self, train_index: PatchIndex, val_images: Sequence[PreparedImage],
+                          train_images: Sequence[PreparedImage]) -> tuple[Sequence[PreparedImage], PatchIndex, str]:
+        """Balanced validation patches of the validation patients, or of the training images when those
+        patients hold no calcified (or no normal) patch: then the run says so and marks its checkpoints."""
+        seed = self.config.seed + 1
+        if val_images:
+            index = BalancedSampler(patch_index_for(val_images), seed=seed).epoch_index(0)
+            if _both_classes(index):
+                return val_images, index, VALIDATION_PATIENTS
+        logger.warning("no validation patient can be spared with both calcified and normal patches; validating on "
+                       "the training patches (best epoch and threshold are optimistic; marked in the checkpoint)")
+        return train_images, BalancedSampler(train_index, seed=seed).epoch_index(0), VALIDATION_ON_TRAINING
+
     def fit(self, train_images: Sequence[PreparedImage], val_images: Sequence[PreparedImage],
-            resume: bool = True) -> TrainResult:
+            resume: bool = False) -> TrainResult:
         """Train for ``config.epochs`` epochs (continuing from ``last.pt`` when ``resume``)."""
         config = self.config
         train_index = patch_index_for(train_images)
@@ -156,10 +285,10 @@ class PatchTrainer:
         sampler = BalancedSampler(train_index, seed=config.seed, negative_ratio=config.negative_ratio,
                                   redraw_each_epoch=config.redraw_negatives,
                                   max_negatives_per_image=config.max_negatives_per_image)
-        if not val_images:
-            logger.warning("no validation images (too few patients); validating on the training images")
-            val_images = train_images
-        val_index = BalancedSampler(patch_index_for(val_images), seed=config.seed + 1).epoch_index(0)
+        val_images, val_index, validation = self._validation_index(train_index, val_images, train_images)
+        marks = {**self.checkpoint_extra, "config": config.to_dict(), "validation": validation,
+                 "patch_settings": asdict(config.patch_settings())}
+        stored = check_output_folder(self.out_dir, config, resume)
 
         torch.manual_seed(config.seed)
         model = self._initial_model().to(self.device)
@@ -171,11 +300,14 @@ class PatchTrainer:
             state = read_checkpoint(last_path)
             model.load_state_dict(state["state_dict"])
             optimizer.load_state_dict(state["optimizer"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
             history = [EpochStats(**item) for item in state.get("history", [])]
             start_epoch = int(state.get("epoch", 0))
             logger.info("resuming from %s after epoch %d", last_path, start_epoch)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.out_dir / CONFIG_FILE, config.to_dict())
+        if stored is None:
+            write_json(self.out_dir / CONFIG_FILE, config.to_dict())
         runner = self._wrap_for_devices(model)
         loss_fn = nn.BCEWithLogitsLoss()
         best = max(history, key=_key_metric) if history else None
@@ -197,14 +329,14 @@ class PatchTrainer:
             logger.info("epoch %d/%d: loss %.4f acc %.3f | val loss %.4f acc %.3f auc %.4f (%.1f s)",
                         stats.epoch, config.epochs, train_loss, train_acc, val_loss, stats.val_accuracy,
                         stats.val_auc, stats.seconds)
-            if best is None or _key_metric(stats) > _key_metric(best):
+            if is_better(stats, best):
                 best = stats
                 best_path = save_checkpoint(
-                    self.out_dir / BEST_CHECKPOINT, model, epoch=epoch + 1, config=config.to_dict(),
-                    metrics=asdict(stats), threshold=_validation_threshold(val_labels, val_scores),
+                    self.out_dir / BEST_CHECKPOINT, model, epoch=epoch + 1, metrics=asdict(stats),
+                    threshold=_validation_threshold(val_labels, val_scores), **marks,
                 )
             save_checkpoint(last_path, model, epoch=epoch + 1, optimizer=optimizer.state_dict(),
-                            history=[asdict(item) for item in history], config=config.to_dict())
+                            scaler=self.scaler.state_dict(), history=[asdict(item) for item in history], **marks)
             write_json(self.out_dir / HISTORY_FILE, [asdict(item) for item in history])
             if self.on_epoch:
                 self.on_epoch(stats)
@@ -212,7 +344,8 @@ class PatchTrainer:
                 logger.info("training stopped on request after epoch %d", epoch + 1)
                 break
         return TrainResult(out_dir=self.out_dir, best_checkpoint=best_path, history=history,
-                           best_val_auc=best.val_auc if best else float("nan"), resumed_from_epoch=start_epoch)
+                           best_val_auc=best.val_auc if best else float("nan"), resumed_from_epoch=start_epoch,
+                           validation=validation)
 
     def _train_epoch(self, runner: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                      loader: DataLoader, epoch: int) -> tuple[float, float]:
@@ -227,11 +360,12 @@ class PatchTrainer:
             patches = patches.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             labels = labels.to(self.device)
             optimizer.zero_grad(set_to_none=True)
-            with autocast_for(self.device, self.config.amp):
+            with self._autocast():
                 logits = runner(patches)
             loss = loss_fn(logits.float(), labels)
-            loss.backward()
-            optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
             total_loss += float(loss.detach()) * len(labels)
             correct += int(((logits.detach().float() >= 0) == (labels >= 0.5)).sum())
             seen += len(labels)
@@ -245,7 +379,7 @@ class PatchTrainer:
         labels_out, scores_out, loss_sum = [], [], 0.0
         for patches, labels in loader:
             patches = patches.to(self.device).contiguous(memory_format=torch.channels_last)
-            with autocast_for(self.device, self.config.amp):
+            with self._autocast():
                 logits = runner(patches).float().cpu()
             loss_sum += float(nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum"))
             labels_out.append(labels.numpy())
@@ -282,7 +416,7 @@ def train_from_records(
     records: Sequence[CaseRecord],
     config: TrainConfig,
     out_dir: str | Path,
-    resume: bool = True,
+    resume: bool = False,
     on_error: str = "skip",
     progress: bool = True,
     on_epoch: Callable[[EpochStats], None] | None = None,
@@ -291,9 +425,13 @@ def train_from_records(
 ) -> TrainResult:
     """Split labelled records by patient, prepare their patches and train; writes the split beside the weights.
 
-    ``extra_split`` (e.g. a held-out test set chosen by the caller) is stored in split.json too.
+    ``extra_split`` (e.g. a held-out test set chosen by the caller) is stored in split.json too, and the
+    whole split travels inside the checkpoints. An output folder that already holds a run is refused
+    unless ``resume`` is set and the stored configuration is compatible; resuming rewrites nothing stored.
     """
     out_dir = Path(out_dir)
+    config.validate()
+    check_output_folder(out_dir, config, resume)
     usable = [record for record in records if record.label]
     missing = [record for record in records if not record.label]
     problems = [Problem(path=r.image, message=f"{r.image}: no annotation mask") for r in missing]
@@ -317,11 +455,15 @@ def train_from_records(
     split = describe_split({"train": train_images, "validation": val_images})
     split["problems"] = [asdict(problem) for problem in problems]
     split.update(extra_split or {})
-    write_json(out_dir / SPLIT_FILE, split)
-    write_json(out_dir / PATCH_LABELS_FILE, describe_patch_labels(prepared))
+    if resume and (out_dir / SPLIT_FILE).is_file():
+        split = json.loads((out_dir / SPLIT_FILE).read_text())  # a resumed run keeps what it stored
+    else:
+        write_json(out_dir / SPLIT_FILE, split)
+        write_json(out_dir / PATCH_LABELS_FILE, describe_patch_labels(prepared))
     logger.info("training on %d images, validating on %d (of %d usable)", len(train_prepared),
                 len(val_prepared), len(prepared))
-    trainer = PatchTrainer(config, out_dir, progress=progress, on_epoch=on_epoch, should_stop=should_stop)
+    trainer = PatchTrainer(config, out_dir, progress=progress, on_epoch=on_epoch, should_stop=should_stop,
+                           checkpoint_extra={"split": json_safe(split)})
     result = trainer.fit(train_prepared, val_prepared, resume=resume)
     result.problems = problems
     return result

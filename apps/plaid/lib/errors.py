@@ -1,22 +1,90 @@
-"""Turn PLAID's typed errors into HTTP errors with a message, so a bad request never looks like a crash."""
+"""The one place where errors become HTTP answers: 4xx for anything a request can fix, never a server path.
+
+`install_error_handlers` registers these handlers on MONAI Label's FastAPI app, so every endpoint
+(datastore, infer, train, active learning, scoring) answers the same way, while Python callers of the
+datastore and tasks still get MONAI Label's and PLAID's own exception types.
+"""
 
 from __future__ import annotations
 
-from fastapi import HTTPException
+import logging
+import re
+from typing import Any
 
-from plaid.errors import ImageReadError, ModelNotFoundError, PlaidError, PlaidInputError
+from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse
+from monailabel.interfaces.exception import (
+    ImageNotFoundException,
+    LabelNotFoundException,
+    MONAILabelError,
+    MONAILabelException,
+)
+
+from lib.datastore import ImageExistsError
+from plaid.errors import CheckpointError, ModelNotFoundError, PlaidError, PlaidInputError
+
+logger = logging.getLogger(__name__)
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:[/\\][^/\\\s'\"]+)+[/\\]([^/\\\s'\"]+)")
 
 
-def http_error(exc: Exception) -> HTTPException:
-    """The HTTP error a client should see for ``exc`` (4xx for anything the request can fix)."""
+class UnknownTaskError(PlaidError, LookupError):
+    """A request names a model, trainer, strategy or scoring method the app does not serve."""
+
+    def __init__(self, kind: str, name: Any, available: list[str]) -> None:
+        self.kind = kind
+        self.available = sorted(available)
+        super().__init__(f"unknown {kind} {name!r}; available: {', '.join(self.available) or 'none'}")
+
+
+def public_text(text: str) -> str:
+    """``text`` with every absolute file path cut down to its last component (no server layout leaks)."""
+    return ABSOLUTE_PATH.sub(r"\1", text)
+
+
+def status_for(exc: BaseException) -> int:
+    """HTTP status for an exception: 404 unknown names, 409 model state, 422 bad input, 400 other requests."""
+    if isinstance(exc, (UnknownTaskError, ImageNotFoundException, LabelNotFoundException)):
+        return 404
+    if isinstance(exc, (ModelNotFoundError, CheckpointError, ImageExistsError)):
+        return 409
+    if isinstance(exc, PlaidInputError):
+        return 422
+    if isinstance(exc, PlaidError):
+        return 400
+    if isinstance(exc, MONAILabelException) and exc.error == MONAILabelError.INVALID_INPUT:
+        return 400
+    return 500
+
+
+def detail_for(exc: BaseException) -> str:
+    """The message a client sees for ``exc``, without server paths."""
+    text = exc.msg if isinstance(exc, MONAILabelException) else str(exc)
+    return public_text(str(text))
+
+
+def http_error(exc: BaseException) -> HTTPException:
+    """An `HTTPException` carrying the status and public message of ``exc``."""
     if isinstance(exc, HTTPException):
         return exc
-    if isinstance(exc, ModelNotFoundError):
-        return HTTPException(status_code=409, detail=str(exc))
-    if isinstance(exc, ImageReadError):
-        return HTTPException(status_code=422, detail=f"unreadable image or label: {exc}")
-    if isinstance(exc, PlaidInputError):
-        return HTTPException(status_code=422, detail=str(exc))
-    if isinstance(exc, PlaidError):
-        return HTTPException(status_code=400, detail=str(exc))
-    return HTTPException(status_code=500, detail=f"{type(exc).__name__}: {exc}")
+    return HTTPException(status_code=status_for(exc), detail=detail_for(exc))
+
+
+async def _error_response(request: Request, exc: Exception) -> JSONResponse:
+    status = status_for(exc)
+    body: dict[str, Any] = {"detail": detail_for(exc)}
+    if isinstance(exc, UnknownTaskError):
+        body["available"] = exc.available
+    log = logger.warning if status < 500 else logger.error
+    log("%s %s -> %d: %s", request.method, request.url.path, status, body["detail"])
+    return JSONResponse(status_code=status, content=body)
+
+
+def install_error_handlers(app: Any) -> None:
+    """Register the handlers on a FastAPI/Starlette app (idempotent; effective for the next request)."""
+    if getattr(app.state, "plaid_error_handlers", False):
+        return
+    for kind in (PlaidError, MONAILabelException):
+        app.add_exception_handler(kind, _error_response)
+    app.state.plaid_error_handlers = True
+    app.middleware_stack = None  # Starlette copies its handlers when it builds the stack: rebuild it

@@ -22,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="evaluate a checkpoint: paper and realistic protocols, report folder",
         description="Score the test images with the app's predictor and write report.md, report.json, "
                     "predictions.csv, ROC/FROC PNGs and overlays. Test images: --split FILE, or --test-fraction "
-                    "(re-derives the split plaid train --test-fraction made), else the test split recorded beside "
-                    "the model, else every image of patients the model did not train on.",
+                    "(re-derives the split plaid train --test-fraction made), else the test split stored in the "
+                    "checkpoint (or split.json beside it), else every image of patients the model did not train on.",
     )
     parser.add_argument("data", type=Path, help="folder (images + labels/final/ or masks/) or datalist JSON/CSV")
     parser.add_argument("--model", type=Path, required=True, help="checkpoint, e.g. MODEL_DIR/best.pt")
@@ -48,9 +48,11 @@ def run(args: argparse.Namespace) -> int:
     """Choose the test images, evaluate, and print where the report is."""
     age_groups = parse_age_groups(args.age_groups)
     predictor, settings = make_predictor(args.model, args.threshold, args.batch_size, args.device)
-    trained_seed = (predictor.model()[1].get("config") or {}).get("seed", 0)
+    meta = predictor.model()[1]
+    trained_seed = (meta.get("config") or {}).get("seed", 0)
     seed = int(args.seed if args.seed is not None else trained_seed)
-    selection = select_test_records(load_records(args.data), model_split=args.model.parent / SPLIT_FILE,
+    model_split = meta.get("split") if isinstance(meta.get("split"), dict) else args.model.parent / SPLIT_FILE
+    selection = select_test_records(load_records(args.data), model_split=model_split,
                                     split_file=args.split, test_fraction=args.test_fraction, seed=seed,
                                     use_all=args.use_all)
     logger.info("evaluating on %d images (%s)", len(selection.records), selection.source)

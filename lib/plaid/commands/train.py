@@ -24,7 +24,7 @@ SUMMARY_FILE = "train_summary.json"
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` sub-command."""
     parser = subparsers.add_parser(
-        "train", help="train the patch classifier (resumes from MODEL_DIR/last.pt)",
+        "train", help="train the patch classifier (--resume continues MODEL_DIR/last.pt)",
         description="Train the ResNet50 patch classifier with balanced patch sampling. Defaults follow the paper "
                     "(Adam 1e-4, batch 32, 120 epochs, 5% validation by patient).",
     )
@@ -45,8 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="start from random weights even if ImageNet weights are available")
     parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
                         help="bad images/masks: skip them with a warning (default) or stop with an error")
-    parser.add_argument("--no-resume", dest="resume", action="store_false",
-                        help="start from scratch even if MODEL_DIR/last.pt exists")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in MODEL_DIR from last.pt; its stored settings must match (only "
+                             "--epochs and --device may change). Without it an existing run is never touched")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.set_defaults(handler=run)
 

@@ -9,8 +9,7 @@ from typing import Any
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from lib.errors import http_error
-from plaid.errors import ModelNotFoundError, PlaidError, PlaidInputError
+from plaid.errors import ModelNotFoundError, PlaidInputError
 from plaid.image_io import read_mammogram
 from plaid.inference import PatchPredictor
 from plaid.label_io import write_label_image
@@ -18,7 +17,37 @@ from plaid.label_io import write_label_image
 logger = logging.getLogger(__name__)
 
 DEFAULT_RESULT_EXTENSION = ".nrrd"
+RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii", ".png", ".tif", ".tiff")
 LABEL_OUTPUTS = ("mask", "probability")
+
+
+def request_threshold(value: Any) -> float | None:
+    """The ``threshold`` request parameter as a probability in [0, 1] (None/'' keeps the model's)."""
+    if value is None or value == "":
+        return None
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError):
+        raise PlaidInputError(f"threshold must be a number between 0 and 1, got {value!r}") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise PlaidInputError(f"threshold must be between 0 and 1, got {value!r}")
+    return threshold
+
+
+def request_extension(value: Any) -> str:
+    """The ``result_extension`` request parameter, one of `RESULT_EXTENSIONS`."""
+    extension = value or DEFAULT_RESULT_EXTENSION
+    if not isinstance(extension, str) or extension.lower() not in RESULT_EXTENSIONS:
+        raise PlaidInputError(f"result_extension must be one of {', '.join(RESULT_EXTENSIONS)}, got {value!r}")
+    return extension.lower()
+
+
+def request_label_output(value: Any) -> str:
+    """The ``label_output`` request parameter, one of `LABEL_OUTPUTS`."""
+    output = value or "mask"
+    if not isinstance(output, str) or output.lower() not in LABEL_OUTPUTS:
+        raise PlaidInputError(f"label_output must be one of {', '.join(LABEL_OUTPUTS)}, got {value!r}")
+    return output.lower()
 
 
 class CalcificationInfer(InferTask):
@@ -48,33 +77,24 @@ class CalcificationInfer(InferTask):
         return None if validate and not path.is_file() else str(path)
 
     def __call__(self, request: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-        """Run the predictor on ``request['image']`` and write the label file."""
-        try:
-            return self._run(request)
-        except PlaidError as exc:
-            logger.warning("infer failed: %s", exc)
-            raise http_error(exc) from exc
-
-    def _run(self, request: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        """Run the predictor on ``request['image']`` and write the label file (PLAID errors name the bad value)."""
         started = time.perf_counter()
-        if not self.predictor.checkpoint.is_file():
-            raise ModelNotFoundError(
-                f"no trained calcification model at {self.predictor.checkpoint}. Start a training run "
-                "(POST /train/calcification, or `plaid train DATA --out DIR` and copy DIR/best.pt there) first."
-            )
         path = request.get("image")
         if not isinstance(path, str) or not path:
             raise PlaidInputError("request names no image")
-        label_output = str(request.get("label_output") or "mask").lower()
-        if label_output not in LABEL_OUTPUTS:
-            raise PlaidInputError(f"label_output must be one of {LABEL_OUTPUTS}, got {label_output!r}")
-        threshold = request.get("threshold")
-        threshold = float(threshold) if threshold not in (None, "") else None
+        label_output = request_label_output(request.get("label_output"))
+        threshold = request_threshold(request.get("threshold"))
+        extension = request_extension(request.get("result_extension"))
+        if not self.predictor.checkpoint.is_file():
+            raise ModelNotFoundError(
+                "no trained calcification model yet. Start a training run (POST /train/calcification, or "
+                "`plaid train DATA --out DIR` and copy DIR/best.pt to the app's model folder) first."
+            )
+        _, meta = self.predictor.model()
         image = read_mammogram(path, min_size=self.predictor.config.patch_size)
         read_s = time.perf_counter() - started
         prediction = self.predictor.predict(image.pixels, threshold=threshold)
         result = prediction.label_mask() if label_output == "mask" else prediction.probability_map()
-        extension = request.get("result_extension") or DEFAULT_RESULT_EXTENSION
         out_file = tempfile.NamedTemporaryFile(suffix=extension, delete=False).name
         write_started = time.perf_counter()
         write_label_image(out_file, result, reference=path, spacing_mm=image.meta.pixel_spacing_mm)
@@ -87,7 +107,8 @@ class CalcificationInfer(InferTask):
             label_output=label_output,
             image_shape=list(image.shape),
             label_names=self.labels,
-            model=str(self.predictor.checkpoint),
+            model=self.predictor.checkpoint.name,
+            model_epoch=meta.get("epoch"),
         )
         logger.info("infer %s: %d/%d patches positive, image score %.3f", path, summary["patches_positive"],
                     summary["patches_scored"], summary["image_score"])

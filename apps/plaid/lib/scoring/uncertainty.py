@@ -28,6 +28,7 @@ class PatchUncertaintyScoring(ScoringMethod):
         if not self.predictor.checkpoint.is_file():
             logger.info("patch_uncertainty scoring skipped: no trained model yet")
             return {"scored": 0, "skipped": 0, "reason": "no trained model"}
+        self.predictor.model()  # load first: the checkpoint decides the patch size used below
         stamp = str(self.predictor.checkpoint.stat().st_mtime_ns)
         scored, skipped, failed = 0, 0, []
         for image_id in datastore.get_unlabeled_images():

@@ -14,14 +14,17 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
+from lib.datastore import check_name
 from plaid.datalist import CaseRecord, attach_metadata
-from plaid.options import parse_bool
+from plaid.errors import PlaidInputError
+from plaid.options import strict_bool
 from plaid.serialization import json_safe, write_json
 from plaid.training import TrainConfig, train_from_records
 
 logger = logging.getLogger(__name__)
 
 STATS_FILE = "train_stats.json"
+DEFAULT_RUN_NAME = "calcification"
 REQUEST_KEYS = ("epochs", "batch_size", "learning_rate", "frozen_layers", "negative_ratio", "val_fraction",
                 "seed", "device", "amp", "augment", "max_negatives_per_image", "multi_gpu")
 
@@ -50,18 +53,28 @@ class CalcificationTrainer(TrainTask):
         except (OSError, ValueError):
             return {}
 
+    def validate_request(self, request: dict[str, Any]) -> tuple[TrainConfig, str, bool]:
+        """The training config, run name and finetune flag of a request; `PlaidInputError` names a bad value."""
+        if not isinstance(request, dict):
+            raise PlaidInputError("training parameters must be a JSON object")
+        config = TrainConfig.from_mapping({**self.defaults.to_dict(),
+                                           **{k: v for k, v in request.items() if k in REQUEST_KEYS}}).validate()
+        name = check_name(request.get("name") or DEFAULT_RUN_NAME, "training run name")
+        try:
+            finetune = strict_bool(request.get("finetune", self.finetune))
+        except ValueError as exc:
+            raise PlaidInputError(f"option finetune: {exc}") from None
+        return config, name, finetune
+
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         """Train on the datastore's final labels and publish the best checkpoint into the model folder."""
-        config = TrainConfig.from_mapping({**self.defaults.to_dict(),
-                                           **{k: v for k, v in request.items() if k in REQUEST_KEYS}})
-        finetune = parse_bool(request.get("finetune", self.finetune))
+        config, name, finetune = self.validate_request(request)
         if finetune and self.publish_path.is_file():
             config = replace(config, init_checkpoint=str(self.publish_path))
         records = [CaseRecord(image=item["image"], label=item["label"]) for item in datastore.datalist()]
         studies = getattr(datastore, "_datastore_path", None)
         if studies:
             attach_metadata(records, Path(studies))
-        name = request.get("name") or "calcification"
         run_dir = self.model_dir / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         logger.info("training on %d labelled images into %s", len(records), run_dir)
         started = time.time()
@@ -71,8 +84,9 @@ class CalcificationTrainer(TrainTask):
             published = self._publish(result.best_checkpoint)
         stats = {
             "name": name,
-            "run_dir": str(run_dir),
-            "published": str(published) if published else None,
+            "run": run_dir.name,
+            "published": published.name if published else None,
+            "validation": result.validation,
             "images": len(records),
             "skipped": [asdict(problem) for problem in result.problems],
             "epochs": len(result.history),
