@@ -215,8 +215,8 @@ def test_interrupted_training_resumes_from_last_checkpoint(data_dir: Path, tmp_p
     done = int(interrupted["epoch"])
     assert 1 <= done < 50
 
-    finished = subprocess.run([*command, "--epochs", str(done + 1)], capture_output=True, text=True, env=env,
-                              timeout=240)
+    finished = subprocess.run([*command, "--epochs", str(done + 1), "--resume"], capture_output=True, text=True,
+                              env=env, timeout=240)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert f"resuming from {out / 'last.pt'} after epoch {done}" in finished.stderr
     summary = json.loads((out / "train_summary.json").read_text())

@@ -22,12 +22,12 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
-from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.class_utils import get_class_names
 
 import lib.configs
 import plaid
 from lib import server
+from lib.activelearning.recency import RecencyWeightedRandom
 from lib.datastore import CheckedLocalDatastore
 from lib.errors import UnknownTaskError
 from plaid.options import parse_bool
@@ -104,7 +104,7 @@ class PlaidApp(MONAILabelApp):
 
     def init_strategies(self) -> dict[str, Strategy]:
         """random, first, and each model's uncertainty strategy."""
-        return {"random": Random(), "first": First(), **self._model_tasks("strategy")}
+        return {"random": RecencyWeightedRandom(), "first": First(), **self._model_tasks("strategy")}
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
         """Each model's scoring method."""

@@ -18,6 +18,7 @@ from typing import Any
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.exception import ImageNotFoundException
 
+from plaid.datalist import METADATA_FILES
 from plaid.errors import PlaidError, PlaidInputError
 from plaid.image_io import read_mammogram
 from plaid.label_io import read_label_mask
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 IMAGE_PATTERNS = ["*.png", "*.tif", "*.tiff", "*.dcm", "*.pgm"]
 LABEL_PATTERNS = ["*.nrrd", "*.nii.gz", "*.nii", "*.png", "*.tif", "*.tiff"]
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
-DATASTORE_FILES = ("datastore_v2.json", ".lock")
+DATASTORE_FILES = ("datastore_v2.json", ".lock", *METADATA_FILES)
 
 
 class InvalidNameError(PlaidInputError):
@@ -95,6 +96,12 @@ class CheckedLocalDatastore(LocalDatastore):
                         self._datastore.objects[image_id].image.ext)
             del self._datastore.objects[image_id]
         return invalidate + len(unreadable)
+
+    def get_image_info(self, image_id: str) -> dict[str, Any]:
+        """MONAI Label's image info without the server-side ``path`` (clients download by id)."""
+        info = super().get_image_info(image_id)
+        info.pop("path", None)
+        return info
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
         """Store an uploaded image only if its id is a plain name, it is new, and PLAID can read it."""
