@@ -1,0 +1,188 @@
+"""Training that cannot silently go wrong: one regression test per defect of issue 8.
+
+One short real training run (ResNet50 from random weights, CPU, 448x448 synthetic mammograms, stride 112)
+with a single calcified patient is shared by the module.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from plaid import training
+from plaid.cli import main
+from plaid.datalist import CaseRecord, load_records
+from plaid.errors import CheckpointError, PlaidInputError
+from plaid.image_io import read_mammogram
+from plaid.inference import InferConfig, PatchPredictor
+from plaid.label_io import write_label_png
+from plaid.model import read_checkpoint
+from plaid.patch_data import PatchSettings, patch_settings_from_dict, prepare_images
+from plaid.splits import split_by_group
+from plaid.synth import generate_dataset
+from plaid.training import (
+    CONFIG_FILE,
+    VALIDATION_ON_TRAINING,
+    EpochStats,
+    PatchTrainer,
+    TrainConfig,
+    is_better,
+    train_from_records,
+    training_precision,
+)
+
+pytestmark = pytest.mark.slow
+
+TINY = TrainConfig(epochs=2, batch_size=8, frozen_layers=170, pretrained=False, val_fraction=0.34, stride=112,
+                   device="cpu", amp=False, augment=False)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three patients with two views each; only the first patient has calcifications."""
+    folder = tmp_path_factory.mktemp("safety") / "data"
+    generate_dataset(folder, 6, seed=3, height=448, width=448, calcified_fraction=1.0, max_clusters=2)
+    for label in sorted((folder / "labels" / "final").glob("*.png")):
+        if not label.name.startswith("SYN0001"):
+            write_label_png(label, np.zeros(read_mammogram(next(folder.glob(f"{label.stem}.*"))).shape))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_dir: Path) -> Path:
+    out = data_dir.parent / "run"
+    result = train_from_records(load_records(data_dir), TINY, out, progress=False)
+    assert result.best_checkpoint is not None
+    return out
+
+
+def _stats(epoch: int, auc: float, loss: float) -> EpochStats:
+    return EpochStats(epoch=epoch, train_loss=0.5, train_accuracy=0.5, val_loss=loss, val_accuracy=0.5, val_auc=auc,
+                      train_patches=10, val_patches=10, seconds=1.0)
+
+
+def test_validation_with_one_calcified_patient_uses_training_patches_and_says_so(run_dir: Path) -> None:
+    best = read_checkpoint(run_dir / "best.pt")
+    history = json.loads((run_dir / "history.json").read_text())
+    split = json.loads((run_dir / "split.json").read_text())
+    assert split["validation"] and all(e["patient_id"] != "SYN0001" for e in split["validation"])
+    assert best["validation"] == VALIDATION_ON_TRAINING
+    assert all(item["val_patches"] > 0 and np.isfinite(item["val_auc"]) for item in history)
+    best_epoch = max(history, key=lambda item: (item["val_auc"], -item["val_loss"]))["epoch"]
+    assert best["epoch"] == best_epoch
+
+
+def test_validation_gets_a_calcified_patient_whenever_two_exist() -> None:
+    records = [CaseRecord(image=f"/d/P{p}_{v}.png", patient_id=f"P{p}") for p in range(40) for v in ("CC", "MLO")]
+    for seed in range(25):
+        _, held = split_by_group(records, 0.05, seed, positive_groups={"P3", "P17"})
+        assert {"P3", "P17"} & {r.group for r in held}, seed
+
+
+def test_best_epoch_choice_is_nan_safe() -> None:
+    nan = float("nan")
+    assert is_better(_stats(2, nan, nan), _stats(1, nan, nan))  # all-NaN runs still move on
+    assert is_better(_stats(2, 0.6, 0.7), _stats(1, nan, nan))
+    assert not is_better(_stats(2, nan, nan), _stats(1, 0.6, 0.7))
+    assert not is_better(_stats(2, nan, 0.1), _stats(1, 0.5, 0.9))
+    assert is_better(_stats(2, nan, 0.5), _stats(1, nan, nan))
+
+
+def test_cuda_uses_bf16_where_supported_else_fp16_with_a_grad_scaler(monkeypatch: pytest.MonkeyPatch) -> None:
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert training_precision(cuda, amp=True) == (torch.bfloat16, False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert training_precision(cuda, amp=True) == (torch.float16, True)
+    assert training_precision(cuda, amp=False) == (None, False)
+
+
+def test_grad_scaler_path_trains_and_is_checkpointed(data_dir: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(training, "training_precision", lambda device, amp: (None, True))
+    records = [r for r in load_records(data_dir) if r.image_id.startswith("SYN0001")]
+    prepared, _ = prepare_images(records, TINY.patch_settings())
+    trainer = PatchTrainer(replace(TINY, epochs=1), tmp_path / "scaled", progress=False)
+    result = trainer.fit(prepared, [])
+    assert trainer.scaler.is_enabled()
+    assert np.isfinite(result.history[0].train_loss)
+    assert read_checkpoint(tmp_path / "scaled" / "last.pt")["scaler"]["scale"] > 0
+
+
+def test_a_finished_run_is_never_overwritten_and_resume_checks_the_stored_config(
+    data_dir: Path, run_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    stored = (out / CONFIG_FILE).read_bytes()
+    records = load_records(data_dir)
+    with pytest.raises(PlaidInputError, match="already holds a training run"):
+        train_from_records(records, replace(TINY, learning_rate=1e-3), out, progress=False)
+    for changed, option in ((replace(TINY, learning_rate=1e-3), "learning_rate"),
+                            (replace(TINY, frozen_layers=160), "frozen_layers"),
+                            (replace(TINY, stride=None), "stride")):
+        with pytest.raises(PlaidInputError, match=f"cannot resume.*{option}") as caught:
+            train_from_records(records, changed, out, resume=True, progress=False)
+        assert type(caught.value) is PlaidInputError
+    assert (out / CONFIG_FILE).read_bytes() == stored
+    assert main(["train", str(data_dir), "--out", str(out), "--epochs", "3", "--no-progress"]) == 2
+
+    result = train_from_records(records, replace(TINY, epochs=3), out, resume=True, progress=False)
+    assert result.resumed_from_epoch == 2 and [s.epoch for s in result.history] == [1, 2, 3]
+    assert (out / CONFIG_FILE).read_bytes() == stored
+
+
+def test_bad_training_options_name_the_option() -> None:
+    with pytest.raises(PlaidInputError, match="epochs"):
+        TrainConfig.from_mapping({"epochs": "abc"})
+    with pytest.raises(PlaidInputError, match="amp"):
+        TrainConfig.from_mapping({"amp": "maybe"})
+    for bad, option in (({"epochs": 0}, "epochs"), ({"frozen_layers": 999}, "frozen_layers"),
+                        ({"learning_rate": float("nan")}, "learning_rate"), ({"val_fraction": 1.0}, "val_fraction"),
+                        ({"device": "gpu-please"}, "device")):
+        with pytest.raises(PlaidInputError, match=option):
+            TrainConfig.from_mapping(bad).validate()
+
+
+def test_published_checkpoint_carries_patch_settings_and_the_predictor_uses_them(run_dir: Path, data_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    published = tmp_path / "model" / "calcification.pt"
+    published.parent.mkdir()
+    shutil.copy(run_dir / "best.pt", published)
+    meta = read_checkpoint(published)
+    assert meta["patch_settings"]["stride"] == 112 and meta["patch_settings"]["patch_size"] == 224
+    assert {e["image_id"] for e in meta["split"]["train"]} | {e["image_id"] for e in meta["split"]["validation"]}
+    predictor = PatchPredictor(published, InferConfig(stride=None, device="cpu", amp=False))  # --conf says 224
+    image = read_mammogram(next(data_dir.glob("SYN0002_*.png")))
+    prediction = predictor.predict(image.pixels)
+    assert predictor.config.stride == 112 and prediction.grid.step == 112
+    assert prediction.grid.shape == (3, 3)
+    settings = patch_settings_from_dict({"patch_size": 224, "stride": 112, "target_spacing_mm": 0.1})
+    assert settings == PatchSettings(224, 112)
+
+
+def test_evaluate_finds_the_split_stored_in_the_published_checkpoint(run_dir: Path, data_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    published = tmp_path / "model" / "calcification.pt"
+    published.parent.mkdir()
+    shutil.copy(run_dir / "best.pt", published)  # no split.json beside it, as in the app's model folder
+    code = main(["evaluate", str(data_dir), "--model", str(published), "--out", str(tmp_path / "report"),
+                 "--bootstrap", "0", "--overlays", "0", "--no-progress"])
+    assert code == 2  # every patient was used in training: refused instead of scoring training images
+    assert not (tmp_path / "report" / "report.json").exists()
+
+
+def test_corrupt_or_foreign_checkpoint_is_a_checkpoint_error(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint" * 10)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"layer.weight": torch.zeros(2)}}, str(foreign))
+    for path in (garbage, foreign):
+        with pytest.raises(CheckpointError, match=f"{path.name} cannot be loaded"):
+            PatchPredictor(path, InferConfig(device="cpu")).model()
