@@ -168,6 +168,15 @@ def test_hostile_requests_get_4xx_and_leave_the_studies_folder_unchanged(
         _assert_clean(requests.request(method, f"{server.url}{path}", params=params, timeout=TIMEOUT),
                       server, studies, 404)
 
+    malformed = requests.put(f"{server.url}/datastore/label", params={"image": dicom_id, "tag": "final"},
+                             files={"label": ("good.nrrd", good_label.read_bytes())}, data={"params": "{oops"},
+                             timeout=TIMEOUT)
+    _assert_clean(malformed, server, studies, 400)
+    _assert_clean(requests.post(f"{server.url}/infer/calcification", params={"image": dicom_id},
+                                data={"params": "not json"}, timeout=TIMEOUT), server, studies, 400)
+    _assert_clean(requests.put(f"{server.url}/datastore/image/info", params={"image": dicom_id},
+                               data={"info": "[unclosed"}, timeout=TIMEOUT), server, studies, 400)
+
     assert server.healthy()
     assert _checksum(studies) == before
 

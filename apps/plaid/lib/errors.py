@@ -7,6 +7,7 @@ datastore and tasks still get MONAI Label's and PLAID's own exception types.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -50,6 +51,8 @@ def status_for(exc: BaseException) -> int:
         return 409
     if isinstance(exc, PlaidInputError):
         return 422
+    if isinstance(exc, json.JSONDecodeError):  # MONAI Label's endpoints parse the client's `params`/`info` forms
+        return 400
     if isinstance(exc, PlaidError):
         return 400
     if isinstance(exc, MONAILabelException) and exc.error == MONAILabelError.INVALID_INPUT:
@@ -59,6 +62,8 @@ def status_for(exc: BaseException) -> int:
 
 def detail_for(exc: BaseException) -> str:
     """The message a client sees for ``exc``, without server paths."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"malformed JSON in the request parameters: {exc}"
     text = exc.msg if isinstance(exc, MONAILabelException) else str(exc)
     return public_text(str(text))
 
@@ -84,7 +89,7 @@ def install_error_handlers(app: Any) -> None:
     """Register the handlers on a FastAPI/Starlette app (idempotent; effective for the next request)."""
     if getattr(app.state, "plaid_error_handlers", False):
         return
-    for kind in (PlaidError, MONAILabelException):
+    for kind in (PlaidError, MONAILabelException, json.JSONDecodeError):
         app.add_exception_handler(kind, _error_response)
     app.state.plaid_error_handlers = True
     app.middleware_stack = None  # Starlette copies its handlers when it builds the stack: rebuild it
