@@ -148,6 +148,7 @@ def test_hostile_requests_get_4xx_and_leave_the_studies_folder_unchanged(
     answers = {path: _infer(server, path, {}) for path in outside}
     for response in answers.values():
         _assert_clean(response, server, studies, 404)
+    _assert_clean(_infer(server, "", {}), server, studies, 422)
     assert _infer(server, dicom_id, {}).status_code == 409  # a datastore image, but no model yet
 
     for kind, path in (("infer", "/infer/no_such_model"), ("train", "/train/no_such_trainer"),

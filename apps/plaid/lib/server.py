@@ -18,6 +18,7 @@ from typing import Any
 from monailabel.config import settings
 
 from lib.errors import install_error_handlers
+from plaid.errors import PlaidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -39,17 +40,38 @@ def _checked(function: Callable[..., Any], check: Callable[[str, dict | None], N
 
 
 def guard_background_tasks() -> None:
-    """Validate POST /train/{model} and POST /scoring/{method} requests before MONAI Label starts the task."""
+    """Validate POST /train/{model} and POST /scoring/{method} requests before MONAI Label starts the task,
+    and POST /infer/{model} requests that name no image."""
     from monailabel.interfaces.utils.app import app_instance
 
     train = sys.modules.get("monailabel.endpoints.train")
     if train is not None:
         train.run_model = _checked(train.run_model, lambda name, params: app_instance().check_train_request(
             name, params))
+    infer = sys.modules.get("monailabel.endpoints.infer")
+    if infer is not None:
+        infer.run_inference = _infer_needs_an_image(infer.run_inference)
     scoring = sys.modules.get("monailabel.endpoints.scoring")
     if scoring is not None:
         scoring.run_method = _checked(scoring.run_method, lambda name, params: app_instance().check_scoring_request(
             name, params))
+
+
+def _infer_needs_an_image(run_inference: Callable[..., Any]) -> Callable[..., Any]:
+    """MONAI Label's infer endpoint, answering 422 (not its own 500) when the request names no image."""
+    if getattr(run_inference, "plaid_checked", False):
+        return run_inference
+
+    @functools.wraps(run_inference)
+    def wrapper(background_tasks: Any, model: str, image: str = "", session_id: str = "", *args: Any,
+                **kwargs: Any) -> Any:
+        file = kwargs.get("file", args[1] if len(args) > 1 else None)
+        if not image and not session_id and not file:
+            raise PlaidInputError("the request names no image: pass a datastore image id or upload a file")
+        return run_inference(background_tasks, model, image, session_id, *args, **kwargs)
+
+    wrapper.plaid_checked = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 def served_host(argv: Sequence[str]) -> str | None:
