@@ -52,3 +52,14 @@ def test_errors_map_to_4xx_and_never_carry_server_paths() -> None:
     assert detail_for(ValueError("failed at /home/user/model/run-1/best.pt, see C:\\data\\x.log")) == (
         "failed at best.pt, see x.log")
     assert status_for(ValueError("unexpected")) == 500
+
+
+def test_subprocesses_import_this_checkouts_code() -> None:
+    """Issue 8 'wrong code under test': a child `python` sees this checkout's lib/ first, whatever the venv's
+    editable install points at."""
+    import subprocess
+
+    checkout_lib = Path(__file__).resolve().parents[1] / "lib"
+    found = subprocess.run([sys.executable, "-c", "import plaid; print(plaid.__file__)"], capture_output=True,
+                           text=True, check=True, timeout=120).stdout.strip()
+    assert Path(found).resolve().is_relative_to(checkout_lib)
