@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_PATTERNS = ["*.png", "*.tif", "*.tiff", "*.dcm", "*.pgm"]
 LABEL_PATTERNS = ["*.nrrd", "*.nii.gz", "*.nii", "*.png", "*.tif", "*.tiff"]
-NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+NAME_RULE = re.compile(r"(?![.\- ])[^/\\\x00-\x1f\x7f]{1,128}(?<! )")
 DATASTORE_FILES = ("datastore_v2.json", ".lock", *METADATA_FILES)
 
 
@@ -40,11 +40,15 @@ class ImageExistsError(PlaidError, FileExistsError):
 
 
 def check_name(value: Any, what: str) -> str:
-    """``value`` if it is a plain file-name stem (letters, digits, '_', '-', '.'; no '..'), else `InvalidNameError`."""
+    """``value`` if it is a plain file-name stem, else `InvalidNameError`.
+
+    A plain name has 1-128 characters, no path separator, no control character and no '..', does not start
+    with '.', '-' or a space and does not end with a space (Slicer's volume names such as 'MG 1' pass).
+    """
     if not isinstance(value, str) or not NAME_RULE.fullmatch(value) or ".." in value:
         raise InvalidNameError(
-            f"{what} {value!r} is not a valid name: use up to 128 letters, digits, '_', '-' or '.', "
-            "starting with a letter or digit, without '..' or path separators"
+            f"{what} {value!r} is not a valid name: up to 128 characters without '/', '\\', '..' or control "
+            "characters, not starting with '.', '-' or a space"
         )
     return value
 
