@@ -110,11 +110,12 @@ class TrainConfig:
         for name, ok in checks.items():
             if not ok:
                 raise PlaidInputError(f"training option {name}={getattr(self, name)!r} is out of range")
-        try:
-            torch.device(self.device) if self.device != "auto" else None
-        except (RuntimeError, ValueError):
-            raise PlaidInputError(f"training option device={self.device!r} is not a device (auto, cpu, cuda, "
-                                  "cuda:1, ...)") from None
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise PlaidInputError(f"training option device={self.device!r} is not a device (auto, cpu, cuda, "
+                                      "cuda:1, ...)") from None
         return self
 
 
