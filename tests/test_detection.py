@@ -39,7 +39,7 @@ def test_strong_cluster_is_marked_and_far_background_is_not(trained: Path) -> No
     case = synthesize_case(height=1120, width=1344, seed=2024, view="CC", laterality="R", n_clusters=1,
                            specks_per_cluster=(8, 12), speck_amplitude=(1000.0, 1200.0))
     pixels = case.pixels.astype(np.float32)
-    predictor = PatchPredictor(trained, InferConfig(batch_size=16, skip_background=False))
+    predictor = PatchPredictor(trained, InferConfig(batch_size=16, skip_background=False), checkpoint_settings=False)
     prediction = predictor.predict(pixels)
     truth = patch_labels_from_mask(case.calcification_mask, prediction.grid)
     cluster_patches = np.flatnonzero(truth)

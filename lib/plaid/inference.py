@@ -96,13 +96,16 @@ class PatchPredictor:
     """Holds a trained model and reloads it when its checkpoint file changes on disk.
 
     A checkpoint that stores its ``patch_settings`` is served with them (patch size, stride, tissue rule);
-    the configured ones apply only to older checkpoints and until a checkpoint exists.
+    the configured ones apply only to older checkpoints and until a checkpoint exists, unless
+    ``checkpoint_settings`` is False (experiments that tile differently on purpose).
     """
 
-    def __init__(self, checkpoint: str | Path, config: InferConfig | None = None) -> None:
+    def __init__(self, checkpoint: str | Path, config: InferConfig | None = None,
+                 checkpoint_settings: bool = True) -> None:
         self.checkpoint = Path(checkpoint)
         self.config = config or InferConfig()
         self.configured = self.config
+        self.checkpoint_settings = checkpoint_settings
         self.device = select_device(self.config.device)
         self._model: PatchClassifier | None = None
         self._meta: dict[str, Any] = {}
@@ -126,8 +129,9 @@ class PatchPredictor:
                     raise CheckpointError(f"model checkpoint {self.checkpoint.name} cannot be loaded: it is corrupt "
                                           f"or not a PLAID model from a compatible run ({type(exc).__name__})") from exc
                 settings = meta.get("patch_settings")
+                use_stored = self.checkpoint_settings and isinstance(settings, dict)
                 self.config = (with_patch_settings(self.configured, patch_settings_from_dict(settings))
-                               if isinstance(settings, dict) else self.configured)
+                               if use_stored else self.configured)
                 if self.config.channels_last:
                     model = model.to(memory_format=torch.channels_last)
                 self._model, self._meta, self._stamp = model, meta, stamp
