@@ -70,9 +70,13 @@ class PlaidApp(MONAILabelApp):
         )
 
     def init_datastore(self) -> Datastore:
-        """A local datastore that also lists DICOM / TIFF / PGM images and validates uploads."""
+        """A local datastore that also lists DICOM / TIFF / PGM images and validates uploads; for an
+        http(s) studies URL, PLAID's DICOMweb datastore (MG instances as `.dcm`, no dcmqi download)."""
         if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
+            from lib.dicomweb_setup import init_dicomweb_datastore
+
+            self.studies = self.studies.rstrip("/").strip()
+            return init_dicomweb_datastore(self.studies, self.conf)
         extensions = sorted(set(settings.MONAI_LABEL_DATASTORE_FILE_EXT) | set(IMAGE_PATTERNS) | set(LABEL_PATTERNS))
         patch_size = int(self.conf.get("patch_size") or 224)
         return CheckedLocalDatastore(

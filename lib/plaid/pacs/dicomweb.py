@@ -36,7 +36,11 @@ def make_client(url: str, username: str = "", password: str = "", timeout_s: flo
 
     session = create_session_from_user_pass(username, password) if username else requests.Session()
     session.request = _with_timeout(session.request, timeout_s)  # type: ignore[method-assign]
-    return DICOMwebClientX(url=url.rstrip("/"), session=session)
+    client = DICOMwebClientX(url=url.rstrip("/"), session=session)
+    # dicomweb-client retries every failure 5 times with exponential back-off (30 s for a refused
+    # connection); a PACS that is down must be reported at once.
+    client.set_http_retry_params(retry=False)
+    return client
 
 
 def _with_timeout(request, timeout_s: float):

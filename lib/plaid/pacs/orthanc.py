@@ -165,8 +165,8 @@ def start_orthanc(
     """Start Orthanc on 127.0.0.1 with the DICOMweb plugin and wait until its REST API answers.
 
     ``storage`` (a fresh temporary folder when None, removed on stop) holds the database and the config;
-    as root, Orthanc runs as the ``orthanc`` user through ``runuser`` and owns the storage. ``users``
-    turns on HTTP basic authentication.
+    as root, Orthanc runs as the ``orthanc`` user through ``runuser`` and owns the storage, so a given
+    ``storage`` must sit where that user can reach it. ``users`` turns on HTTP basic authentication.
     """
     missing = orthanc_missing()
     if missing:

@@ -9,6 +9,7 @@ from typing import Any
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
+from lib.dicom_results import parse_dicom_outputs, publish_dicom_results
 from lib.errors import http_error
 from plaid.errors import ModelNotFoundError, PlaidError, PlaidInputError
 from plaid.image_io import read_mammogram
@@ -25,7 +26,8 @@ class CalcificationInfer(InferTask):
     """Marks every 224x224 patch the classifier calls calcified; request params:
 
     ``result_extension`` (.nrrd default, .nii.gz, .png, .tif), ``label_output`` ('mask' or 'probability'),
-    ``threshold`` (overrides the model's operating point).
+    ``threshold`` (overrides the model's operating point), ``dicom_outputs`` ('seg', 'sr' or 'seg,sr': store
+    a DICOM SEG / TID 1500 SR of the result in the PACS; DICOMweb datastore only).
     """
 
     def __init__(self, predictor: PatchPredictor, labels: dict[str, int]) -> None:
@@ -34,7 +36,8 @@ class CalcificationInfer(InferTask):
             labels=labels,
             dimension=2,
             description="Breast microcalcification patches (ResNet50 on full-resolution 224x224 patches)",
-            config={"label_output": list(LABEL_OUTPUTS), "threshold": "", "result_extension": DEFAULT_RESULT_EXTENSION},
+            config={"label_output": list(LABEL_OUTPUTS), "threshold": "", "result_extension": DEFAULT_RESULT_EXTENSION,
+                    "dicom_outputs": ""},
         )
         self.predictor = predictor
 
@@ -68,6 +71,7 @@ class CalcificationInfer(InferTask):
         label_output = str(request.get("label_output") or "mask").lower()
         if label_output not in LABEL_OUTPUTS:
             raise PlaidInputError(f"label_output must be one of {LABEL_OUTPUTS}, got {label_output!r}")
+        dicom_outputs = parse_dicom_outputs(request.get("dicom_outputs"))
         threshold = request.get("threshold")
         threshold = float(threshold) if threshold not in (None, "") else None
         image = read_mammogram(path, min_size=self.predictor.config.patch_size)
@@ -83,6 +87,9 @@ class CalcificationInfer(InferTask):
             read_s=round(read_s, 4), write_s=round(time.perf_counter() - write_started, 4),
             total_s=round(time.perf_counter() - started, 4),
         )
+        if dicom_outputs:
+            summary["dicom_outputs"] = publish_dicom_results(path, prediction.label_mask(), summary["positives"],
+                                                             dicom_outputs)
         summary.update(
             label_output=label_output,
             image_shape=list(image.shape),
