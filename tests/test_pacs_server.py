@@ -132,7 +132,7 @@ def test_basic_auth_is_required_by_orthanc(orthanc: OrthancServer) -> None:
 
 
 def test_qido_lists_mg_instances_only(client: MONAILabelClient, server: LabelServer, orthanc: OrthancServer,
-                                      files: dict[str, list[Path]]) -> None:
+                                      files: dict[str, list[Path]], work: Path) -> None:
     mg = {_sop(p) for p in files["mg"] + files["multiframe"]}
     deadline = time.monotonic() + 30
     while _stats(server)["total"] != len(mg) and time.monotonic() < deadline:
@@ -141,6 +141,8 @@ def test_qido_lists_mg_instances_only(client: MONAILabelClient, server: LabelSer
     assert set(client.datastore()["objects"]) == mg
     assert client.next_sample("first", {})["id"] in mg
     assert _sop(files["ct"][0]) not in client.datastore()["objects"]
+    # Listing and startup fetched nothing: images are downloaded only when a task needs one.
+    assert not list((work / "cache").glob("*/*.dcm"))
 
 
 def test_non_mg_and_multiframe_instances_are_4xx(client: MONAILabelClient, server: LabelServer, orthanc: OrthancServer,
@@ -167,6 +169,10 @@ def test_inference_stores_seg_and_sr_matching_the_mask(client: MONAILabelClient,
     mask = np.squeeze(itk.array_from_image(itk.imread(label_file)))
     assert mask.shape == (source.Rows, source.Columns) and 0 < mask.sum() < mask.size
     assert result["patches_positive"] == len(result["positives"]) > 0
+    info = client.datastore()["objects"][_sop(path)]["image"]["info"]  # the header kept with the cached .dcm
+    assert info["SeriesInstanceUID"] == source.SeriesInstanceUID and info["StudyInstanceUID"] == source.StudyInstanceUID
+    assert info["laterality"] == source.ImageLaterality and info["view"] == source.ViewPosition
+    assert info["pixel_spacing_mm"] == [float(v) for v in source.PixelSpacing] and info["age_years"] > 0
 
     seg = _wado(orthanc, result["dicom_outputs"]["seg"])
     assert seg.Modality == "SEG" and seg.StudyInstanceUID == source.StudyInstanceUID
