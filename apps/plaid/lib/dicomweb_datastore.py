@@ -5,7 +5,8 @@ Unlike MONAI Label's stock `DICOMWebDatastore` it never converts to NIfTI and ne
 - an image is one MG *instance* (id: its SOPInstanceUID; a SeriesInstanceUID holding a single MG
   instance is accepted too, as OHIF's MONAI Label panel sends series ids), fetched by WADO-RS into the
   local cache as `<SOPInstanceUID>.dcm` with its header (laterality, view, age, spacing, UIDs) as info;
-- QIDO-RS lists instances matching the search filter (Modality MG by default) and is asked again after
+- QIDO-RS lists single-frame instances matching the search filter (Modality MG by default; multi-frame
+  objects such as tomosynthesis are left out and refused by id) and is asked again after
   ``refresh_s`` seconds, so new studies appear; when the PACS is down the last list is kept;
 - a final label is the newest *non-automatic* SEG (binary or OHIF's label map) in the PACS that refers
   to the image, read with `plaid.pacs.seg.read_seg_mask`, or a label saved through MONAI Label (any
@@ -81,7 +82,7 @@ class PlaidDICOMwebDatastore(DICOMWebDatastore):
                 logger.warning("%s; keeping the last list (%d images)", exc, len(self._images))
                 self._listed_at = time.monotonic()
                 return
-            self._images = {r.sop_uid: r for r in images if r.modality.upper() == self._modality()}
+            self._images = {r.sop_uid: r for r in images if r.modality.upper() == self._modality() and r.frames == 1}
             self._segs = {r.sop_uid: r for r in segs}
             self._listed_at = time.monotonic()
 
@@ -172,6 +173,9 @@ class PlaidDICOMwebDatastore(DICOMWebDatastore):
                                  f"{sorted(r.sop_uid for r in in_series)}")
         for key in ("SOPInstanceUID", "SeriesInstanceUID"):
             found = dicomweb.search_instances(self._client, {key: image_id})
+            if any(r.modality.upper() == self._modality() for r in found):
+                frames = max(r.frames for r in found)
+                raise PacsInputError(f"{image_id} has {frames} frames; PLAID reads 2-D single-frame mammograms")
             if found:
                 modalities = sorted({r.modality or "?" for r in found})
                 raise PacsInputError(f"{image_id} is a {'/'.join(modalities)} {key[:-3].lower()}, not "
@@ -180,9 +184,6 @@ class PlaidDICOMwebDatastore(DICOMWebDatastore):
 
     def _fetch(self, record: InstanceRecord) -> str:
         """WADO-RS the instance, check it is a single-frame mammogram, and cache it with its header."""
-        if record.frames > 1:
-            raise PacsInputError(f"instance {record.sop_uid} has {record.frames} frames; PLAID reads 2-D "
-                                 "single-frame mammograms")
         ds = dicomweb.retrieve(self._client, record)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames > 1:

@@ -14,13 +14,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plaid.serving import free_port
+from plaid.serving import free_port, wait_until_healthy
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +44,14 @@ def orthanc_missing() -> str | None:
 
 def orthanc_config(storage: Path, http_port: int, users: dict[str, str] | None = None,
                    name: str = "PLAID") -> dict:
-    """Orthanc's JSON configuration: loopback only, no DICOM (DIMSE) server, DICOMweb under /dicom-web/."""
+    """Orthanc's JSON configuration: no DICOM (DIMSE) server, DICOMweb under /dicom-web/, and
+    ``RemoteAccessAllowed`` false (Orthanc 1.10 has no bind-address option: it listens on every interface
+    but answers loopback clients only)."""
     return {
         "Name": name,
         "StorageDirectory": str(storage / "db"),
         "IndexDirectory": str(storage / "db"),
         "HttpPort": http_port,
-        "HttpBindAddress": "127.0.0.1",  # honoured by Orthanc >= 1.12; RemoteAccessAllowed covers 1.10
         "RemoteAccessAllowed": False,
         "DicomServerEnabled": False,
         "AuthenticationEnabled": bool(users),
@@ -189,13 +189,7 @@ def start_orthanc(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     server = OrthancServer(process=process, url=f"http://127.0.0.1:{port}", storage=storage, log_path=log_path,
                            users=dict(users or {}), owns_storage=owns_storage)
-    deadline = time.monotonic() + startup_timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-3000:]
-            raise OrthancUnavailable(f"Orthanc exited with code {process.returncode}:\n{tail}")
-        if server.healthy():
-            return server
-        time.sleep(0.1)
-    server.stop()
-    raise OrthancUnavailable(f"Orthanc did not answer on {server.url} within {startup_timeout:.0f} s; see {log_path}")
+    failure = wait_until_healthy(server, "Orthanc", startup_timeout, poll_s=0.1)
+    if failure:
+        raise OrthancUnavailable(failure)
+    return server
