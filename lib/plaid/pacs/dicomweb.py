@@ -31,12 +31,12 @@ class PacsInputError(PlaidInputError):
 
 def make_client(url: str, username: str = "", password: str = "", timeout_s: float = 30.0):
     """A DICOMweb client for ``url`` (the DICOMweb root), with basic auth when a user name is given."""
+    from dicomweb_client import DICOMwebClient
     from dicomweb_client.session_utils import create_session_from_user_pass
-    from monailabel.datastore.dicom import DICOMwebClientX
 
     session = create_session_from_user_pass(username, password) if username else requests.Session()
     session.request = _with_timeout(session.request, timeout_s)  # type: ignore[method-assign]
-    client = DICOMwebClientX(url=url.rstrip("/"), session=session)
+    client = DICOMwebClient(url=url.rstrip("/"), session=session)
     # dicomweb-client retries every failure 5 times with exponential back-off (30 s for a refused
     # connection); a PACS that is down must be reported at once.
     client.set_http_retry_params(retry=False)
