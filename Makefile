@@ -1,15 +1,18 @@
-# The two commands of the README: `make demo` and `make test`.
+# The commands of the README: `make demo`, `make pacs-demo` and `make test`.
 SHELL := /bin/bash
 VENV = $(shell ./scripts/ensure_env.sh)
 PY = $(VENV)/bin/python
 
-.PHONY: demo test lint env bench
+.PHONY: demo pacs-demo test lint env bench
 
 env:
 	@./scripts/ensure_env.sh
 
 demo:
 	@venv="$$(./scripts/ensure_env.sh)" && "$$venv/bin/python" scripts/demo.py $(DEMO_ARGS)
+
+pacs-demo:
+	@venv="$$(./scripts/ensure_env.sh)" && PYTHONPATH=lib "$$venv/bin/python" scripts/pacs_demo.py $(PACS_DEMO_ARGS)
 
 test:
 	@venv="$$(./scripts/ensure_env.sh)" && "$$venv/bin/ruff" check lib apps tests scripts benchmarks \

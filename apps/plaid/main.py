@@ -72,9 +72,13 @@ class PlaidApp(MONAILabelApp):
         server.install()
 
     def init_datastore(self) -> Datastore:
-        """A local datastore listing only the mammograms PLAID reads (DICOM, PNG, TIFF, PGM); validates uploads."""
+        """A local datastore listing only the mammograms PLAID reads (DICOM, PNG, TIFF, PGM), validating uploads;
+        for an http(s) studies URL, PLAID's DICOMweb datastore (MG instances as `.dcm`, no dcmqi download)."""
         if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
+            from lib.dicomweb_setup import init_dicomweb_datastore
+
+            self.studies = self.studies.rstrip("/").strip()
+            return init_dicomweb_datastore(self.studies, self.conf)
         patch_size = int(self.conf.get("patch_size") or 224)
         return CheckedLocalDatastore(
             self.studies,

@@ -96,13 +96,22 @@ def start_label_server(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
                                    start_new_session=True)
     server = LabelServer(process=process, url=f"http://{host}:{port}", log_path=log_path)
-    deadline = time.monotonic() + startup_timeout
+    failure = wait_until_healthy(server, "MONAI Label", startup_timeout, poll_s=1.0)
+    if failure:
+        raise RuntimeError(failure)
+    return server
+
+
+def wait_until_healthy(server, name: str, timeout_s: float, poll_s: float) -> str | None:
+    """Poll ``server.healthy()`` until it is up (None), or say why not: its process exited (with the
+    tail of its log) or ``timeout_s`` passed (the server is stopped then)."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"MONAI Label exited with code {process.returncode}:\n{tail}")
+        if server.process.poll() is not None:
+            tail = server.log_path.read_text(errors="replace")[-3000:]
+            return f"{name} exited with code {server.process.returncode}:\n{tail}"
         if server.healthy():
-            return server
-        time.sleep(1.0)
+            return None
+        time.sleep(poll_s)
     server.stop()
-    raise TimeoutError(f"MONAI Label did not answer on {server.url} within {startup_timeout:.0f} s; see {log_path}")
+    return f"{name} did not answer on {server.url} within {timeout_s:.0f} s; see {server.log_path}"

@@ -9,6 +9,7 @@ from typing import Any
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
+from lib.dicom_results import parse_dicom_outputs, publish_dicom_results
 from plaid.errors import ModelNotFoundError, PlaidInputError
 from plaid.image_io import read_mammogram
 from plaid.inference import PatchPredictor
@@ -54,7 +55,8 @@ class CalcificationInfer(InferTask):
     """Marks every 224x224 patch the classifier calls calcified; request params:
 
     ``result_extension`` (.nrrd default, .nii.gz, .png, .tif), ``label_output`` ('mask' or 'probability'),
-    ``threshold`` (overrides the model's operating point).
+    ``threshold`` (overrides the model's operating point), ``dicom_outputs`` ('seg', 'sr' or 'seg,sr': store
+    a DICOM SEG / TID 1500 SR of the result in the PACS; DICOMweb datastore only).
     """
 
     def __init__(self, predictor: PatchPredictor, labels: dict[str, int]) -> None:
@@ -63,7 +65,8 @@ class CalcificationInfer(InferTask):
             labels=labels,
             dimension=2,
             description="Breast microcalcification patches (ResNet50 on full-resolution 224x224 patches)",
-            config={"label_output": list(LABEL_OUTPUTS), "threshold": "", "result_extension": DEFAULT_RESULT_EXTENSION},
+            config={"label_output": list(LABEL_OUTPUTS), "threshold": "", "result_extension": DEFAULT_RESULT_EXTENSION,
+                    "dicom_outputs": ""},
         )
         self.predictor = predictor
 
@@ -85,6 +88,7 @@ class CalcificationInfer(InferTask):
         label_output = request_label_output(request.get("label_output"))
         threshold = request_threshold(request.get("threshold"))
         extension = request_extension(request.get("result_extension"))
+        dicom_outputs = parse_dicom_outputs(request.get("dicom_outputs"))
         if not self.predictor.checkpoint.is_file():
             raise ModelNotFoundError(
                 "no trained calcification model yet. Start a training run (POST /train/calcification, or "
@@ -103,6 +107,9 @@ class CalcificationInfer(InferTask):
             read_s=round(read_s, 4), write_s=round(time.perf_counter() - write_started, 4),
             total_s=round(time.perf_counter() - started, 4),
         )
+        if dicom_outputs:
+            summary["dicom_outputs"] = publish_dicom_results(path, prediction.label_mask(), summary["positives"],
+                                                             dicom_outputs)
         summary.update(
             label_output=label_output,
             image_shape=list(image.shape),

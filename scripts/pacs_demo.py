@@ -1,0 +1,110 @@
+"""`make pacs-demo`: the whole PACS stack on 127.0.0.1 in one command.
+
+1. Orthanc (Debian package, DICOMweb plugin, basic auth) in a temporary storage folder;
+2. the sample DICOM mammograms stored into it;
+3. MONAI Label serving apps/plaid on Orthanc's DICOMweb root (PLAID's DICOMweb datastore);
+4. one inference through MONAI Label's client whose DICOM SEG and TID 1500 SR are stored in Orthanc;
+5. OHIF (the @ohif/app production build, cached outside the checkout) with a same-origin DICOMweb
+   proxy to Orthanc; the URL that opens the study with PLAID's SEG is printed.
+
+A model is needed: model/calcification.pt (from `make demo` or `plaid train`), else a brief training on
+sample-data runs first. Everything keeps running (3D Slicer works against the printed MONAI Label URL as
+with `make demo`) until Ctrl-C, unless --exit is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from monailabel.client import MONAILabelClient
+
+from plaid.pacs.ohif import OhifUnavailable, start_ohif
+from plaid.pacs.orthanc import start_orthanc
+from plaid.serving import REPO_ROOT, start_label_server
+
+USER = "plaid"
+
+
+def train_briefly(sample_data: Path, model_path: Path, epochs: int) -> None:
+    """Train on the sample data with `plaid train` and publish the best checkpoint to ``model_path``."""
+    with tempfile.TemporaryDirectory() as folder:
+        print(f"No model at {model_path}: training {epochs} epochs on {sample_data} (plaid train)...", flush=True)
+        subprocess.run([sys.executable, "-m", "plaid.cli", "train", str(sample_data), "--out", folder,
+                        "--epochs", str(epochs)], check=True)
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(folder) / "best.pt", model_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the PACS demo; returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sample-data", type=Path, default=REPO_ROOT / "sample-data")
+    parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / "model")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "demo-output" / "pacs")
+    parser.add_argument("--orthanc-port", type=int, default=8042)
+    parser.add_argument("--port", type=int, default=8000, help="MONAI Label port")
+    parser.add_argument("--ohif-port", type=int, default=3000)
+    parser.add_argument("--train-epochs", type=int, default=20, help="brief training when no model exists")
+    parser.add_argument("--exit", action="store_true", help="stop everything after the inference")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    model_path = args.model_dir / "calcification.pt"
+    if not model_path.is_file():
+        train_briefly(args.sample_data, model_path, args.train_epochs)
+
+    password = secrets.token_urlsafe(12)
+    orthanc = start_orthanc(port=args.orthanc_port, users={USER: password}, log_path=args.out / "orthanc.log")
+    server = ohif = None
+    try:
+        stored = orthanc.upload_folder(args.sample_data, "*.dcm")
+        print(f"Orthanc {orthanc.url} (user {USER}, password {password}): {len(stored)} sample DICOMs stored",
+              flush=True)
+        server = start_label_server(
+            orthanc.dicomweb_url, conf={"model_dir": str(args.model_dir)}, port=args.port,
+            log_path=args.out / "monailabel.log",
+            env={"MONAI_LABEL_DATASTORE_USERNAME": USER, "MONAI_LABEL_DATASTORE_PASSWORD": password,
+                 "MONAI_LABEL_DATASTORE_CACHE_PATH": str(REPO_ROOT / ".demo" / "pacs-cache")},
+        )
+        client = MONAILabelClient(server.url, tmpdir=str(args.out))
+        image_id = client.next_sample("first", {})["id"]
+        _, result = client.infer("calcification", image_id, {"dicom_outputs": "seg,sr"})
+        outputs = result["dicom_outputs"]
+        print(f"\nInference on MG instance {image_id}: {result['patches_positive']} of {result['patches_scored']} "
+              f"tissue patches positive (threshold {result['threshold']:.3f})")
+        for kind, uids in outputs.items():
+            print(f"  {kind.upper()} stored in Orthanc: series {uids['SeriesInstanceUID']}")
+        print(f"\nMONAI Label: {server.url}  (3D Slicer: MONAILabel module -> server {server.url})")
+        try:
+            ohif = start_ohif(orthanc.url, (USER, password), port=args.ohif_port)
+            study, seg_series = outputs["seg"]["StudyInstanceUID"], outputs["seg"]["SeriesInstanceUID"]
+            print(f"OHIF:        {ohif.viewer_url(study, seg_series)}")
+            print(f"             (study list: {ohif.url}/)")
+        except OhifUnavailable as exc:
+            print(f"OHIF not served: {exc}")
+        if args.exit:
+            return 0
+        print("Serving until Ctrl-C...", flush=True)
+        while server.healthy() and orthanc.healthy():
+            time.sleep(5)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if ohif:
+            ohif.stop()
+        if server:
+            server.stop()
+        orthanc.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Browser test: headless Chromium opens the served OHIF on a study holding PLAID's SEG; the overlay is drawn.
+
+The mammogram is grey everywhere (no black background), so its displayed rectangle can be found in the
+screenshot; the SEG covers a known box of it. OHIF tints segment pixels with the segment colour, so in
+the SEG view coloured pixels must fill that box (relative to the displayed image) and nowhere else,
+and in the plain MG view there must be none. Screenshots are kept in the test's tmp folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from plaid.dicom_io import write_dicom_mammogram
+from plaid.pacs import dicomweb
+from plaid.pacs.ohif import OhifUnavailable, ensure_ohif, start_ohif
+from plaid.pacs.orthanc import orthanc_missing, start_orthanc
+from plaid.pacs.seg import SeriesInfo, write_seg
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(orthanc_missing() is not None, reason=f"Orthanc unavailable: {orthanc_missing()}"),
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"),
+]
+
+ROWS, COLUMNS = 896, 672
+SEG_BOX = (504, 134, 784, 470)  # top, left, bottom, right: lower half, clear of OHIF's banner and tour popup
+WINDOW = (1280, 900)
+
+
+def _screenshot(url: str, out: Path, budget_ms: int) -> np.ndarray:
+    """A headless Chromium screenshot of ``url`` (RGB array) after ``budget_ms`` of virtual time."""
+    command = [CHROMIUM, "--headless=new", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+               "--disable-dev-shm-usage", f"--window-size={WINDOW[0]},{WINDOW[1]}",
+               f"--virtual-time-budget={budget_ms}", f"--screenshot={out}", url]
+    subprocess.run(command, check=True, timeout=180, capture_output=True, cwd=out.parent)
+    return np.asarray(Image.open(out).convert("RGB")).astype(int)
+
+
+def _image_rect(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounding box (top, left, bottom, right) of the grey image in the viewport area (right of the side panel)."""
+    grey = (np.abs(rgb[..., 0] - rgb[..., 1]) < 6) & (np.abs(rgb[..., 1] - rgb[..., 2]) < 6) & (rgb[..., 1] > 45)
+    grey[:, : rgb.shape[1] // 4] = False
+    # the image is hundreds of pixels wide and tall; grey toolbar icons and text are not
+    rows, columns = np.flatnonzero(grey.sum(axis=1) > 150), np.flatnonzero(grey.sum(axis=0) > 150)
+    if rows.size == 0 or columns.size == 0:
+        return None
+    return int(rows[0]), int(columns[0]), int(rows[-1]) + 1, int(columns[-1]) + 1
+
+
+def _tinted(rgb: np.ndarray) -> np.ndarray:
+    """Pixels clearly coloured by a red-dominant segment colour (grey pixels have R = G = B)."""
+    return (rgb[..., 0] - np.maximum(rgb[..., 1], rgb[..., 2])) > 25
+
+
+def _expected_box(rect: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    top, left, bottom, right = rect
+    scale_y, scale_x = (bottom - top) / ROWS, (right - left) / COLUMNS
+    return (round(top + SEG_BOX[0] * scale_y), round(left + SEG_BOX[1] * scale_x),
+            round(top + SEG_BOX[2] * scale_y), round(left + SEG_BOX[3] * scale_x))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory):
+    """Orthanc + OHIF serving one grey MG image and PLAID's SEG of a box on it."""
+    try:
+        dist = ensure_ohif()
+    except OhifUnavailable as exc:
+        pytest.skip(str(exc))
+    work = tmp_path_factory.mktemp("ohif")
+    yy, xx = np.mgrid[0:ROWS, 0:COLUMNS]
+    pixels = 1400 + 800 * (yy / ROWS) + 400 * (xx / COLUMNS)  # grey from edge to edge, never black
+    path = write_dicom_mammogram(work / "mg.dcm", pixels, bits_stored=12, window=(2048, 4096), laterality="L",
+                                 view="CC", patient_id="OHIFTEST")
+    source = pydicom.dcmread(path)
+    mask = np.zeros((ROWS, COLUMNS), dtype=np.uint8)
+    top, left, bottom, right = SEG_BOX
+    mask[top:bottom, left:right] = 1
+    seg = write_seg(source, mask, SeriesInfo("PLAID calcification (AI)"))
+    orthanc = start_orthanc(users={"viewer": "pw"}, log_path=work / "orthanc.log")
+    orthanc.upload(path)
+    dicomweb.store(dicomweb.make_client(orthanc.dicomweb_url, "viewer", "pw"), [seg])
+    ohif = start_ohif(orthanc.url, ("viewer", "pw"), dist=dist)
+    yield {"ohif": ohif, "source": source, "seg": seg, "work": work}
+    ohif.stop()
+    orthanc.stop()
+
+
+def _capture(url: str, out: Path, want_tint: bool) -> np.ndarray:
+    """Screenshot until the image (and, if wanted, the overlay) is on screen; three tries, longer each time."""
+    rgb = None
+    for budget_ms in (30000, 60000, 90000):
+        rgb = _screenshot(url, out, budget_ms)
+        rect = _image_rect(rgb)
+        if rect is not None and (not want_tint or _tinted(rgb).sum() > 100):
+            return rgb
+    return rgb
+
+
+def test_ohif_draws_plaid_seg_over_the_mammogram(study) -> None:
+    ohif, source, seg, work = study["ohif"], study["source"], study["seg"], study["work"]
+    seg_view = _capture(ohif.viewer_url(str(source.StudyInstanceUID), str(seg.SeriesInstanceUID)),
+                        work / "ohif_seg_view.png", want_tint=True)
+    plain_view = _capture(ohif.viewer_url(str(source.StudyInstanceUID), str(source.SeriesInstanceUID)),
+                          work / "ohif_mg_view.png", want_tint=False)
+    print(f"screenshots: {work / 'ohif_seg_view.png'} {work / 'ohif_mg_view.png'}")
+
+    for view in (seg_view, plain_view):
+        rect = _image_rect(view)
+        assert rect is not None, "OHIF did not display the mammogram"
+        assert rect[2] - rect[0] > 200 and rect[3] - rect[1] > 150
+
+    rect = _image_rect(seg_view)
+    top, left, bottom, right = _expected_box(rect)
+    tinted = _tinted(seg_view)
+    tinted[: rect[0]], tinted[rect[2]:], tinted[:, : rect[1]], tinted[:, rect[3]:] = False, False, False, False
+    inside = np.zeros_like(tinted)
+    margin = 4
+    inside[top - margin : bottom + margin, left - margin : right + margin] = True
+    box_area = (bottom - top) * (right - left)
+    assert tinted[top:bottom, left:right].sum() > 0.5 * box_area, "the SEG box is not drawn"
+    assert tinted[~inside].sum() < 0.02 * box_area, "colour outside the SEG box"
+    ys, xs = np.nonzero(tinted & inside)
+    assert abs(ys.min() - top) <= margin and abs(ys.max() + 1 - bottom) <= margin
+    assert abs(xs.min() - left) <= margin and abs(xs.max() + 1 - right) <= margin
+
+    plain_rect = _image_rect(plain_view)
+    plain_tint = _tinted(plain_view)[plain_rect[0]:plain_rect[2], plain_rect[1]:plain_rect[3]]
+    assert plain_tint.sum() < 0.02 * box_area, "the plain MG view should carry no overlay"

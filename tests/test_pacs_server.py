@@ -1,0 +1,270 @@
+"""End to end with a real PACS: Orthanc (DICOMweb, basic auth) + a MONAI Label server on PLAID's DICOMweb datastore.
+
+One Orthanc and one MONAI Label server for the module; the tests run in order: the server starts while
+Orthanc is down -> Orthanc comes up with MG, CT and multi-frame instances -> QIDO lists MG only -> bad
+images are 4xx -> an inference stores its SEG and SR in Orthanc -> a label map SEG written like OHIF's
+becomes a training label -> a `.bin` correction is stored as a SEG -> Orthanc goes down mid-way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import itk
+import numpy as np
+import pydicom
+import pytest
+import requests
+from monailabel.client import MONAILabelClient
+from monailabel.client.client import MONAILabelClientException, MONAILabelUtils
+from pacs_helpers import ohif_label_map_seg, write_ct_copy, write_multiframe_mg
+
+from plaid.label_io import read_label_mask
+from plaid.model import build_model, save_checkpoint
+from plaid.pacs import dicomweb
+from plaid.pacs.codes import CALCIFICATION
+from plaid.pacs.orthanc import OrthancServer, orthanc_missing, start_orthanc
+from plaid.pacs.seg import read_seg_mask
+from plaid.pacs.sr import read_sr_regions
+from plaid.patch_labels import patch_labels_from_mask
+from plaid.serving import LabelServer, free_port, start_label_server
+from plaid.synth import generate_dataset
+from plaid.tiling import PatchGrid
+
+pytestmark = [pytest.mark.server, pytest.mark.skipif(orthanc_missing() is not None,
+                                                     reason=f"Orthanc unavailable: {orthanc_missing()}")]
+
+USER, PASSWORD = "plaid", "s3cret-test"
+TRAIN_TIMEOUT_S = 600
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pacs")
+
+
+@pytest.fixture(scope="module")
+def files(work: Path) -> dict[str, list[Path]]:
+    """Three small MG instances, one CT copy and one two-frame MG instance."""
+    rows = generate_dataset(work / "synth", count=3, seed=21, height=672, width=560, formats=("dcm",),
+                            calcified_fraction=1.0)
+    mg = [work / "synth" / f"{row['image_id']}.dcm" for row in rows]
+    return {"mg": mg, "ct": [write_ct_copy(mg[0], work / "ct.dcm")],
+            "multiframe": [write_multiframe_mg(mg[1], work / "multiframe.dcm")]}
+
+
+@pytest.fixture(scope="module")
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def server(work: Path, port: int) -> LabelServer:
+    """MONAI Label on the DICOMweb URL of an Orthanc that is not running yet; a random-weight model."""
+    model_dir = work / "model"
+    save_checkpoint(model_dir / "calcification.pt", build_model(pretrained=False), threshold=0.5)
+    handle = start_label_server(
+        f"http://127.0.0.1:{port}/dicom-web",
+        conf={"model_dir": str(model_dir), "epochs": "1", "batch_size": "8", "dicomweb_refresh_s": "1"},
+        log_path=work / "server.log",
+        env={"MONAI_LABEL_DATASTORE_USERNAME": USER, "MONAI_LABEL_DATASTORE_PASSWORD": PASSWORD,
+             "MONAI_LABEL_DATASTORE_CACHE_PATH": str(work / "cache")},
+    )
+    handle.model_dir = model_dir  # type: ignore[attr-defined]
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: LabelServer) -> MONAILabelClient:
+    return MONAILabelClient(server.url, tmpdir=str(server.log_path.parent))
+
+
+@pytest.fixture(scope="module")
+def orthanc(work: Path, port: int, files: dict[str, list[Path]]) -> OrthancServer:
+    """Orthanc with basic auth on the port the server was given, loaded with every test file."""
+    handle = start_orthanc(port=port, users={USER: PASSWORD}, log_path=work / "orthanc.log")
+    for group in files.values():
+        for path in group:
+            handle.upload(path)
+    yield handle
+    handle.stop()
+
+
+def _status_code(error: MONAILabelClientException) -> int:
+    return int(str(error.msg).split("Status: ")[1].split(";")[0])
+
+
+def _sop(path: Path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def _stats(server: LabelServer) -> dict:
+    status, body, _, _ = MONAILabelUtils.http_method("GET", server.url, "/datastore/?output=stats")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def _wado(orthanc: OrthancServer, uids: dict[str, str]) -> pydicom.Dataset:
+    client = dicomweb.make_client(orthanc.dicomweb_url, USER, PASSWORD)
+    return client.retrieve_instance(uids["StudyInstanceUID"], uids["SeriesInstanceUID"], uids["SOPInstanceUID"])
+
+
+def test_server_starts_while_orthanc_is_down_and_answers_4xx(client: MONAILabelClient, server: LabelServer) -> None:
+    assert server.healthy()
+    assert _stats(server)["total"] == 0
+    with pytest.raises(MONAILabelClientException) as caught:
+        client.infer("calcification", "1.2.3.4", {})
+    assert 400 <= _status_code(caught.value) < 500
+    assert "unreachable" in str(caught.value.msg)
+    assert server.healthy()
+
+
+def test_basic_auth_is_required_by_orthanc(orthanc: OrthancServer) -> None:
+    assert requests.get(f"{orthanc.dicomweb_url}/studies", timeout=10).status_code == 401
+    assert requests.get(f"{orthanc.dicomweb_url}/studies", auth=(USER, "wrong"), timeout=10).status_code == 401
+    answer = requests.get(f"{orthanc.dicomweb_url}/studies", auth=(USER, PASSWORD), timeout=10)
+    assert answer.status_code == 200 and len(answer.json()) == 5
+    with pytest.raises(dicomweb.PacsError, match="HTTP 401"):
+        dicomweb.search_instances(dicomweb.make_client(orthanc.dicomweb_url), {})
+
+
+def test_qido_lists_mg_instances_only(client: MONAILabelClient, server: LabelServer, orthanc: OrthancServer,
+                                      files: dict[str, list[Path]], work: Path) -> None:
+    mg = {_sop(p) for p in files["mg"]}  # neither the CT nor the two-frame MG instance
+    deadline = time.monotonic() + 30
+    while _stats(server)["total"] != len(mg) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the list is refreshed every dicomweb_refresh_s
+    assert _stats(server)["total"] == len(mg)
+    assert set(client.datastore()["objects"]) == mg
+    # Listing and startup fetched nothing: an image is downloaded only when a task needs it.
+    assert not list((work / "cache").glob("*/*.dcm"))
+    chosen = client.next_sample("first", {})["id"]  # MONAI Label's next-sample answer includes the image path
+    assert chosen in mg
+    assert [p.stem for p in (work / "cache").glob("*/*.dcm")] == [chosen]
+
+
+def test_non_mg_and_multiframe_instances_are_4xx(client: MONAILabelClient, server: LabelServer, orthanc: OrthancServer,
+                                                 files: dict[str, list[Path]]) -> None:
+    ct = pydicom.dcmread(files["ct"][0], stop_before_pixels=True)
+    for image_id in (str(ct.SOPInstanceUID), str(ct.SeriesInstanceUID)):
+        with pytest.raises(MONAILabelClientException) as caught:
+            client.infer("calcification", image_id, {})
+        assert _status_code(caught.value) == 422 and "CT" in str(caught.value.msg)
+    with pytest.raises(MONAILabelClientException) as caught:
+        client.infer("calcification", _sop(files["multiframe"][0]), {})
+    assert _status_code(caught.value) == 422 and "2 frames" in str(caught.value.msg)
+    with pytest.raises(MONAILabelClientException) as caught:
+        client.infer("calcification", _sop(files["mg"][0]), {"dicom_outputs": "seg,pdf"})
+    assert _status_code(caught.value) == 422 and "pdf" in str(caught.value.msg)
+    assert server.healthy()
+
+
+def test_inference_stores_seg_and_sr_matching_the_mask(client: MONAILabelClient, orthanc: OrthancServer,
+                                                       files: dict[str, list[Path]]) -> None:
+    path = files["mg"][0]
+    source = pydicom.dcmread(path)
+    label_file, result = client.infer("calcification", _sop(path), {"threshold": 0.0, "dicom_outputs": "seg,sr"})
+    mask = np.squeeze(itk.array_from_image(itk.imread(label_file)))
+    assert mask.shape == (source.Rows, source.Columns) and 0 < mask.sum() < mask.size
+    assert result["patches_positive"] == len(result["positives"]) > 0
+    info = client.datastore()["objects"][_sop(path)]["image"]["info"]  # the header kept with the cached .dcm
+    assert info["SeriesInstanceUID"] == source.SeriesInstanceUID and info["StudyInstanceUID"] == source.StudyInstanceUID
+    assert info["laterality"] == source.ImageLaterality and info["view"] == source.ViewPosition
+    assert info["pixel_spacing_mm"] == [float(v) for v in source.PixelSpacing] and info["age_years"] > 0
+
+    seg = _wado(orthanc, result["dicom_outputs"]["seg"])
+    assert seg.Modality == "SEG" and seg.StudyInstanceUID == source.StudyInstanceUID
+    assert np.array_equal(read_seg_mask(seg, str(source.SOPInstanceUID), mask.shape), mask != 0)
+    segment = seg.SegmentSequence[0]
+    assert segment.SegmentLabel == "Calcification" and segment.SegmentAlgorithmType == "AUTOMATIC"
+    assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == CALCIFICATION.value
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == [float(v) for v in source.PixelSpacing]
+    assert [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
+    assert seg.FrameOfReferenceUID and "PatientBirthDate" in seg and "AccessionNumber" in seg
+
+    sr = _wado(orthanc, result["dicom_outputs"]["sr"])
+    regions = read_sr_regions(sr)
+    assert sorted(r.box for r in regions) == sorted(tuple(p["box"]) for p in result["positives"])
+    assert {r.graphic_type for r in regions} == {"POLYLINE"}
+    assert {r.sop_instance_uid for r in regions} == {str(source.SOPInstanceUID)}
+    by_box = {tuple(p["box"]): p["probability"] for p in result["positives"]}
+    assert all(abs(r.probability - by_box[r.box]) < 1e-5 for r in regions)
+    for top, left, bottom, right in (r.box for r in regions):
+        assert mask[top:bottom, left:right].all()
+
+    # PLAID's own SEG is a prediction, never a label; the series id of a one-image series works too.
+    assert _sop(path) not in client.datastore()["objects"] or not client.datastore()["objects"][_sop(path)]["labels"]
+    _, again = client.infer("calcification", str(source.SeriesInstanceUID), {"threshold": 0.0})
+    assert again["patches_positive"] == result["patches_positive"]
+
+
+def test_ohif_label_map_seg_becomes_a_training_label(client: MONAILabelClient, server: LabelServer,
+                                                     orthanc: OrthancServer, files: dict[str, list[Path]],
+                                                     work: Path) -> None:
+    path = files["mg"][1]
+    source = pydicom.dcmread(path)
+    edit = np.zeros((source.Rows, source.Columns), dtype=np.uint8)
+    edit[440:460, 290:310] = 1  # a painted speck across a row of the patch grid
+    seg = ohif_label_map_seg(source, edit)
+    dicomweb.store(dicomweb.make_client(orthanc.dicomweb_url, USER, PASSWORD), [seg])
+    deadline = time.monotonic() + 30
+    while _stats(server)["completed"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _stats(server)["completed"] == 1
+    assert client.next_sample("first", {})["id"] != _sop(path)
+
+    client.train_start("calcification", {"epochs": 1, "batch_size": 8})
+    deadline = time.monotonic() + TRAIN_TIMEOUT_S
+    while client.train_status().get("status") not in ("DONE", "ERROR") and time.monotonic() < deadline:
+        time.sleep(2)
+    assert client.train_status()["status"] == "DONE", client.train_status()
+    runs = sorted((server.model_dir / "runs").iterdir())  # type: ignore[attr-defined]
+    trained_on = json.loads((runs[-1] / "patch_labels.json").read_text())
+    expected = np.flatnonzero(patch_labels_from_mask(edit, PatchGrid(int(source.Rows), int(source.Columns))))
+    assert list(trained_on) == [_sop(path)]
+    assert trained_on[_sop(path)]["positive_patches"] == expected.tolist() and len(expected) == 2
+    cached = next((work / "cache").glob(f"*/labels/final/{_sop(path)}.png"))
+    assert np.array_equal(read_label_mask(cached, edit.shape), edit)
+
+
+def test_bin_correction_is_stored_as_a_manual_seg(client: MONAILabelClient, orthanc: OrthancServer,
+                                                  files: dict[str, list[Path]], tmp_path: Path) -> None:
+    path = files["mg"][2]
+    source = pydicom.dcmread(path)
+    edit = np.zeros((source.Rows, source.Columns), dtype=np.uint8)
+    edit[100:130, 200:260] = 1
+    raw = tmp_path / "label.bin"
+    edit.tofile(raw)
+    short = tmp_path / "short.bin"
+    edit[:10].tofile(short)
+    pacs = dicomweb.make_client(orthanc.dicomweb_url, USER, PASSWORD)
+    before = {r.sop_uid for r in dicomweb.search_instances(pacs, {"Modality": "SEG"})}
+
+    with pytest.raises(MONAILabelClientException) as caught:
+        client.save_label(_sop(path), str(short), tag="final")
+    assert _status_code(caught.value) == 422 and "bytes" in str(caught.value.msg)
+    assert {r.sop_uid for r in dicomweb.search_instances(pacs, {"Modality": "SEG"})} == before
+
+    client.save_label(_sop(path), str(raw), tag="final")
+    new = [r for r in dicomweb.search_instances(pacs, {"Modality": "SEG"}) if r.sop_uid not in before]
+    assert len(new) == 1
+    stored = dicomweb.retrieve(pacs, new[0])
+    assert stored.SegmentSequence[0].SegmentAlgorithmType == "MANUAL"
+    assert np.array_equal(read_seg_mask(stored, _sop(path), edit.shape), edit)
+
+
+def test_orthanc_going_down_during_inference_is_a_clear_4xx(client: MONAILabelClient, server: LabelServer,
+                                                            orthanc: OrthancServer,
+                                                            files: dict[str, list[Path]]) -> None:
+    image_id = _sop(files["mg"][0])  # cached by an earlier inference
+    orthanc.stop()
+    with pytest.raises(MONAILabelClientException) as caught:
+        client.infer("calcification", image_id, {"threshold": 0.0, "dicom_outputs": "seg"})
+    assert 400 <= _status_code(caught.value) < 500 and "unreachable" in str(caught.value.msg)
+    assert server.healthy()
+    _, result = client.infer("calcification", image_id, {"threshold": 0.0})  # the cached image still works
+    assert result["patches_positive"] > 0
