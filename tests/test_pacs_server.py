@@ -141,8 +141,13 @@ def test_qido_lists_mg_instances_only(client: MONAILabelClient, server: LabelSer
     assert set(client.datastore()["objects"]) == mg
     # Listing and startup fetched nothing: an image is downloaded only when a task needs it.
     assert not list((work / "cache").glob("*/*.dcm"))
-    chosen = client.next_sample("first", {})["id"]  # MONAI Label's next-sample answer includes the image path
-    assert chosen in mg
+    sample = client.next_sample("first", {})  # PLAID answers with the id alone: no server path, no download
+    chosen = sample["id"]
+    assert chosen in mg and "path" not in sample
+    assert not list((work / "cache").glob("*/*.dcm"))
+    # The client then fetches the image by id (as Slicer does), which downloads that instance alone.
+    answer = requests.get(f"{server.url}/datastore/image", params={"image": chosen}, timeout=60)
+    assert answer.status_code == 200 and answer.content[128:132] == b"DICM"
     assert [p.stem for p in (work / "cache").glob("*/*.dcm")] == [chosen]
 
 
