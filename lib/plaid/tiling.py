@@ -148,14 +148,24 @@ def stitch(values: Sequence[float] | np.ndarray, grid: PatchGrid, dtype: np.dtyp
 
 
 def patch_fraction(mask: np.ndarray, grid: PatchGrid) -> np.ndarray:
-    """Fraction of each patch's in-image area where ``mask`` is non-zero."""
+    """Fraction of each patch's in-image area where ``mask`` is non-zero.
+
+    Counts are exact integers: a block sum for non-overlapping grids, an int64 integral image otherwise.
+    """
     if mask.shape != (grid.height, grid.width):
         raise ValueError(f"mask shape {mask.shape} does not match grid {grid.height}x{grid.width}")
-    binary = (mask != 0).astype(np.float64)
-    integral = np.zeros((grid.height + 1, grid.width + 1), dtype=np.float64)
-    integral[1:, 1:] = binary.cumsum(axis=0).cumsum(axis=1)
+    binary = np.asarray(mask) != 0
     boxes = grid.boxes()
     top, left, bottom, right = boxes.T
-    counts = integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]
     areas = (bottom - top) * (right - left)
+    if grid.block_view_ok():
+        rows, cols = grid.shape
+        size = grid.patch_size
+        per_row = pad_to_grid(binary, grid, fill=False).reshape(rows, size, cols * size).sum(axis=1, dtype=np.int64)
+        counts = per_row.reshape(rows, cols, size).sum(axis=2).ravel()
+        return counts / areas
+    integral = np.zeros((grid.height + 1, grid.width + 1), dtype=np.int64)
+    np.cumsum(binary, axis=0, dtype=np.int64, out=integral[1:, 1:])
+    np.cumsum(integral[1:, 1:], axis=1, out=integral[1:, 1:])
+    counts = integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]
     return counts / areas
