@@ -90,3 +90,11 @@ def test_disagreeing_backend_is_rejected(model: PatchClassifier, monkeypatch: py
 
     monkeypatch.setattr(runtime_backends, "build_runtime", shifted)
     assert select_runtime(model, CPU, "torch-fp32-cl", 64, probe_batch=2).name == "torch-fp32"
+
+
+@pytest.mark.parametrize("name", ["torch-fp32", "onnxruntime"])
+def test_stored_uint16_patches_score_like_float_patches(name: str, model: PatchClassifier,
+                                                        sample_patches: np.ndarray) -> None:
+    runtime = build_runtime(name, model, CPU, 224)
+    stored = np.rint(sample_patches * 65535).astype(np.uint16)
+    np.testing.assert_allclose(runtime(stored), runtime(sample_patches), atol=1e-4)

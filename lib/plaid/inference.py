@@ -192,5 +192,5 @@ class PatchPredictor:
         size = self.batch_size
         for start in range(0, len(indices), size):
             chunk = indices[start : start + size]
-            out[start : start + len(chunk)] = runtime(image.patches(chunk)[:, None])
+            out[start : start + len(chunk)] = runtime(image.patch_stack(chunk)[:, None])
         return out

@@ -84,13 +84,15 @@ class PreparedImage:
         rows, cols = divmod(int(index), self.grid.shape[1])
         return self._view[rows, cols]
 
-    def patches(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Float32 patches in [0, 1] for the given grid indices, shape (K, patch, patch)."""
+    def patch_stack(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The stored uint16 patches (65535 means 1) for the given grid indices, shape (K, patch, patch)."""
         indices = np.asarray(indices, dtype=np.int64)
         cols = self.grid.shape[1]
-        out = np.empty((len(indices), self.grid.patch_size, self.grid.patch_size), dtype=np.float32)
-        np.multiply(self._view[indices // cols, indices % cols], np.float32(1.0 / UINT16_SCALE), out=out)
-        return out
+        return self._view[indices // cols, indices % cols]
+
+    def patches(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Float32 patches in [0, 1] for the given grid indices, shape (K, patch, patch)."""
+        return np.multiply(self.patch_stack(indices), np.float32(1.0 / UINT16_SCALE), dtype=np.float32)
 
     def eligible_negatives(self) -> np.ndarray:
         """Patches that may be drawn as negatives: tissue patches (or all when skipping is off)."""
@@ -99,7 +101,9 @@ class PreparedImage:
 
 def to_unit_uint16(pixels: np.ndarray) -> np.ndarray:
     """Normalise to [0, 1] and store as uint16 (no 8-bit round trip)."""
-    return np.rint(normalise_intensity(pixels) * UINT16_SCALE).astype(np.uint16)
+    unit = normalise_intensity(pixels)  # a new float32 array: scale and round it in place
+    np.multiply(unit, np.float32(UINT16_SCALE), out=unit)
+    return np.rint(unit, out=unit).astype(np.uint16)
 
 
 def prepare(

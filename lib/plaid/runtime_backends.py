@@ -6,17 +6,21 @@ each candidate when the model is loaded, drops any whose probabilities differ fr
 than `AGREEMENT_TOLERANCE` on a check batch, and keeps the fastest. A named runtime is used as given
 when it builds and agrees; a missing package or a failed conversion falls back to torch.
 
-Every runtime maps a float32 batch of shape (N, 1, H, W) in [0, 1] to N probabilities.
+Every runtime maps a batch of shape (N, 1, H, W) to N probabilities: float32 in [0, 1], or the uint16
+form `plaid.patch_data.PreparedImage` stores (0..65535 for 0..1), which torch runtimes move to the
+device at half the size and convert there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import logging
 import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +28,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from plaid.patch_data import UINT16_SCALE
 from plaid.runtime import cpu_supports_bf16
 
 logger = logging.getLogger(__name__)
@@ -45,16 +50,26 @@ _CHOSEN_LOCK = threading.Lock()
 
 @dataclass
 class Runtime:
-    """A built runtime: ``run`` maps (N, 1, H, W) float32 patches to (N,) float32 probabilities."""
+    """A built runtime: ``run`` maps (N, 1, H, W) patches to (N,) float32 probabilities.
+
+    ``run`` takes float32 in [0, 1]; with ``takes_uint16`` it also takes the stored uint16 form directly.
+    """
 
     name: str
     run: Callable[[np.ndarray], np.ndarray]
+    takes_uint16: bool = False
     patches_per_s: float | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities for one batch."""
-        return self.run(np.ascontiguousarray(batch, dtype=np.float32))
+        """Probabilities for one batch (float32 in [0, 1], or uint16 with 65535 meaning 1)."""
+        batch = np.ascontiguousarray(batch)
+        if batch.dtype == np.uint16:
+            if not self.takes_uint16:
+                batch = np.multiply(batch, np.float32(1.0 / UINT16_SCALE), dtype=np.float32)
+        else:
+            batch = batch.astype(np.float32, copy=False)
+        return self.run(batch)
 
 
 class _Probabilities(nn.Module):
@@ -127,9 +142,13 @@ def _torch_runtime(name: str, model: nn.Module, device: torch.device) -> Runtime
 
     @torch.inference_mode()
     def run(batch: np.ndarray) -> np.ndarray:
-        tensor = torch.from_numpy(batch)
+        stored = batch.dtype == np.uint16
+        # uint16 travels as int16 (every torch build copies it) and is widened on the device
+        tensor = torch.from_numpy(batch.view(np.int16) if stored else batch)
         if device.type == "cuda":
             tensor = tensor.pin_memory().to(device, non_blocking=True)
+        if stored:
+            tensor = (tensor.to(torch.int32) & 0xFFFF).to(torch.float32).mul_(1.0 / UINT16_SCALE)
         tensor = tensor.contiguous(memory_format=memory)
         if bf16:
             with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -138,7 +157,7 @@ def _torch_runtime(name: str, model: nn.Module, device: torch.device) -> Runtime
             logits = net(tensor)
         return torch.sigmoid(logits.float()).cpu().numpy()
 
-    return Runtime(name=name, run=run)
+    return Runtime(name=name, run=run, takes_uint16=True)
 
 
 def _openvino_runtime(name: str, model: nn.Module, patch_size: int) -> Runtime:
@@ -146,7 +165,7 @@ def _openvino_runtime(name: str, model: nn.Module, patch_size: int) -> Runtime:
 
     wrapper = _Probabilities(copy.deepcopy(model).cpu().eval()).eval()
     example = torch.zeros(1, 1, patch_size, patch_size)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_tracing():
         converted = ov.convert_model(wrapper, example_input=example, input=[(-1, 1, patch_size, patch_size)])
     precision = "bf16" if name.endswith("bf16") else "f32"
     compiled = ov.Core().compile_model(converted, "CPU", {
@@ -169,7 +188,7 @@ def _onnxruntime_runtime(model: nn.Module, patch_size: int) -> Runtime:
 
     wrapper = _Probabilities(copy.deepcopy(model).cpu().eval()).eval()
     buffer = io.BytesIO()
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_tracing():
         torch.onnx.export(wrapper, (torch.zeros(1, 1, patch_size, patch_size),), buffer, input_names=["patches"],
                           output_names=["probabilities"], dynamic_axes={"patches": {0: "batch"}},
                           dynamo=False)
@@ -182,6 +201,17 @@ def _onnxruntime_runtime(model: nn.Module, patch_size: int) -> Runtime:
         return np.asarray(session.run(None, {"patches": batch})[0], dtype=np.float32).reshape(-1)
 
     return Runtime(name="onnxruntime", run=run)
+
+
+@contextlib.contextmanager
+def _quiet_tracing() -> Iterator[None]:
+    """Silence the tracer's deprecation and constant-shape warnings: the graph is traced for
+    (N, 1, H, W) input only, which is all a runtime is ever given."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        yield
 
 
 def check_batch(patch_size: int, count: int = PROBE_BATCH, seed: int = 0) -> np.ndarray:
