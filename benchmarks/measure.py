@@ -5,9 +5,10 @@ Every function times real PLAID code on synthetic full-size mammograms; none ass
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from plaid.datalist import CaseRecord
 from plaid.image_io import normalise_intensity, read_mammogram
 from plaid.inference import PatchPredictor
 from plaid.label_io import write_label_image
-from plaid.patch_data import PatchSettings, PreparedImage, patch_index_for, prefetched, prepare_image
+from plaid.patch_data import PatchSettings, PreparedImage, patch_index_for, prefetched, prepare_file, prepare_image
 from plaid.runtime import autocast_for
 from plaid.runtime_backends import Runtime
 from plaid.sampling import BalancedSampler
@@ -64,16 +65,12 @@ def naive_pipeline(path: str | Path, model: nn.Module, patch_size: int = 224) ->
 
 
 def served_pipeline(paths: Sequence[str | Path], predictor: PatchPredictor, out_dir: Path,
-                    workers: int = 1) -> int:
+                    workers: int = 1, executor: Executor | None = None) -> int:
     """PLAID as served, over a sequence of files: read and prepare (tissue mask, grid) in ``workers``
-    background threads ahead of the model, score tissue patches in batches on the chosen runtime, write
-    the NRRD mask (in the background too when ``workers`` > 1). Returns the number of patches scored."""
+    background threads (or ``executor``'s processes) ahead of the model, score tissue patches in batches on the chosen
+    runtime, write the NRRD mask (in the background too when ``workers`` > 1). Returns the patches scored."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = predictor.patch_settings()
-
-    def read_and_prepare(path: str | Path) -> tuple[str | Path, PreparedImage]:
-        image = read_mammogram(path, min_size=settings.patch_size)
-        return path, predictor.prepare(image.pixels, image.meta)
+    read_and_prepare = functools.partial(prepare_file, settings=predictor.patch_settings())
 
     def write(path: str | Path, mask: np.ndarray) -> None:
         write_label_image(out_dir / f"{Path(path).stem}_mask.nrrd", mask, reference=path)
@@ -81,8 +78,9 @@ def served_pipeline(paths: Sequence[str | Path], predictor: PatchPredictor, out_
     scored = 0
     with ThreadPoolExecutor(max_workers=max(1, workers)) as writers:
         pending = []
-        for _, ready in prefetched(list(paths), read_and_prepare, workers=workers, lookahead=2 * workers):
-            path, prepared = ready.result()
+        for path, ready in prefetched(list(paths), read_and_prepare, workers=workers, lookahead=2 * workers,
+                                      executor=executor):
+            prepared = ready.result()
             prediction = predictor.predict_prepared(prepared)
             scored += int(prediction.scored.sum())
             if workers > 1:

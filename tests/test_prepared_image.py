@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from plaid.model import build_model, save_checkpoint
 from plaid.patch_data import (
     PatchSettings,
     prefetched,
+    preparation_processes,
     prepare,
     prepare_file,
     prepare_image,
@@ -104,3 +106,15 @@ def test_process_records_with_prepare_skips_unreadable_images(tmp_path: Path) ->
     with pytest.raises(ImageReadError):
         process_records(records, lambda image: image, on_error="stop",
                         prepare=lambda record: prepare_file(record.image, PatchSettings()))
+
+
+def test_images_prepared_in_worker_processes_arrive_with_working_views() -> None:
+    paths = [SAMPLE / "SYN0001_R_CC.png", SAMPLE / "SYN0003_R_MLO.png"]
+    produce = functools.partial(prepare_file, settings=PatchSettings())
+    with preparation_processes(1) as pool:
+        received = [future.result() for _, future in prefetched(paths, produce, executor=pool)]
+    for path, image in zip(paths, received, strict=True):
+        local = prepare_file(path, PatchSettings())
+        np.testing.assert_array_equal(image.tissue, local.tissue)
+        assert np.shares_memory(image.patch_view(5), image.padded)
+        np.testing.assert_array_equal(image.patch_view(5), local.patch_view(5))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import multiprocessing
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +30,7 @@ from plaid.tissue import tissue_mask, tissue_patches
 logger = logging.getLogger(__name__)
 
 UINT16_SCALE = 65535.0
+PREPARE_WORKERS = 4
 ResultT = TypeVar("ResultT")
 ItemT = TypeVar("ItemT")
 
@@ -63,6 +67,16 @@ class PreparedImage:
 
     def __post_init__(self) -> None:
         self._view = patch_view(self.padded, self.grid)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the patch view (it would be copied patch by patch); it is rebuilt on load."""
+        state = dict(self.__dict__)
+        state.pop("_view", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -161,13 +175,19 @@ class Problem:
 
 
 def prefetched(items: Sequence[ItemT], produce: Callable[[ItemT], ResultT], workers: int = 1,
-               lookahead: int = 2) -> Iterator[tuple[ItemT, Future[ResultT]]]:
+               lookahead: int = 2, executor: Executor | None = None) -> Iterator[tuple[ItemT, Future[ResultT]]]:
     """Yield ``(item, future of produce(item))`` in order, running ``produce`` for the next items in
     ``workers`` background threads while the caller handles the current one (reading and tissue masking
-    of the next image overlap the model on this one). ``future.result()`` re-raises produce's error."""
+    of the next image overlap the model on this one). ``future.result()`` re-raises produce's error.
+
+    A caller-owned ``executor`` (e.g. `preparation_processes`, kept alive across calls) replaces the
+    threads; it is not shut down here.
+    """
     if not items:
         return
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="plaid-prepare") as pool:
+    own = executor is None
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="plaid-prepare") if own else executor
+    with pool if own else contextlib.nullcontext(pool):
         pending: deque[tuple[ItemT, Future[ResultT]]] = deque()
         upcoming = iter(items)
         for item in itertools.islice(upcoming, max(1, lookahead)):
@@ -179,6 +199,12 @@ def prefetched(items: Sequence[ItemT], produce: Callable[[ItemT], ResultT], work
             yield item, future
 
 
+def preparation_processes(workers: int) -> Executor:
+    """Spawned worker processes for `prefetched`: image preparation free of the GIL, for many cores feeding
+    a GPU. ``produce`` must then be picklable (e.g. a `functools.partial` of `prepare_file`)."""
+    return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"))
+
+
 def process_records(
     records: Sequence[CaseRecord],
     work: Callable[[Any], ResultT],
@@ -186,19 +212,20 @@ def process_records(
     progress: bool = False,
     description: str = "reading images",
     prepare: Callable[[CaseRecord], Any] | None = None,
+    workers: int = 1,
 ) -> tuple[list[ResultT], list[Problem]]:
     """Apply ``work`` to every record; bad inputs are skipped with a warning (``on_error='skip'``) or stop
     the run ('stop'). Returns the results and the problems met.
 
-    With ``prepare``, ``work`` receives ``prepare(record)``, computed for the next record in a background
-    thread while ``work`` runs on the current one.
+    With ``prepare``, ``work`` receives ``prepare(record)``, computed ahead in ``workers`` background
+    threads while ``work`` runs on the current record.
     """
     if on_error not in ("skip", "stop"):
         raise ValueError(f"on_error must be 'skip' or 'stop', got {on_error!r}")
     results: list[ResultT] = []
     problems: list[Problem] = []
     stream: Iterable[tuple[CaseRecord, Future[Any]]] | Iterable[CaseRecord]
-    stream = prefetched(records, prepare) if prepare is not None else records
+    stream = prefetched(records, prepare, workers, lookahead=2 * workers) if prepare is not None else records
     if progress:
         from tqdm import tqdm
 
@@ -222,10 +249,11 @@ def prepare_images(
     on_error: str = "skip",
     progress: bool = False,
 ) -> tuple[list[PreparedImage], list[Problem]]:
-    """Prepare many cases with `process_records` (skip or stop on bad input)."""
+    """Prepare many cases, several at a time on machines with the cores for it (skip or stop on bad input)."""
     return process_records(
-        records, lambda record: prepare_image(record, settings, with_label=with_label),
-        on_error=on_error, progress=progress,
+        records, lambda image: image, on_error=on_error, progress=progress,
+        prepare=lambda record: prepare_image(record, settings, with_label=with_label),
+        workers=min(PREPARE_WORKERS, os.cpu_count() or 1),
     )
 
 
