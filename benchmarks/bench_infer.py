@@ -74,9 +74,11 @@ def main() -> None:
         raw_s = raw_inference(runtime, scored, predictor.batch_size)
         figures.update(served_s=round(served_s, 2), patches_scored=scored, raw_model_s=round(raw_s, 2),
                        served_vs_raw=round(raw_s / served_s, 3))
+        logging.info("served path %.2f s, raw model %.2f s", served_s, raw_s)
         if not args.skip_naive:
             model, _ = predictor.model()
             naive_s, total = timed(naive_pipeline, record.image, model)
+            logging.info("naive pipeline %.2f s", naive_s)
             figures.update(naive_s=round(naive_s, 2), patches_total=total,
                            speedup_vs_naive=round(naive_s / served_s, 2))
         if args.train_steps > 0:
