@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV = $(shell ./scripts/ensure_env.sh)
 PY = $(VENV)/bin/python
 
-.PHONY: demo pacs-demo test lint env bench
+.PHONY: demo pacs-demo test lint env bench gpu-check
 
 env:
 	@./scripts/ensure_env.sh
@@ -18,5 +18,9 @@ test:
 	@venv="$$(./scripts/ensure_env.sh)" && "$$venv/bin/ruff" check lib apps tests scripts benchmarks \
 	  && "$$venv/bin/python" -m pytest $(PYTEST_ARGS)
 
+# Figures and how to read them: docs/performance.md. gpu-check is the one-GPU counterpart.
 bench:
-	@venv="$$(./scripts/ensure_env.sh)" && "$$venv/bin/python" benchmarks/bench_infer.py $(BENCH_ARGS)
+	@venv="$$(./scripts/ensure_env.sh)" && PYTHONPATH=lib "$$venv/bin/python" benchmarks/bench_infer.py $(BENCH_ARGS)
+
+gpu-check:
+	@venv="$$(./scripts/ensure_env.sh)" && PYTHONPATH=lib "$$venv/bin/python" benchmarks/gpu_check.py $(GPU_ARGS)

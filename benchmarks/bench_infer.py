@@ -1,89 +1,114 @@
-"""Seconds per full-size synthetic mammogram: PLAID's infer path against a naive baseline, same run.
+"""`make bench`: one run, one full-size synthetic mammogram, four measurements and their ratios.
 
-PLAID's path (what the MONAI Label infer task runs): read the file, tissue mask, batched patches,
-channels_last, bf16/fp16 autocast where the device supports it, write the NRRD label.
-Baseline: fp32, every patch including background, one patch per forward pass.
+1. the honest naive pipeline: read, normalise, every patch (background too) sliced from a padded array,
+   batch 1, torch fp32;
+2. PLAID's path as served: read, tissue mask, tissue patches in batches on the runtime chosen at model
+   load, NRRD mask written;
+3. that runtime alone on a random batch of as many patches as (2) scored;
+4. the training loop (balanced sampling, PatchDataset, DataLoader, augmentation, the trainer's epoch
+   code) against the bare training step on one random batch, in patches/s.
 
-    python benchmarks/bench_infer.py [--height 4096 --width 3328 --repeats 1]
+    python benchmarks/bench_infer.py [--height 4096 --width 3328 --runtime auto --train-steps 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import platform
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from measure import (
+    naive_pipeline,
+    prepared_training_images,
+    raw_inference,
+    raw_train_steps,
+    served_pipeline,
+    synthetic_cases,
+    timed,
+    training_loop,
+)
 
-from plaid.image_io import read_mammogram
-from plaid.inference import InferConfig, PatchPredictor, score_patches
-from plaid.label_io import write_label_image
+from plaid.inference import InferConfig, PatchPredictor
 from plaid.model import build_model, save_checkpoint
-from plaid.patch_data import to_unit_uint16
-from plaid.runtime import cpu_supports_bf16, select_device
-from plaid.synth import synthesize_case, write_case
-from plaid.tiling import grid_for
-
-
-def plaid_path(image_file: Path, predictor: PatchPredictor, out_dir: Path) -> tuple[float, int]:
-    """Seconds for read + predict + write, and the number of patches scored."""
-    started = time.perf_counter()
-    image = read_mammogram(image_file)
-    prediction = predictor.predict(image.pixels)
-    write_label_image(out_dir / "mask.nrrd", prediction.label_mask(), reference=image_file)
-    return time.perf_counter() - started, int(prediction.scored.sum())
-
-
-def naive_path(image_file: Path, predictor: PatchPredictor) -> tuple[float, int]:
-    """Seconds for read + every patch, one at a time, fp32."""
-    started = time.perf_counter()
-    image = read_mammogram(image_file)
-    unit = to_unit_uint16(image.pixels)
-    grid = grid_for(unit)
-    model, _ = predictor.model()
-    model = model.to(memory_format=torch.contiguous_format)
-    config = InferConfig(batch_size=1, amp=False, channels_last=False, skip_background=False)
-    score_patches(model, unit, grid, np.arange(len(grid)), config, predictor.device)
-    return time.perf_counter() - started, len(grid)
+from plaid.runtime import select_device
+from plaid.runtime_backends import RUNTIME_CHOICES
+from plaid.training import TrainConfig
 
 
 def main() -> None:
-    """Print the figures."""
+    """Run the four measurements and print figures and ratios (and a JSON line)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--height", type=int, default=4096)
     parser.add_argument("--width", type=int, default=3328)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help="served-path runtime")
+    parser.add_argument("--batch-size", type=int, help="served-path batch (default: chosen for the device)")
+    parser.add_argument("--train-batch-size", type=int, default=32)
+    parser.add_argument("--train-steps", type=int, default=3, help="timed training batches (0: skip training)")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers of the training loop")
+    parser.add_argument("--skip-naive", action="store_true", help="skip the (slow) naive pipeline")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     device = select_device("auto")
+    figures: dict[str, object] = {
+        "image": f"{args.height}x{args.width}", "device": str(device),
+        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
-        case = synthesize_case(height=args.height, width=args.width, seed=5, view="MLO", laterality="L", n_clusters=2)
-        image_file = tmp_dir / "bench.png"
-        write_case(case, tmp_dir, "bench", fmt="png")
+        record = synthetic_cases(tmp_dir, 1, args.height, args.width)[0]
+        torch.manual_seed(0)
         checkpoint = save_checkpoint(tmp_dir / "model.pt", build_model(pretrained=False), threshold=0.5)
-        predictor = PatchPredictor(checkpoint, InferConfig(batch_size=args.batch_size))
-        # Warm up what a running server has already loaded: the model and ITK's writers.
-        predictor.predict(np.asarray(case.pixels[:448, :448], dtype=np.float32))
-        write_label_image(tmp_dir / "warm.nrrd", np.zeros((8, 8), dtype=np.uint8), reference=image_file)
-        plaid_times, naive_times = [], []
-        for _ in range(args.repeats):
-            seconds, scored = plaid_path(image_file, predictor, tmp_dir)
-            plaid_times.append(seconds)
-            seconds, total = naive_path(image_file, predictor)
-            naive_times.append(seconds)
-    plaid_s, naive_s = min(plaid_times), min(naive_times)
-    print(f"image {args.height}x{args.width}, device {device}, torch threads {torch.get_num_threads()}, "
-          f"cpu bf16 {cpu_supports_bf16()}")
-    print(f"PLAID infer path : {plaid_s:8.2f} s/image  ({scored} tissue patches, batch {args.batch_size}, "
-          f"{scored / plaid_s:.1f} patches/s)")
-    print(f"naive baseline   : {naive_s:8.2f} s/image  ({total} patches, batch 1, fp32, "
-          f"{total / naive_s:.1f} patches/s)")
-    print(f"speed-up         : {naive_s / plaid_s:8.2f}x")
+        predictor = PatchPredictor(checkpoint, InferConfig(batch_size=args.batch_size, runtime=args.runtime))
+        load_s, runtime = timed(predictor.runtime)  # model load + runtime choice, as a server does once
+        figures.update(runtime=runtime.name, runtime_choice_s=round(load_s, 1),
+                       runtime_timings=runtime.notes.get("timings", ""), batch_size=predictor.batch_size)
+        served_pipeline([record.image], predictor, tmp_dir / "warm")  # warm caches (ITK writer, allocator)
+        served_s, scored = timed(served_pipeline, [record.image], predictor, tmp_dir / "out")
+        raw_s = raw_inference(runtime, scored, predictor.batch_size)
+        figures.update(served_s=round(served_s, 2), patches_scored=scored, raw_model_s=round(raw_s, 2),
+                       served_vs_raw=round(raw_s / served_s, 3))
+        logging.info("served path %.2f s, raw model %.2f s", served_s, raw_s)
+        if not args.skip_naive:
+            model, _ = predictor.model()
+            naive_s, total = timed(naive_pipeline, record.image, model)
+            logging.info("naive pipeline %.2f s", naive_s)
+            figures.update(naive_s=round(naive_s, 2), patches_total=total,
+                           speedup_vs_naive=round(naive_s / served_s, 2))
+        if args.train_steps > 0:
+            config = TrainConfig(batch_size=args.train_batch_size, num_workers=args.num_workers, pretrained=False)
+            images = prepared_training_images([record], config.patch_settings())
+            raw_train = raw_train_steps(config, device, args.train_steps)
+            started = time.perf_counter()
+            loop = training_loop(config, images, device, args.train_steps)
+            figures.update(train_raw_patches_per_s=round(raw_train, 2), train_loop_patches_per_s=round(loop, 2),
+                           train_loop_vs_raw=round(loop / raw_train, 3),
+                           train_loop_wall_s=round(time.perf_counter() - started, 1))
+    _print(figures)
+
+
+def _print(figures: dict[str, object]) -> None:
+    print(f"image {figures['image']}, device {figures['device']}, {figures['cores']} cores, "
+          f"torch threads {figures['torch_threads']}")
+    print(f"runtime          : {figures['runtime']} (chosen in {figures['runtime_choice_s']} s; "
+          f"patches/s {figures['runtime_timings'] or 'not timed: named'}), batch {figures['batch_size']}")
+    print(f"PLAID served path: {figures['served_s']:8.2f} s/image ({figures['patches_scored']} tissue patches)")
+    print(f"raw model        : {figures['raw_model_s']:8.2f} s for as many random patches "
+          f"(served path at {figures['served_vs_raw']:.0%} of the raw model's speed)")
+    if "naive_s" in figures:
+        print(f"naive pipeline   : {figures['naive_s']:8.2f} s/image ({figures['patches_total']} patches, batch 1, "
+              f"fp32)")
+        print(f"speed-up         : {figures['speedup_vs_naive']:8.2f}x served vs naive")
+    if "train_raw_patches_per_s" in figures:
+        print(f"training         : loop {figures['train_loop_patches_per_s']} patches/s vs raw step "
+              f"{figures['train_raw_patches_per_s']} patches/s ({figures['train_loop_vs_raw']:.0%})")
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

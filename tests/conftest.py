@@ -21,6 +21,9 @@ def pytest_configure(config: pytest.Config) -> None:
     entries = [str(CHECKOUT_LIB), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(entries))
     os.environ.setdefault("PLAID_OFFLINE", "1")
+    # Timing every inference runtime at each model load would dominate the suite's run time; the
+    # measured choice has its own tests (tests/test_runtime_backends.py).
+    os.environ.setdefault("PLAID_RUNTIME", "torch-fp32")
 
 
 @pytest.fixture

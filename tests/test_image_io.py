@@ -10,7 +10,7 @@ import tifffile
 from PIL import Image
 
 from plaid.errors import ImageReadError, ImageShapeError, ImageTooSmallError, LabelShapeError
-from plaid.image_io import orient_chest_wall_left, read_mammogram, validate_pixels
+from plaid.image_io import read_mammogram, validate_pixels
 from plaid.label_io import read_label_mask, write_label_image
 
 
@@ -62,15 +62,6 @@ def test_label_write_read_round_trip(tmp_path: Path, suffix: str) -> None:
     Image.fromarray(np.zeros((300, 260), dtype=np.uint16)).save(tmp_path / "ref.png")
     out = write_label_image(tmp_path / f"out{suffix}", mask, reference=tmp_path / "ref.png")
     np.testing.assert_array_equal(read_label_mask(out, (300, 260)), mask)
-
-
-def test_orientation_flips_chest_wall_to_the_left() -> None:
-    pixels = np.zeros((300, 300), dtype=np.float32)
-    pixels[:, 200:] = 1000.0  # tissue on the right
-    from plaid.image_io import ImageMeta, Mammogram
-
-    oriented = orient_chest_wall_left(Mammogram(pixels, ImageMeta()))
-    assert oriented.meta.flipped and oriented.pixels[:, :100].mean() == 1000.0
 
 
 def test_label_copies_dicom_geometry_from_header(tmp_path: Path) -> None:

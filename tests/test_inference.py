@@ -56,11 +56,12 @@ def test_threshold_zero_marks_every_scored_patch(checkpoint: Path) -> None:
     np.testing.assert_array_equal(prediction.label_mask(), expected)
 
 
-def test_batched_bf16_path_agrees_with_fp32_single_patches(checkpoint: Path) -> None:
+def test_batched_channels_last_path_agrees_with_fp32_single_patches(checkpoint: Path) -> None:
     pixels = _half_breast(448, 448)
-    fast = PatchPredictor(checkpoint, InferConfig(batch_size=8, amp=True, channels_last=True)).predict(pixels)
-    slow = PatchPredictor(checkpoint, InferConfig(batch_size=1, amp=False, channels_last=False)).predict(pixels)
-    np.testing.assert_allclose(fast.probabilities, slow.probabilities, atol=0.05)
+    fast = PatchPredictor(checkpoint, InferConfig(batch_size=8, runtime="torch-fp32-cl"))
+    slow = PatchPredictor(checkpoint, InferConfig(batch_size=1, runtime="torch-fp32"))
+    assert fast.runtime().name == "torch-fp32-cl" and slow.runtime().name == "torch-fp32"
+    np.testing.assert_allclose(fast.predict(pixels).probabilities, slow.predict(pixels).probabilities, atol=0.01)
 
 
 def test_new_checkpoint_is_picked_up_without_restart(checkpoint: Path, tmp_path: Path) -> None:

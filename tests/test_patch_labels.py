@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from plaid.errors import LabelShapeError
-from plaid.patch_labels import patch_labels_from_mask, rasterise_boxes, rasterise_points
+from plaid.patch_labels import patch_labels_from_mask
 from plaid.tiling import PatchGrid
 
 
@@ -28,15 +28,6 @@ def test_min_overlap_fraction() -> None:
     mask[224:324, 224:324] = 1        # 10000 px of patch 3 (fraction 0.199)
     np.testing.assert_array_equal(patch_labels_from_mask(mask, grid), [1, 0, 0, 1])
     np.testing.assert_array_equal(patch_labels_from_mask(mask, grid, min_overlap=0.1), [0, 0, 0, 1])
-
-
-def test_boxes_and_points_rasterise_to_the_same_labels() -> None:
-    grid = PatchGrid(448, 448)
-    boxes = rasterise_boxes((448, 448), [(220, 220, 230, 230)])
-    np.testing.assert_array_equal(patch_labels_from_mask(boxes, grid), [1, 1, 1, 1])
-    points = rasterise_points((448, 448), [(100.0, 300.0, 3.0), (400.0, 10.0, 0.0)])
-    assert points[100, 300] == 1 and points[100, 303] == 1 and points[100, 304] == 0
-    np.testing.assert_array_equal(patch_labels_from_mask(points, grid), [0, 1, 1, 0])
 
 
 def test_wrong_mask_shape_names_file() -> None:

@@ -65,3 +65,11 @@ def test_invalid_grids_are_rejected() -> None:
         PatchGrid(100, 100, patch_size=224, stride=300)
     with pytest.raises(ValueError):
         PatchGrid(0, 100)
+
+
+@pytest.mark.parametrize("stride", [None, 112, 100])
+def test_patch_fraction_matches_counting_each_box(stride: int | None, rng: np.random.Generator) -> None:
+    mask = rng.random((513, 470)) > 0.7
+    grid = PatchGrid(513, 470, 224, stride)
+    expected = [mask[top:bottom, left:right].mean() for top, left, bottom, right in grid.boxes()]
+    np.testing.assert_array_equal(patch_fraction(mask, grid), expected)

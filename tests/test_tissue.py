@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from plaid.synth import synthesize_case
 from plaid.tiling import PatchGrid
-from plaid.tissue import tissue_mask, tissue_patches
+from plaid.tissue import tissue_mask, tissue_patches, upsample_nearest
 
 
 def test_breast_found_despite_burned_in_label_and_bright_border() -> None:
@@ -34,3 +35,12 @@ def test_blank_image_has_no_tissue_and_patches_follow_the_mask() -> None:
     mask[:, :250] = True
     np.testing.assert_array_equal(tissue_patches(mask, PatchGrid(448, 672)), [1, 1, 0, 1, 1, 0])
     np.testing.assert_array_equal(tissue_patches(mask, PatchGrid(448, 672), min_fraction=0.2), [1, 0, 0, 1, 0, 0])
+
+
+@pytest.mark.parametrize(("height", "width"), [(4096, 3328), (513, 227)])
+def test_upsampling_gives_skimage_nearest_neighbour_pixels(height: int, width: int) -> None:
+    from skimage.transform import resize
+
+    small = np.random.default_rng(0).random((512, 416)) > 0.5
+    expected = resize(small.astype(np.float32), (height, width), order=0, anti_aliasing=False) > 0.5
+    np.testing.assert_array_equal(upsample_nearest(small, (height, width)), expected)

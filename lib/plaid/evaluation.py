@@ -29,12 +29,10 @@ from plaid.errors import PlaidInputError
 from plaid.froc import FrocCurve, froc_curve, region_scores
 from plaid.holdout import EvalSelection
 from plaid.image_io import read_mammogram
-from plaid.inference import PatchPredictor, score_patches
-from plaid.label_io import read_label_mask
+from plaid.inference import PatchPredictor
 from plaid.metrics import confusion_at, operating_point, roc_curve, safe_auc
 from plaid.overlay import render_overlay
-from plaid.patch_data import PatchSettings, Problem, process_records, to_unit_uint16
-from plaid.patch_labels import patch_labels_from_mask
+from plaid.patch_data import PatchSettings, PreparedImage, Problem, prepare_image, process_records
 from plaid.plots import plot_froc, plot_roc
 from plaid.report import render_markdown
 from plaid.sampling import BalancedSampler, PatchIndex
@@ -59,8 +57,6 @@ class EvalConfig:
     confidence: float = 0.95
     age_groups: tuple[tuple[float, float], ...] = DEFAULT_AGE_GROUPS
     overlays: int = 4
-    batch_size: int = 32
-    device: str = "auto"
     on_error: str = "skip"
     progress: bool = True
 
@@ -139,28 +135,22 @@ class ScoredImage:
         }
 
 
-def score_image(record: CaseRecord, predictor: PatchPredictor, settings: PatchSettings) -> ScoredImage:
-    """Read one labelled image and its mask, run the predictor, and label its patches from the mask.
+def score_image(image: PreparedImage, predictor: PatchPredictor) -> ScoredImage:
+    """Run the predictor on a labelled prepared image (prepared with ``keep_mask``) and score its regions.
 
     Calcified patches outside the tissue mask (which the app never scores) are scored too, with the same
-    model and batching code, so the paper protocol can include every calcified patch.
+    predictor, so the paper protocol can include every calcified patch.
     """
-    if not record.label:
-        raise PlaidInputError("no annotation mask for this image", record.image)
-    image = read_mammogram(record.image, min_size=settings.patch_size)
-    record.fill_from(image.meta)
-    mask = read_label_mask(record.label, image.shape)
-    prediction = predictor.predict(image.pixels)
-    labels = patch_labels_from_mask(mask, prediction.grid, settings.min_overlap, record.label)
+    if image.labels is None or image.label_mask is None or image.record is None:
+        raise ValueError("score_image needs an image prepared from a labelled record with keep_mask=True")
+    prediction = predictor.predict_prepared(image)
     probabilities = prediction.probabilities.astype(np.float64)
-    extra = np.flatnonzero(labels & ~prediction.scored)
+    extra = np.flatnonzero(image.labels & ~prediction.scored)
     if extra.size:
-        model, _ = predictor.model()
-        probabilities[extra] = score_patches(model, to_unit_uint16(image.pixels), prediction.grid, extra,
-                                             predictor.config, predictor.device)
+        probabilities[extra] = predictor.score(image, extra)
     app_scores = np.where(prediction.scored, probabilities, 0.0)
-    return ScoredImage(record=record, grid=prediction.grid, probabilities=probabilities, tissue=prediction.scored,
-                       labels=labels, regions=region_scores(mask, prediction.grid, app_scores),
+    return ScoredImage(record=image.record, grid=image.grid, probabilities=probabilities, tissue=prediction.scored,
+                       labels=image.labels, regions=region_scores(image.label_mask, image.grid, app_scores),
                        threshold=prediction.threshold)
 
 
@@ -168,9 +158,11 @@ def score_records(
     records: Sequence[CaseRecord], predictor: PatchPredictor, settings: PatchSettings, on_error: str = "skip",
     progress: bool = True,
 ) -> tuple[list[ScoredImage], list[Problem]]:
-    """Score every record; bad ones are skipped with a warning (``on_error='skip'``) or stop the run."""
-    return process_records(records, lambda record: score_image(record, predictor, settings), on_error=on_error,
-                           progress=progress, description="scoring test images")
+    """Score every record, preparing the next image while the model runs on the current one; bad ones are
+    skipped with a warning (``on_error='skip'``) or stop the run."""
+    return process_records(records, lambda image: score_image(image, predictor), on_error=on_error,
+                           progress=progress, description="scoring test images",
+                           prepare=lambda record: prepare_image(record, settings, keep_mask=True))
 
 
 @dataclass

@@ -3,56 +3,19 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from plaid.dicom_io import read_dicom_mammogram
 from plaid.errors import ImageReadError, ImageShapeError, ImageTooSmallError
+from plaid.mammogram import ImageMeta, Mammogram
 
 logger = logging.getLogger(__name__)
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 RASTER_SUFFIXES = (".png", ".tif", ".tiff", ".pgm", ".pnm")
 IMAGE_SUFFIXES = DICOM_SUFFIXES + RASTER_SUFFIXES
-
-
-@dataclass
-class ImageMeta:
-    """What PLAID knows about a mammogram besides its pixels."""
-
-    path: str = ""
-    file_format: str = ""
-    pixel_spacing_mm: tuple[float, float] | None = None
-    laterality: str | None = None
-    view: str | None = None
-    patient_id: str | None = None
-    age_years: float | None = None
-    photometric: str | None = None
-    bits_stored: int | None = None
-    flipped: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the metadata as plain JSON-serialisable values."""
-        values = asdict(self)
-        if self.pixel_spacing_mm is not None:
-            values["pixel_spacing_mm"] = list(self.pixel_spacing_mm)
-        return values
-
-
-@dataclass
-class Mammogram:
-    """A single 2-D mammogram: float32 pixels (bright = dense) in original units, plus metadata."""
-
-    pixels: np.ndarray
-    meta: ImageMeta
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """Height and width in pixels."""
-        return int(self.pixels.shape[0]), int(self.pixels.shape[1])
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -67,18 +30,15 @@ def is_dicom_file(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def read_mammogram(path: str | Path, min_size: int | None = None, orient: bool = False) -> Mammogram:
+def read_mammogram(path: str | Path, min_size: int | None = None) -> Mammogram:
     """Read a mammogram file into a `Mammogram`, validating it is a non-empty 2-D image.
 
-    ``min_size`` (usually the patch size) rejects images smaller than one patch; ``orient`` flips the
-    image horizontally when needed so that the chest wall is on the left (see `orient_chest_wall_left`).
+    ``min_size`` (usually the patch size) rejects images smaller than one patch.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError("file does not exist", path)
     if is_dicom_file(path):
-        from plaid.dicom_io import read_dicom_mammogram
-
         image = read_dicom_mammogram(path)
     elif path.suffix.lower() in RASTER_SUFFIXES:
         image = _read_raster(path)
@@ -87,8 +47,6 @@ def read_mammogram(path: str | Path, min_size: int | None = None, orient: bool =
             f"unsupported file type {path.suffix!r}; expected one of {', '.join(IMAGE_SUFFIXES)}", path
         )
     validate_pixels(image.pixels, path, min_size=min_size)
-    if orient:
-        image = orient_chest_wall_left(image)
     return image
 
 
@@ -131,22 +89,6 @@ def _read_raster(path: Path) -> Mammogram:
     bits = int(array.dtype.itemsize * 8) if np.issubdtype(array.dtype, np.integer) else None
     meta = ImageMeta(path=str(path), file_format=suffix.lstrip("."), photometric="MONOCHROME2", bits_stored=bits)
     return Mammogram(pixels=array.astype(np.float32, copy=False), meta=meta)
-
-
-def chest_wall_on_right(pixels: np.ndarray) -> bool:
-    """Guess whether the chest wall is on the right: the brighter half of a mammogram holds it."""
-    width = pixels.shape[1]
-    left = float(np.mean(pixels[:, : width // 2]))
-    right = float(np.mean(pixels[:, width - width // 2 :]))
-    return right > left
-
-
-def orient_chest_wall_left(image: Mammogram) -> Mammogram:
-    """Return the image flipped left-right if its chest wall is on the right; records ``meta.flipped``."""
-    if not chest_wall_on_right(image.pixels):
-        return image
-    meta = replace(image.meta, flipped=not image.meta.flipped)
-    return Mammogram(pixels=np.ascontiguousarray(image.pixels[:, ::-1]), meta=meta)
 
 
 def normalise_intensity(

@@ -1,11 +1,14 @@
 """Whole-image inference: tile at full resolution, score tissue patches in batches, mark the positives.
 
-The MONAI Label infer task and the `plaid infer` CLI both call `PatchPredictor.predict`.
+The MONAI Label infer task, the `plaid infer` CLI and evaluation all go through `PatchPredictor`: each
+image is prepared once (`plaid.patch_data.prepare`) and its tissue patches are scored in batches by the
+runtime chosen when the model was loaded (`plaid.runtime_backends`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -13,31 +16,40 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from plaid.errors import CheckpointError, PlaidError
+from plaid.image_io import ImageMeta
 from plaid.model import PatchClassifier, load_model
-from plaid.patch_data import PatchSettings, patch_settings_from_dict, to_unit_uint16, unit_patches
-from plaid.runtime import autocast_for, select_device
-from plaid.tiling import DEFAULT_PATCH_SIZE, PatchGrid, grid_for, stitch
-from plaid.tissue import tissue_mask, tissue_patches
+from plaid.patch_data import PatchSettings, PreparedImage, patch_settings_from_dict, prepare
+from plaid.runtime import default_batch_size, select_device
+from plaid.runtime_backends import AUTO, RUNTIME_ENV, Runtime, select_runtime, validate_runtime_name
+from plaid.tiling import DEFAULT_PATCH_SIZE, PatchGrid, stitch
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class InferConfig:
-    """Inference knobs. ``threshold=None`` uses the checkpoint's validation operating point (else 0.5)."""
+    """Inference knobs. ``threshold=None`` uses the checkpoint's validation operating point (else 0.5).
+
+    ``batch_size=None`` picks one for the device; ``runtime`` is 'auto' (the fastest runtime that agrees
+    with torch fp32, measured at model load) or one of `plaid.runtime_backends.RUNTIME_NAMES`; its
+    default can be set for a whole environment with ``PLAID_RUNTIME`` (the test suite pins torch-fp32).
+    """
 
     patch_size: int = DEFAULT_PATCH_SIZE
     stride: int | None = None
     threshold: float | None = None
     skip_background: bool = True
     tissue_min_fraction: float = 0.0
-    batch_size: int = 32
+    batch_size: int | None = None
     device: str = "auto"
-    amp: bool = True
-    channels_last: bool = True
+    runtime: str = field(default_factory=lambda: os.environ.get(RUNTIME_ENV, AUTO))
+
+    def __post_init__(self) -> None:
+        self.runtime = validate_runtime_name(self.runtime)
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 
 
 @dataclass
@@ -93,7 +105,7 @@ class PatchPrediction:
 
 
 class PatchPredictor:
-    """Holds a trained model and reloads it when its checkpoint file changes on disk.
+    """Holds a trained model and its runtime, reloading both when the checkpoint file changes on disk.
 
     A checkpoint that stores its ``patch_settings`` is served with them (patch size, stride, tissue rule);
     the configured ones apply only to older checkpoints and until a checkpoint exists, unless
@@ -108,6 +120,7 @@ class PatchPredictor:
         self.checkpoint_settings = checkpoint_settings
         self.device = select_device(self.config.device)
         self._model: PatchClassifier | None = None
+        self._runtime: Runtime | None = None
         self._meta: dict[str, Any] = {}
         self._stamp: tuple[float, int] | None = None
         self._lock = threading.Lock()
@@ -116,11 +129,11 @@ class PatchPredictor:
         stat = self.checkpoint.stat()
         return stat.st_mtime, stat.st_size
 
-    def model(self) -> tuple[PatchClassifier, dict[str, Any]]:
-        """The loaded model, (re)loading it if the checkpoint is new or changed."""
+    def _load(self) -> tuple[PatchClassifier, Runtime, dict[str, Any]]:
+        """The model, its runtime and metadata, (re)built if the checkpoint is new or changed."""
         with self._lock:
             stamp = self._current_stamp() if self.checkpoint.is_file() else None
-            if self._model is None or stamp != self._stamp:
+            if self._model is None or self._runtime is None or stamp != self._stamp:
                 try:
                     model, meta = load_model(self.checkpoint, self.device)
                 except PlaidError:
@@ -132,11 +145,25 @@ class PatchPredictor:
                 use_stored = self.checkpoint_settings and isinstance(settings, dict)
                 self.config = (with_patch_settings(self.configured, patch_settings_from_dict(settings))
                                if use_stored else self.configured)
-                if self.config.channels_last:
-                    model = model.to(memory_format=torch.channels_last)
-                self._model, self._meta, self._stamp = model, meta, stamp
-                logger.info("loaded model %s (epoch %s)", self.checkpoint, meta.get("epoch"))
-            return self._model, self._meta
+                runtime = select_runtime(model, self.device, self.config.runtime, self.config.patch_size)
+                self._model, self._runtime, self._meta, self._stamp = model, runtime, meta, stamp
+                logger.info("loaded model %s (epoch %s) on runtime %s", self.checkpoint, meta.get("epoch"),
+                            runtime.name)
+            return self._model, self._runtime, self._meta
+
+    def model(self) -> tuple[PatchClassifier, dict[str, Any]]:
+        """The loaded model, (re)loading it if the checkpoint is new or changed."""
+        model, _, meta = self._load()
+        return model, meta
+
+    def runtime(self) -> Runtime:
+        """The runtime the current checkpoint is served with."""
+        return self._load()[1]
+
+    @property
+    def batch_size(self) -> int:
+        """Patches per forward pass: the configured size, else one chosen for the device."""
+        return self.config.batch_size or default_batch_size(self.device)
 
     def threshold(self) -> float:
         """The decision threshold in force."""
@@ -146,45 +173,49 @@ class PatchPredictor:
         """The configured threshold, else the checkpoint's validation operating point, else 0.5."""
         return float(self.config.threshold if self.config.threshold is not None else meta.get("threshold", 0.5))
 
+    def patch_settings(self) -> PatchSettings:
+        """How this predictor cuts images and which patches it scores."""
+        config = self.config
+        return PatchSettings(patch_size=config.patch_size, stride=config.stride,
+                             skip_background=config.skip_background, tissue_min_fraction=config.tissue_min_fraction)
+
+    def prepare(self, pixels: np.ndarray, meta: ImageMeta | None = None) -> PreparedImage:
+        """Prepare a full-resolution image (original intensity units) the way this predictor scores it."""
+        return prepare(pixels, self.patch_settings(), meta=meta)
+
     def predict(self, pixels: np.ndarray, threshold: float | None = None) -> PatchPrediction:
         """Score every (tissue) patch of a full-resolution 2-D image given in original intensity units."""
-        timings: dict[str, float] = {}
         started = time.perf_counter()
-        model, meta = self.model()
-        unit = to_unit_uint16(pixels)
-        grid = grid_for(unit, self.config.patch_size, self.config.stride)
-        if self.config.skip_background:
-            scored = tissue_patches(tissue_mask(pixels), grid, self.config.tissue_min_fraction)
-        else:
-            scored = np.ones(len(grid), dtype=bool)
-        timings["prepare_s"] = time.perf_counter() - started
+        image = self.prepare(pixels)
+        prepare_s = time.perf_counter() - started
+        prediction = self.predict_prepared(image, threshold)
+        prediction.timings = {"prepare_s": prepare_s, **prediction.timings}
+        return prediction
+
+    def predict_prepared(self, image: PreparedImage, threshold: float | None = None) -> PatchPrediction:
+        """Score the tissue patches of an image already prepared (by `prepare` or `plaid.patch_data`)."""
         started = time.perf_counter()
-        probabilities = np.zeros(len(grid), dtype=np.float32)
-        indices = np.flatnonzero(scored)
-        probabilities[indices] = score_patches(model, unit, grid, indices, self.config, self.device)
-        timings["model_s"] = time.perf_counter() - started
+        _, _, meta = self._load()
+        probabilities = np.zeros(len(image.grid), dtype=np.float32)
+        indices = np.flatnonzero(image.tissue)
+        probabilities[indices] = self.score(image, indices)
         threshold = self._threshold_for(meta) if threshold is None else float(threshold)
-        return PatchPrediction(grid=grid, probabilities=probabilities, scored=scored,
-                               threshold=threshold, timings=timings)
+        return PatchPrediction(grid=image.grid, probabilities=probabilities, scored=image.tissue.copy(),
+                               threshold=threshold, timings={"model_s": time.perf_counter() - started})
+
+    def score(self, image: PreparedImage, indices: np.ndarray) -> np.ndarray:
+        """Probabilities for the grid patches at ``indices`` of a prepared image, in batches."""
+        runtime = self.runtime()
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.zeros(len(indices), dtype=np.float32)
+        size = self.batch_size
+        for start in range(0, len(indices), size):
+            chunk = indices[start : start + size]
+            out[start : start + len(chunk)] = runtime(image.patch_stack(chunk)[:, None])
+        return out
 
 
 def with_patch_settings(config: InferConfig, settings: PatchSettings) -> InferConfig:
     """``config`` tiling images exactly as ``settings`` (a checkpoint's training settings) say."""
     return replace(config, patch_size=settings.patch_size, stride=settings.stride,
                    skip_background=settings.skip_background, tissue_min_fraction=settings.tissue_min_fraction)
-
-
-@torch.inference_mode()
-def score_patches(model: PatchClassifier, unit_pixels: np.ndarray, grid: PatchGrid, indices: np.ndarray,
-                  config: InferConfig, device: torch.device) -> np.ndarray:
-    """Probabilities for the grid patches at ``indices`` of a [0, 1]-as-uint16 image, in batches."""
-    out = np.zeros(len(indices), dtype=np.float32)
-    for start in range(0, len(indices), config.batch_size):
-        chunk = indices[start : start + config.batch_size]
-        batch = torch.from_numpy(unit_patches(unit_pixels, grid, chunk)).unsqueeze(1).to(device)
-        if config.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with autocast_for(device, config.amp):
-            logits = model(batch)
-        out[start : start + len(chunk)] = torch.sigmoid(logits.float()).cpu().numpy()
-    return out

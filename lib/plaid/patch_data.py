@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -17,13 +24,15 @@ from plaid.image_io import ImageMeta, normalise_intensity, read_mammogram
 from plaid.label_io import read_label_mask
 from plaid.patch_labels import patch_labels_from_mask
 from plaid.sampling import PatchIndex
-from plaid.tiling import DEFAULT_PATCH_SIZE, PatchGrid, extract_patches, grid_for
+from plaid.tiling import DEFAULT_PATCH_SIZE, PatchGrid, grid_for, pad_to_grid, patch_view
 from plaid.tissue import tissue_mask, tissue_patches
 
 logger = logging.getLogger(__name__)
 
 UINT16_SCALE = 65535.0
+PREPARE_WORKERS = 4
 ResultT = TypeVar("ResultT")
+ItemT = TypeVar("ItemT")
 
 
 @dataclass(frozen=True)
@@ -45,18 +54,65 @@ def patch_settings_from_dict(values: Mapping[str, Any]) -> PatchSettings:
 
 @dataclass
 class PreparedImage:
-    """A mammogram ready for patch sampling: intensities in [0, 1] stored as uint16 to halve memory."""
+    """One mammogram prepared once for all patch work (training, inference, evaluation).
 
-    record: CaseRecord
-    pixels: np.ndarray
+    ``padded`` holds the [0, 1] intensities as uint16 (half the memory of float32), already padded to the
+    grid, so every patch is an O(1) view of it. ``tissue`` flags the patches the app scores; ``labels``
+    (when a mask was given) flags the calcified patches; ``label_mask`` keeps the full-size mask only
+    when asked for (evaluation's region scores).
+    """
+
+    padded: np.ndarray
     grid: PatchGrid
     tissue: np.ndarray
     meta: ImageMeta
+    record: CaseRecord | None = None
     labels: np.ndarray | None = None
+    label_mask: np.ndarray | None = None
+    _view: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._view = patch_view(self.padded, self.grid)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the patch view (it would be copied patch by patch); it is rebuilt on load."""
+        state = dict(self.__dict__)
+        state.pop("_view", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Height and width of the image (unpadded)."""
+        return self.grid.height, self.grid.width
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The unpadded [0, 1]-as-uint16 image (a view)."""
+        return self.padded[: self.grid.height, : self.grid.width]
+
+    @property
+    def spacing_mm(self) -> tuple[float, float] | None:
+        """Pixel spacing (row, column) in millimetres, when the file records it."""
+        return self.meta.pixel_spacing_mm
+
+    def patch_view(self, index: int) -> np.ndarray:
+        """Patch ``index`` as a uint16 view (no copy)."""
+        rows, cols = divmod(int(index), self.grid.shape[1])
+        return self._view[rows, cols]
+
+    def patch_stack(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The stored uint16 patches (65535 means 1) for the given grid indices, shape (K, patch, patch)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        cols = self.grid.shape[1]
+        return self._view[indices // cols, indices % cols]
 
     def patches(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Float32 patches in [0, 1] for the given grid indices."""
-        return unit_patches(self.pixels, self.grid, indices)
+        """Float32 patches in [0, 1] for the given grid indices, shape (K, patch, patch)."""
+        return np.multiply(self.patch_stack(indices), np.float32(1.0 / UINT16_SCALE), dtype=np.float32)
 
     def eligible_negatives(self) -> np.ndarray:
         """Patches that may be drawn as negatives: tissue patches (or all when skipping is off)."""
@@ -65,39 +121,55 @@ class PreparedImage:
 
 def to_unit_uint16(pixels: np.ndarray) -> np.ndarray:
     """Normalise to [0, 1] and store as uint16 (no 8-bit round trip)."""
-    return np.rint(normalise_intensity(pixels) * UINT16_SCALE).astype(np.uint16)
+    unit = normalise_intensity(pixels)  # a new float32 array: scale and round it in place
+    np.multiply(unit, np.float32(UINT16_SCALE), out=unit)
+    return np.rint(unit, out=unit).astype(np.uint16)
 
 
-def unit_patches(unit_pixels: np.ndarray, grid: PatchGrid, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Float32 patches in [0, 1] from an image stored by `to_unit_uint16`."""
-    return extract_patches(unit_pixels, grid, indices).astype(np.float32) / UINT16_SCALE
+def prepare(
+    pixels: np.ndarray,
+    settings: PatchSettings,
+    meta: ImageMeta | None = None,
+    record: CaseRecord | None = None,
+    mask: np.ndarray | None = None,
+    keep_mask: bool = False,
+) -> PreparedImage:
+    """The one preparation step: normalise, lay the grid, flag tissue patches and (with ``mask``) label them.
+
+    ``pixels`` are in the file's own units; ``mask`` (non-zero = calcification) has the image's shape.
+    """
+    grid = grid_for(pixels, settings.patch_size, settings.stride)
+    if settings.skip_background:
+        tissue = tissue_patches(tissue_mask(pixels), grid, settings.tissue_min_fraction)
+    else:
+        tissue = np.ones(len(grid), dtype=bool)
+    labels = None
+    if mask is not None:
+        labels = patch_labels_from_mask(mask, grid, settings.min_overlap, record.label if record else None)
+    return PreparedImage(
+        padded=pad_to_grid(to_unit_uint16(pixels), grid), grid=grid, tissue=tissue, meta=meta or ImageMeta(),
+        record=record, labels=labels, label_mask=np.asarray(mask) if keep_mask and mask is not None else None,
+    )
+
+
+def prepare_file(path: str | Path, settings: PatchSettings) -> PreparedImage:
+    """Read an unlabelled mammogram file and prepare it."""
+    image = read_mammogram(path, min_size=settings.patch_size)
+    return prepare(image.pixels, settings, meta=image.meta)
 
 
 def prepare_image(
-    record: CaseRecord, settings: PatchSettings, with_label: bool = True
+    record: CaseRecord, settings: PatchSettings, with_label: bool = True, keep_mask: bool = False
 ) -> PreparedImage:
-    """Read one case, normalise it, lay the grid, find tissue patches and (optionally) patch labels."""
+    """Read one case (and its mask when ``with_label``) and prepare it; fills the record's patient/age."""
     image = read_mammogram(record.image, min_size=settings.patch_size)
-    grid = grid_for(image.pixels, settings.patch_size, settings.stride)
-    if settings.skip_background:
-        tissue = tissue_patches(tissue_mask(image.pixels), grid, settings.tissue_min_fraction)
-    else:
-        tissue = np.ones(len(grid), dtype=bool)
     record.fill_from(image.meta)
-    labels = None
+    mask = None
     if with_label:
         if not record.label:
             raise PlaidInputError(f"image {record.image_id} has no annotation mask", record.image)
         mask = read_label_mask(record.label, image.shape)
-        labels = patch_labels_from_mask(mask, grid, settings.min_overlap, record.label)
-    return PreparedImage(
-        record=record,
-        pixels=to_unit_uint16(image.pixels),
-        grid=grid,
-        tissue=tissue,
-        meta=image.meta,
-        labels=labels,
-    )
+    return prepare(image.pixels, settings, meta=image.meta, record=record, mask=mask, keep_mask=keep_mask)
 
 
 @dataclass
@@ -108,27 +180,66 @@ class Problem:
     message: str
 
 
+def prefetched(items: Sequence[ItemT], produce: Callable[[ItemT], ResultT], workers: int = 1,
+               lookahead: int = 2, executor: Executor | None = None) -> Iterator[tuple[ItemT, Future[ResultT]]]:
+    """Yield ``(item, future of produce(item))`` in order, running ``produce`` for the next items in
+    ``workers`` background threads while the caller handles the current one (reading and tissue masking
+    of the next image overlap the model on this one). ``future.result()`` re-raises produce's error.
+
+    A caller-owned ``executor`` (e.g. `preparation_processes`, kept alive across calls) replaces the
+    threads; it is not shut down here.
+    """
+    if not items:
+        return
+    own = executor is None
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="plaid-prepare") if own else executor
+    with pool if own else contextlib.nullcontext(pool):
+        pending: deque[tuple[ItemT, Future[ResultT]]] = deque()
+        upcoming = iter(items)
+        for item in itertools.islice(upcoming, max(1, lookahead)):
+            pending.append((item, pool.submit(produce, item)))
+        while pending:
+            item, future = pending.popleft()
+            for later in itertools.islice(upcoming, 1):
+                pending.append((later, pool.submit(produce, later)))
+            yield item, future
+
+
+def preparation_processes(workers: int) -> Executor:
+    """Spawned worker processes for `prefetched`: image preparation free of the GIL, for many cores feeding
+    a GPU. ``produce`` must then be picklable (e.g. a `functools.partial` of `prepare_file`)."""
+    return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"))
+
+
 def process_records(
     records: Sequence[CaseRecord],
-    work: Callable[[CaseRecord], ResultT],
+    work: Callable[[Any], ResultT],
     on_error: str = "skip",
     progress: bool = False,
     description: str = "reading images",
+    prepare: Callable[[CaseRecord], Any] | None = None,
+    workers: int = 1,
 ) -> tuple[list[ResultT], list[Problem]]:
     """Apply ``work`` to every record; bad inputs are skipped with a warning (``on_error='skip'``) or stop
-    the run ('stop'). Returns the results and the problems met."""
+    the run ('stop'). Returns the results and the problems met.
+
+    With ``prepare``, ``work`` receives ``prepare(record)``, computed ahead in ``workers`` background
+    threads while ``work`` runs on the current record.
+    """
     if on_error not in ("skip", "stop"):
         raise ValueError(f"on_error must be 'skip' or 'stop', got {on_error!r}")
     results: list[ResultT] = []
     problems: list[Problem] = []
-    iterator: Iterable[CaseRecord] = records
+    stream: Iterable[tuple[CaseRecord, Future[Any]]] | Iterable[CaseRecord]
+    stream = prefetched(records, prepare, workers, lookahead=2 * workers) if prepare is not None else records
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(records, desc=description, unit="image")
-    for record in iterator:
+        stream = tqdm(stream, desc=description, unit="image", total=len(records))
+    for entry in stream:
+        record = entry[0] if prepare is not None else entry
         try:
-            results.append(work(record))
+            results.append(work(entry[1].result()) if prepare is not None else work(record))
         except PlaidInputError as exc:
             if on_error == "stop":
                 raise
@@ -144,10 +255,11 @@ def prepare_images(
     on_error: str = "skip",
     progress: bool = False,
 ) -> tuple[list[PreparedImage], list[Problem]]:
-    """Prepare many cases with `process_records` (skip or stop on bad input)."""
+    """Prepare many cases, several at a time on machines with the cores for it (skip or stop on bad input)."""
     return process_records(
-        records, lambda record: prepare_image(record, settings, with_label=with_label),
-        on_error=on_error, progress=progress,
+        records, lambda image: image, on_error=on_error, progress=progress,
+        prepare=lambda record: prepare_image(record, settings, with_label=with_label),
+        workers=min(PREPARE_WORKERS, os.cpu_count() or 1),
     )
 
 
@@ -159,14 +271,18 @@ def patch_index_for(images: Sequence[PreparedImage]) -> PatchIndex:
 
 
 class PatchDataset(Dataset):
-    """Patches named by a `PatchIndex`, as (1, H, W) float tensors in [0, 1] with a float label."""
+    """Patches named by a `PatchIndex`, as (1, H, W) float tensors in [0, 1] with a float label.
+
+    Each item is an O(1) view of its prepared image; augmentation draws from a generator seeded by
+    (seed, row), so it is the same whatever the number of DataLoader workers.
+    """
 
     def __init__(self, images: Sequence[PreparedImage], index: PatchIndex, augment: bool = False,
                  seed: int = 0) -> None:
         self.images = images
         self.index = index
         self.augment = augment
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.index)
@@ -175,7 +291,7 @@ class PatchDataset(Dataset):
         image = self.images[int(self.index.image[row])]
         patch = image.patches([int(self.index.patch[row])])[0]
         if self.augment:
-            patch = augment_patch(patch, self.rng)
+            patch = augment_patch(patch, np.random.default_rng([self.seed, int(row)]))
         tensor = torch.from_numpy(np.ascontiguousarray(patch)).unsqueeze(0)
         return tensor, torch.tensor(float(self.index.label[row]))
 

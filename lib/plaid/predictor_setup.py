@@ -17,10 +17,12 @@ def trained_settings(meta: dict) -> PatchSettings:
 
 
 def make_predictor(
-    checkpoint: str | Path, threshold: float | None = None, batch_size: int = 32, device: str = "auto"
+    checkpoint: str | Path, threshold: float | None = None, batch_size: int | None = None, device: str = "auto",
+    runtime: str = "auto",
 ) -> tuple[PatchPredictor, PatchSettings]:
     """Load ``checkpoint`` once and return a predictor using its training patch settings, plus those settings."""
-    predictor = PatchPredictor(checkpoint, InferConfig(threshold=threshold, batch_size=batch_size, device=device))
+    predictor = PatchPredictor(checkpoint, InferConfig(threshold=threshold, batch_size=batch_size, device=device,
+                                                       runtime=runtime))
     _, meta = predictor.model()
     settings = trained_settings(meta)
     predictor.config = predictor.configured = with_patch_settings(predictor.config, settings)

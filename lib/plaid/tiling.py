@@ -85,7 +85,7 @@ class PatchGrid:
         return self.row_starts[-1] + self.patch_size, self.col_starts[-1] + self.patch_size
 
     def block_view_ok(self) -> bool:
-        """True when patches tile without overlap, so a reshape can extract them all at once."""
+        """True when patches tile without overlap (each pixel belongs to one patch)."""
         return self.step == self.patch_size
 
 
@@ -103,25 +103,28 @@ def pad_to_grid(image: np.ndarray, grid: PatchGrid, fill: float = 0.0) -> np.nda
     return np.pad(image, pad, mode="constant", constant_values=fill)
 
 
+def patch_view(padded: np.ndarray, grid: PatchGrid) -> np.ndarray:
+    """(rows, cols, patch, patch) view of an image already padded by `pad_to_grid`: no pixel is copied."""
+    if padded.shape[:2] != grid.padded_shape():
+        raise ValueError(f"padded image shape {padded.shape[:2]} does not match grid padding {grid.padded_shape()}")
+    size, step = grid.patch_size, grid.step
+    return np.lib.stride_tricks.sliding_window_view(padded, (size, size))[::step, ::step]
+
+
 def extract_patches(
     image: np.ndarray, grid: PatchGrid, indices: Sequence[int] | np.ndarray | None = None, fill: float = 0.0
 ) -> np.ndarray:
-    """Return the (K, patch, patch) patches at ``indices`` (all when None), edge patches padded with ``fill``."""
+    """Return the (K, patch, patch) patches at ``indices`` (all when None), edge patches padded with ``fill``.
+
+    This pads the whole image on every call; code that takes many patches from one image keeps a
+    `plaid.patch_data.PreparedImage`, which pads once.
+    """
     if image.shape[:2] != (grid.height, grid.width):
         raise ValueError(f"image shape {image.shape[:2]} does not match grid {grid.height}x{grid.width}")
-    padded = pad_to_grid(image, grid, fill)
-    size = grid.patch_size
-    if indices is None:
-        indices = np.arange(len(grid))
-    indices = np.asarray(indices, dtype=np.int64)
-    if grid.block_view_ok():
-        rows, cols = grid.shape
-        blocks = padded.reshape(rows, size, cols, size).swapaxes(1, 2).reshape(rows * cols, size, size)
-        return blocks[indices]
-    origins = grid.origins()[indices]
-    return np.stack([padded[top : top + size, left : left + size] for top, left in origins]) if len(
-        origins
-    ) else np.zeros((0, size, size), dtype=image.dtype)
+    view = patch_view(pad_to_grid(image, grid, fill), grid)
+    rows, cols = grid.shape
+    indices = np.arange(len(grid)) if indices is None else np.asarray(indices, dtype=np.int64)
+    return view[indices // cols, indices % cols]
 
 
 def stitch(values: Sequence[float] | np.ndarray, grid: PatchGrid, dtype: np.dtype | type = np.float32) -> np.ndarray:
@@ -145,14 +148,24 @@ def stitch(values: Sequence[float] | np.ndarray, grid: PatchGrid, dtype: np.dtyp
 
 
 def patch_fraction(mask: np.ndarray, grid: PatchGrid) -> np.ndarray:
-    """Fraction of each patch's in-image area where ``mask`` is non-zero."""
+    """Fraction of each patch's in-image area where ``mask`` is non-zero.
+
+    Counts are exact integers: a block sum for non-overlapping grids, an int64 integral image otherwise.
+    """
     if mask.shape != (grid.height, grid.width):
         raise ValueError(f"mask shape {mask.shape} does not match grid {grid.height}x{grid.width}")
-    binary = (mask != 0).astype(np.float64)
-    integral = np.zeros((grid.height + 1, grid.width + 1), dtype=np.float64)
-    integral[1:, 1:] = binary.cumsum(axis=0).cumsum(axis=1)
+    binary = np.asarray(mask) != 0
     boxes = grid.boxes()
     top, left, bottom, right = boxes.T
-    counts = integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]
     areas = (bottom - top) * (right - left)
+    if grid.block_view_ok():
+        rows, cols = grid.shape
+        size = grid.patch_size
+        per_row = pad_to_grid(binary, grid, fill=False).reshape(rows, size, cols * size).sum(axis=1, dtype=np.int64)
+        counts = per_row.reshape(rows, cols, size).sum(axis=2).ravel()
+        return counts / areas
+    integral = np.zeros((grid.height + 1, grid.width + 1), dtype=np.int64)
+    np.cumsum(binary, axis=0, dtype=np.int64, out=integral[1:, 1:])
+    np.cumsum(integral[1:, 1:], axis=1, out=integral[1:, 1:])
+    counts = integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]
     return counts / areas

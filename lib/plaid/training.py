@@ -293,6 +293,8 @@ class PatchTrainer:
 
         torch.manual_seed(config.seed)
         model = self._initial_model().to(self.device)
+        if self.device.type == "cuda":  # channels_last convolutions under bf16 autocast use the tensor cores
+            model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
         history: list[EpochStats] = []
         start_epoch = 0

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Choose the test images, evaluate, and print where the report is."""
     age_groups = parse_age_groups(args.age_groups)
-    predictor, settings = make_predictor(args.model, args.threshold, args.batch_size, args.device)
+    predictor, settings = make_predictor(args.model, args.threshold, args.batch_size, args.device, args.runtime)
     meta = predictor.model()[1]
     trained_seed = (meta.get("config") or {}).get("seed", 0)
     seed = int(args.seed if args.seed is not None else trained_seed)
@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
                                     use_all=args.use_all)
     logger.info("evaluating on %d images (%s)", len(selection.records), selection.source)
     config = EvalConfig(threshold=args.threshold, seed=seed, paper_pairs=args.paper_pairs, bootstrap=args.bootstrap,
-                        age_groups=age_groups, overlays=args.overlays, batch_size=args.batch_size,
-                        device=args.device, on_error=args.on_error, progress=args.progress)
+                        age_groups=age_groups, overlays=args.overlays, on_error=args.on_error,
+                        progress=args.progress)
     result = evaluate(selection, predictor, settings, args.out, config,
                       context={"model": str(args.model), "data": str(args.data)})
     report = result.report

@@ -10,10 +10,11 @@ from typing import Any
 from plaid.commands import add_run_options
 from plaid.datalist import image_id_of
 from plaid.errors import PlaidInputError
-from plaid.image_io import IMAGE_SUFFIXES, read_mammogram
+from plaid.image_io import IMAGE_SUFFIXES, Mammogram, read_mammogram
 from plaid.inference import PatchPredictor
 from plaid.label_io import write_label_image
 from plaid.overlay import render_overlay
+from plaid.patch_data import PreparedImage, prefetched
 from plaid.predictor_setup import make_predictor
 from plaid.serialization import write_json
 
@@ -49,11 +50,16 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     return out
 
 
-def infer_one(path: Path, predictor: PatchPredictor, out_dir: Path, fmt: str, probability: bool,
-              overlay_size: int) -> dict[str, Any]:
-    """Predict one image and write its outputs; returns its entry of summary.json."""
+def read_prepared(path: Path, predictor: PatchPredictor) -> tuple[Mammogram, PreparedImage]:
+    """Read one image and prepare it as the predictor scores it (runs ahead, in a background thread)."""
     image = read_mammogram(path, min_size=predictor.config.patch_size)
-    prediction = predictor.predict(image.pixels)
+    return image, predictor.prepare(image.pixels, image.meta)
+
+
+def infer_one(path: Path, image: Mammogram, prepared: PreparedImage, predictor: PatchPredictor, out_dir: Path,
+              fmt: str, probability: bool, overlay_size: int) -> dict[str, Any]:
+    """Predict one prepared image and write its outputs; returns its entry of summary.json."""
+    prediction = predictor.predict_prepared(prepared)
     image_id = image_id_of(path)
     reference = path if fmt in ("nrrd", "nii.gz") else None
     files = {"mask": str(write_label_image(out_dir / f"{image_id}_mask.{fmt}", prediction.label_mask(), reference))}
@@ -72,21 +78,23 @@ def infer_one(path: Path, predictor: PatchPredictor, out_dir: Path, fmt: str, pr
 
 def run(args: argparse.Namespace) -> int:
     """Run the predictor over every image; bad images are skipped (listed in summary.json) or stop the run."""
-    predictor, _ = make_predictor(args.model, args.threshold, args.batch_size, args.device)
+    predictor, _ = make_predictor(args.model, args.threshold, args.batch_size, args.device, args.runtime)
     paths = expand_inputs(args.images)
     if not paths:
         raise PlaidInputError("no image to process")
     args.out.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     problems: list[dict[str, str]] = []
-    iterator: Any = paths
+    iterator: Any = prefetched(paths, lambda path: read_prepared(path, predictor))
     if args.progress:
         from tqdm import tqdm
 
-        iterator = tqdm(paths, desc="inferring", unit="image")
-    for path in iterator:
+        iterator = tqdm(iterator, desc="inferring", unit="image", total=len(paths))
+    for path, ready in iterator:
         try:
-            results.append(infer_one(path, predictor, args.out, args.format, args.probability, args.overlay_size))
+            image, prepared = ready.result()
+            results.append(infer_one(path, image, prepared, predictor, args.out, args.format, args.probability,
+                                     args.overlay_size))
         except PlaidInputError as exc:
             if args.on_error == "stop":
                 raise

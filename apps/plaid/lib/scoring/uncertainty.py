@@ -11,6 +11,7 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from plaid.errors import PlaidError
 from plaid.image_io import read_mammogram
 from plaid.inference import PatchPredictor
+from plaid.patch_data import PreparedImage, prefetched
 from plaid.uncertainty import MODEL_KEY, SCORE_KEY, total_patch_entropy
 
 logger = logging.getLogger(__name__)
@@ -30,15 +31,17 @@ class PatchUncertaintyScoring(ScoringMethod):
             return {"scored": 0, "skipped": 0, "reason": "no trained model"}
         self.predictor.model()  # load first: the checkpoint decides the patch size used below
         stamp = str(self.predictor.checkpoint.stat().st_mtime_ns)
-        scored, skipped, failed = 0, 0, []
+        skipped, todo = 0, []
         for image_id in datastore.get_unlabeled_images():
             info = datastore.get_image_info(image_id) or {}
             if info.get(MODEL_KEY) == stamp and not request.get("force"):
                 skipped += 1
-                continue
+            else:
+                todo.append(image_id)
+        scored, failed = 0, []
+        for image_id, ready in prefetched(todo, lambda image_id: self._prepare(datastore, image_id)):
             try:
-                image = read_mammogram(datastore.get_image_uri(image_id), min_size=self.predictor.config.patch_size)
-                prediction = self.predictor.predict(image.pixels)
+                prediction = self.predictor.predict_prepared(ready.result())
             except PlaidError as exc:
                 logger.warning("cannot score %s: %s", image_id, exc)
                 failed.append(image_id)
@@ -48,3 +51,8 @@ class PatchUncertaintyScoring(ScoringMethod):
             scored += 1
         logger.info("patch_uncertainty: scored %d, unchanged %d, failed %d", scored, skipped, len(failed))
         return {"scored": scored, "skipped": skipped, "failed": failed}
+
+    def _prepare(self, datastore: Datastore, image_id: str) -> PreparedImage:
+        """Read and prepare one image (runs ahead of the model in a background thread)."""
+        image = read_mammogram(datastore.get_image_uri(image_id), min_size=self.predictor.config.patch_size)
+        return self.predictor.prepare(image.pixels, image.meta)

@@ -1,0 +1,162 @@
+"""Measurements shared by `bench_infer.py` (CPU, `make bench`) and `gpu_check.py` (one GPU).
+
+Every function times real PLAID code on synthetic full-size mammograms; none asserts a target.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from plaid.datalist import CaseRecord
+from plaid.image_io import normalise_intensity, read_mammogram
+from plaid.inference import PatchPredictor
+from plaid.label_io import write_label_image
+from plaid.patch_data import PatchSettings, PreparedImage, patch_index_for, prefetched, prepare_file, prepare_image
+from plaid.runtime import autocast_for
+from plaid.runtime_backends import Runtime
+from plaid.sampling import BalancedSampler
+from plaid.synth import synthesize_case, write_case
+from plaid.tiling import PatchGrid
+from plaid.training import PatchTrainer, TrainConfig
+
+
+def synthetic_cases(out_dir: Path, count: int, height: int, width: int, seed: int = 5) -> list[CaseRecord]:
+    """``count`` full-size synthetic mammograms (16-bit PNG) with calcification masks, as labelled records."""
+    records = []
+    for number in range(count):
+        case = synthesize_case(height=height, width=width, seed=seed + number, view="MLO" if number % 2 else "CC",
+                               laterality="LR"[number % 2], n_clusters=2)
+        image_id = f"bench{number:03d}"
+        write_case(case, out_dir, image_id, fmt="png")
+        records.append(CaseRecord(image=str(out_dir / f"{image_id}.png"),
+                                  label=str(out_dir / "labels" / "final" / f"{image_id}.png")))
+    return records
+
+
+def timed(function: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    """(seconds, result) of one call."""
+    started = time.perf_counter()
+    result = function(*args, **kwargs)
+    return time.perf_counter() - started, result
+
+
+@torch.inference_mode()
+def naive_pipeline(path: str | Path, model: nn.Module, patch_size: int = 224) -> int:
+    """The honest naive pipeline: read, normalise, pad once, then every patch (background too) sliced
+    from the padded array and run alone through the fp32 model. Returns the number of patches."""
+    pixels = normalise_intensity(read_mammogram(path).pixels)
+    grid = PatchGrid(*pixels.shape, patch_size=patch_size)
+    padded = np.zeros(grid.padded_shape(), dtype=np.float32)
+    padded[: pixels.shape[0], : pixels.shape[1]] = pixels
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    for top, left in grid.origins():
+        patch = torch.from_numpy(padded[top : top + patch_size, left : left + patch_size].copy())
+        torch.sigmoid(model(patch[None, None]))
+    return len(grid)
+
+
+def served_pipeline(paths: Sequence[str | Path], predictor: PatchPredictor, out_dir: Path,
+                    workers: int = 1, executor: Executor | None = None) -> int:
+    """PLAID as served, over a sequence of files: read and prepare (tissue mask, grid) in ``workers``
+    background threads (or ``executor``'s processes) ahead of the model, score tissue patches in batches on the chosen
+    runtime, write the NRRD mask (in the background too when ``workers`` > 1). Returns the patches scored."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    read_and_prepare = functools.partial(prepare_file, settings=predictor.patch_settings())
+
+    def write(path: str | Path, mask: np.ndarray) -> None:
+        write_label_image(out_dir / f"{Path(path).stem}_mask.nrrd", mask, reference=path)
+
+    scored = 0
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as writers:
+        pending = []
+        for path, ready in prefetched(list(paths), read_and_prepare, workers=workers, lookahead=2 * workers,
+                                      executor=executor):
+            prepared = ready.result()
+            prediction = predictor.predict_prepared(prepared)
+            scored += int(prediction.scored.sum())
+            if workers > 1:
+                pending.append(writers.submit(write, path, prediction.label_mask()))
+            else:
+                write(path, prediction.label_mask())
+        for future in pending:
+            future.result()
+    return scored
+
+
+def raw_inference(runtime: Runtime, patches: int, batch_size: int, patch_size: int = 224) -> float:
+    """Seconds for the runtime alone on ``patches`` random patches in batches (one warm-up batch first)."""
+    batch = np.random.default_rng(0).random((batch_size, 1, patch_size, patch_size), dtype=np.float32)
+    runtime(batch)
+    started = time.perf_counter()
+    for start in range(0, patches, batch_size):
+        runtime(batch[: min(batch_size, patches - start)])
+    return time.perf_counter() - started
+
+
+def _train_parts(config: TrainConfig, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer, nn.Module]:
+    torch.manual_seed(0)
+    model = PatchTrainer(config, ".")._initial_model().to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    return model, optimizer, nn.BCEWithLogitsLoss()
+
+
+def raw_train_steps(config: TrainConfig, device: torch.device, steps: int, patch_size: int = 224) -> float:
+    """Patches/s of the bare training step (forward, loss, backward, Adam) on one random batch kept on the device."""
+    model, optimizer, loss_fn = _train_parts(config, device)
+    model.train()
+    patches = torch.rand(config.batch_size, 1, patch_size, patch_size, device=device)
+    patches = patches.contiguous(memory_format=torch.channels_last)
+    labels = (torch.rand(config.batch_size, device=device) > 0.5).float()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_for(device, config.amp):
+            logits = model(patches)
+        loss_fn(logits.float(), labels).backward()
+        optimizer.step()
+
+    step()
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return steps * config.batch_size / (time.perf_counter() - started)
+
+
+def training_loop(config: TrainConfig, images: Sequence[PreparedImage], device: torch.device, steps: int) -> float:
+    """Patches/s of PLAID's training loop (balanced sampling, PatchDataset, DataLoader, augmentation, the
+    trainer's epoch code) over ``steps`` batches, after a one-batch warm-up."""
+    trainer = PatchTrainer(config, ".", progress=False)
+    model, optimizer, loss_fn = _train_parts(config, device)
+    index = BalancedSampler(patch_index_for(images), seed=0).epoch_index(0)
+    rows = np.arange(min(len(index), config.batch_size * steps)) % len(index)
+    warm = trainer._data_loader(images, index.subset(rows[: config.batch_size]), shuffle=True, seed=0)
+    trainer._train_epoch(model, optimizer, loss_fn, warm, 0)
+    loader = trainer._data_loader(images, index.subset(rows), shuffle=True, seed=1)
+    _sync(device)
+    started = time.perf_counter()
+    trainer._train_epoch(model, optimizer, loss_fn, loader, 0)
+    _sync(device)
+    return len(rows) / (time.perf_counter() - started)
+
+
+def prepared_training_images(records: Sequence[CaseRecord], settings: PatchSettings) -> list[PreparedImage]:
+    """The records prepared with their labels, as training holds them."""
+    return [prepare_image(record, settings) for record in records]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

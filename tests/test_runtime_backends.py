@@ -1,0 +1,100 @@
+"""Inference runtimes: every candidate agrees with torch fp32 on sample-data patches, 'auto' keeps a measured
+one, a named runtime is honoured, and a missing or wrong backend falls back to torch."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from plaid import runtime_backends
+from plaid.inference import InferConfig, PatchPredictor
+from plaid.model import PatchClassifier, build_model, save_checkpoint
+from plaid.patch_data import PatchSettings, prepare_file
+from plaid.runtime_backends import AGREEMENT_TOLERANCE, Runtime, build_runtime, candidate_names, select_runtime
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample-data" / "SYN0001_R_CC.png"
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def model() -> PatchClassifier:
+    torch.manual_seed(3)
+    return build_model(pretrained=False).eval()
+
+
+@pytest.fixture(scope="module")
+def sample_patches() -> np.ndarray:
+    """Twelve tissue patches of a committed sample mammogram, as (N, 1, 224, 224) float32 in [0, 1]."""
+    image = prepare_file(SAMPLE, PatchSettings())
+    tissue = np.flatnonzero(image.tissue)
+    chosen = tissue[np.linspace(0, len(tissue) - 1, 12).astype(int)]
+    return image.patches(chosen)[:, None]
+
+
+@pytest.fixture(scope="module")
+def reference(model: PatchClassifier, sample_patches: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return torch.sigmoid(model(torch.from_numpy(sample_patches))).numpy()
+
+
+@pytest.mark.parametrize("name", candidate_names(CPU))
+def test_every_cpu_candidate_agrees_with_torch_fp32_on_sample_patches(
+    name: str, model: PatchClassifier, sample_patches: np.ndarray, reference: np.ndarray
+) -> None:
+    runtime = build_runtime(name, model, CPU, 224)
+    assert runtime.name == name
+    probabilities = runtime(sample_patches)
+    assert probabilities.shape == (len(sample_patches),) and probabilities.dtype == np.float32
+    assert np.abs(probabilities - reference).max() <= AGREEMENT_TOLERANCE
+    assert np.ptp(reference) > 0  # the check is not between two constant outputs
+
+
+def test_auto_times_every_candidate_and_keeps_an_agreeing_fastest(
+    model: PatchClassifier, sample_patches: np.ndarray, reference: np.ndarray
+) -> None:
+    runtime_backends.forget_choices()
+    chosen = select_runtime(model, CPU, "auto", 224, probe_batch=2)
+    timings = dict(item.split("=") for item in chosen.notes["timings"].split(", "))
+    assert set(timings) == set(candidate_names(CPU))
+    assert chosen.name == max(timings, key=lambda name: float(timings[name]))
+    assert np.abs(chosen(sample_patches) - reference).max() <= AGREEMENT_TOLERANCE
+    again = select_runtime(model, CPU, "auto", 224, probe_batch=2)  # a reload reuses the measured choice
+    assert again.name == chosen.name and "timings" not in again.notes
+
+
+def test_named_runtime_is_honoured_by_the_predictor(model: PatchClassifier, tmp_path: Path) -> None:
+    checkpoint = save_checkpoint(tmp_path / "m.pt", model)
+    predictor = PatchPredictor(checkpoint, InferConfig(runtime="torch-fp32-cl"))
+    assert predictor.runtime().name == "torch-fp32-cl"
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        InferConfig(runtime="tensorrt")
+
+
+def test_missing_package_falls_back_to_torch(model: PatchClassifier, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    assert select_runtime(model, CPU, "openvino", 64, probe_batch=2).name == "torch-fp32"
+
+
+def test_disagreeing_backend_is_rejected(model: PatchClassifier, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = runtime_backends.build_runtime
+
+    def shifted(name: str, *args: object) -> Runtime:
+        runtime = real(name, *args)
+        if name == "torch-fp32-cl":
+            return Runtime(name, lambda batch: np.clip(runtime.run(batch) + 0.05, 0, 1))
+        return runtime
+
+    monkeypatch.setattr(runtime_backends, "build_runtime", shifted)
+    assert select_runtime(model, CPU, "torch-fp32-cl", 64, probe_batch=2).name == "torch-fp32"
+
+
+@pytest.mark.parametrize("name", ["torch-fp32", "onnxruntime"])
+def test_stored_uint16_patches_score_like_float_patches(name: str, model: PatchClassifier,
+                                                        sample_patches: np.ndarray) -> None:
+    runtime = build_runtime(name, model, CPU, 224)
+    stored = np.rint(sample_patches * 65535).astype(np.uint16)
+    np.testing.assert_allclose(runtime(stored), runtime(sample_patches), atol=1e-4)
