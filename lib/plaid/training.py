@@ -57,6 +57,7 @@ class TrainConfig:
     seed: int = 0
     pretrained: bool = True
     weights_path: str | None = None
+    offline: bool = False
     device: str = "auto"
     amp: bool = True
     augment: bool = True
@@ -139,12 +140,14 @@ class PatchTrainer:
         """ImageNet-initialised ResNet50, or the weights of ``init_checkpoint`` (fine-tuning) when it exists."""
         config = self.config
         if config.init_checkpoint and Path(config.init_checkpoint).is_file():
-            model = build_model(config.frozen_layers, pretrained=False)
+            model = build_model(0, pretrained=False)
             model.load_state_dict(read_checkpoint(config.init_checkpoint)["state_dict"])
+            model.freeze_first_layers(config.frozen_layers)
             model.frozen_bn_eval = True
+            model.initialisation = f"checkpoint:{config.init_checkpoint}"
             logger.info("fine-tuning from %s", config.init_checkpoint)
             return model
-        return build_model(config.frozen_layers, config.pretrained, config.weights_path)
+        return build_model(config.frozen_layers, config.pretrained, config.weights_path, config.offline)
 
     def fit(self, train_images: Sequence[PreparedImage], val_images: Sequence[PreparedImage],
             resume: bool = True) -> TrainResult:
@@ -175,7 +178,8 @@ class PatchTrainer:
             start_epoch = int(state.get("epoch", 0))
             logger.info("resuming from %s after epoch %d", last_path, start_epoch)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.out_dir / CONFIG_FILE, config.to_dict())
+        write_json(self.out_dir / CONFIG_FILE, {**config.to_dict(), "initialisation": model.initialisation,
+                                                "frozen_layers_applied": model.frozen_layers})
         runner = self._wrap_for_devices(model)
         loss_fn = nn.BCEWithLogitsLoss()
         best = max(history, key=_key_metric) if history else None
