@@ -39,6 +39,7 @@ from plaid.plots import plot_froc, plot_roc
 from plaid.report import render_markdown
 from plaid.sampling import BalancedSampler, PatchIndex
 from plaid.serialization import write_json
+from plaid.spacing import boxes_on_source, resample_mask
 from plaid.tiling import PatchGrid
 
 logger = logging.getLogger(__name__)
@@ -149,15 +150,18 @@ def score_image(record: CaseRecord, predictor: PatchPredictor, settings: PatchSe
         raise PlaidInputError("no annotation mask for this image", record.image)
     image = read_mammogram(record.image, min_size=settings.patch_size)
     record.fill_from(image.meta)
-    mask = read_label_mask(record.label, image.shape)
-    prediction = predictor.predict(image.pixels)
+    spacing = settings.spacing_of(record, image.meta)
+    prediction = predictor.predict(image.pixels, spacing_mm=spacing)
+    grid_shape = (prediction.grid.height, prediction.grid.width)
+    mask = resample_mask(read_label_mask(record.label, image.shape), grid_shape)
     labels = patch_labels_from_mask(mask, prediction.grid, settings.min_overlap, record.label)
     probabilities = prediction.probabilities.astype(np.float64)
     extra = np.flatnonzero(labels & ~prediction.scored)
     if extra.size:
         model, _ = predictor.model()
-        probabilities[extra] = score_patches(model, to_unit_uint16(image.pixels), prediction.grid, extra,
-                                             predictor.config, predictor.device)
+        working = to_unit_uint16(predictor.working_image(image.pixels, spacing))
+        probabilities[extra] = score_patches(model, working, prediction.grid, extra,
+                                             predictor.scoring_config(), predictor.device)
     app_scores = np.where(prediction.scored, probabilities, 0.0)
     return ScoredImage(record=record, grid=prediction.grid, probabilities=probabilities, tissue=prediction.scored,
                        labels=labels, regions=region_scores(mask, prediction.grid, app_scores),
@@ -330,7 +334,7 @@ def _overlays(images: Sequence[ScoredImage], count: int, out_dir: Path) -> list[
         except PlaidInputError as exc:
             logger.warning("no overlay for %s", exc)
             continue
-        boxes = image.grid.boxes()
+        boxes = boxes_on_source(image.grid.boxes(), (image.grid.height, image.grid.width), pixels.shape)
         path = render_overlay(
             pixels, boxes[image.predicted].tolist(), out_dir / f"{image.record.image_id}.png",
             ground_truth=boxes[image.labels].tolist(),

@@ -17,6 +17,7 @@ from plaid.image_io import ImageMeta, normalise_intensity, read_mammogram
 from plaid.label_io import read_label_mask
 from plaid.patch_labels import patch_labels_from_mask
 from plaid.sampling import PatchIndex
+from plaid.spacing import image_spacing, resample_image, resample_mask, target_shape
 from plaid.tiling import DEFAULT_PATCH_SIZE, PatchGrid, extract_patches, grid_for
 from plaid.tissue import tissue_mask, tissue_patches
 
@@ -35,6 +36,17 @@ class PatchSettings:
     min_overlap: float = 0.0
     skip_background: bool = True
     tissue_min_fraction: float = 0.0
+    target_spacing_mm: float | None = None
+    pixel_spacing_mm: float | None = None
+
+    def spacing_of(self, record: CaseRecord, meta: ImageMeta) -> float | None:
+        """An image's pixel spacing: DICOM header, else the record's metadata, else ``pixel_spacing_mm``."""
+        header = float(meta.pixel_spacing_mm[0]) if meta.pixel_spacing_mm else None
+        return image_spacing(header, record.pixel_spacing_mm, self.pixel_spacing_mm)
+
+    def working_shape(self, record: CaseRecord, meta: ImageMeta, shape: tuple[int, int]) -> tuple[int, int]:
+        """The size the image is tiled at: resampled to ``target_spacing_mm`` when set, else its own."""
+        return target_shape(shape, self.spacing_of(record, meta), self.target_spacing_mm)
 
 
 @dataclass
@@ -72,9 +84,10 @@ def prepare_image(
 ) -> PreparedImage:
     """Read one case, normalise it, lay the grid, find tissue patches and (optionally) patch labels."""
     image = read_mammogram(record.image, min_size=settings.patch_size)
-    grid = grid_for(image.pixels, settings.patch_size, settings.stride)
+    pixels = resample_image(image.pixels, settings.working_shape(record, image.meta, image.shape))
+    grid = grid_for(pixels, settings.patch_size, settings.stride)
     if settings.skip_background:
-        tissue = tissue_patches(tissue_mask(image.pixels), grid, settings.tissue_min_fraction)
+        tissue = tissue_patches(tissue_mask(pixels), grid, settings.tissue_min_fraction)
     else:
         tissue = np.ones(len(grid), dtype=bool)
     record.fill_from(image.meta)
@@ -82,11 +95,11 @@ def prepare_image(
     if with_label:
         if not record.label:
             raise PlaidInputError(f"image {record.image_id} has no annotation mask", record.image)
-        mask = read_label_mask(record.label, image.shape)
+        mask = resample_mask(read_label_mask(record.label, image.shape), pixels.shape)
         labels = patch_labels_from_mask(mask, grid, settings.min_overlap, record.label)
     return PreparedImage(
         record=record,
-        pixels=to_unit_uint16(image.pixels),
+        pixels=to_unit_uint16(pixels),
         grid=grid,
         tissue=tissue,
         meta=image.meta,

@@ -53,7 +53,8 @@ def infer_one(path: Path, predictor: PatchPredictor, out_dir: Path, fmt: str, pr
               overlay_size: int) -> dict[str, Any]:
     """Predict one image and write its outputs; returns its entry of summary.json."""
     image = read_mammogram(path, min_size=predictor.config.patch_size)
-    prediction = predictor.predict(image.pixels)
+    spacing = image.meta.pixel_spacing_mm[0] if image.meta.pixel_spacing_mm else None
+    prediction = predictor.predict(image.pixels, spacing_mm=spacing)
     image_id = image_id_of(path)
     reference = path if fmt in ("nrrd", "nii.gz") else None
     files = {"mask": str(write_label_image(out_dir / f"{image_id}_mask.{fmt}", prediction.label_mask(), reference))}

@@ -72,7 +72,8 @@ class CalcificationInfer(InferTask):
         threshold = float(threshold) if threshold not in (None, "") else None
         image = read_mammogram(path, min_size=self.predictor.config.patch_size)
         read_s = time.perf_counter() - started
-        prediction = self.predictor.predict(image.pixels, threshold=threshold)
+        spacing = image.meta.pixel_spacing_mm[0] if image.meta.pixel_spacing_mm else None
+        prediction = self.predictor.predict(image.pixels, threshold=threshold, spacing_mm=spacing)
         result = prediction.label_mask() if label_output == "mask" else prediction.probability_map()
         extension = request.get("result_extension") or DEFAULT_RESULT_EXTENSION
         out_file = tempfile.NamedTemporaryFile(suffix=extension, delete=False).name
