@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Learning research on mini-MIAS (docs/real-data.md): import, then patient-split cross-validation runs.
+# Usage: benchmarks/real_mias.sh STEP...   (steps: import e1 e2 pretrain e3 final)
+# MIAS=path to mini-MIAS (default ../shared/data/mini-mias), WORK=output folder (default /tmp/plaid-mias).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="$(./scripts/ensure_env.sh)/bin/python"
+MIAS=${MIAS:-../shared/data/mini-mias}
+WORK=${WORK:-/tmp/plaid-mias}
+DATA=$WORK/data
+export PLAID_OFFLINE=1 PYTHONPATH=$PWD/lib
+plaid() { /usr/bin/time -f "%e s wall, %U s user CPU" "$PY" -m plaid.cli "$@"; }
+CHOOSE=(--folds 5 --only-folds 2 --checkpoint last --no-progress)
+for step in "$@"; do
+  case $step in
+    import) plaid import mias "$MIAS/Info.txt" "$MIAS/images" "$DATA" ;;
+    e1) plaid crossval "$DATA" --out "$WORK/e1-random-no-insertion" --recipe recipes/mini-mias.json \
+          --inserted-positives 0 "${CHOOSE[@]}" ;;
+    e2) plaid crossval "$DATA" --out "$WORK/e2-random-inserted" --recipe recipes/mini-mias.json "${CHOOSE[@]}" ;;
+    pretrain) plaid pretrain "$DATA" --out "$WORK/pretrained-inserted.pth" --task inserted --patch-size 64 \
+          --steps 150 --no-progress ;;
+    e3) plaid crossval "$DATA" --out "$WORK/e3-pretrained-inserted" --recipe recipes/mini-mias.json \
+          --weights "$WORK/pretrained-inserted.pth" "${CHOOSE[@]}" ;;
+    final) plaid crossval "$DATA" --out "$WORK/final" --recipe recipes/mini-mias.json --folds 5 \
+          --checkpoint last --no-progress ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done
