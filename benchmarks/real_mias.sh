@@ -8,9 +8,10 @@ PY="$(./scripts/ensure_env.sh)/bin/python"
 MIAS=${MIAS:-../shared/data/mini-mias}
 WORK=${WORK:-/tmp/plaid-mias}
 DATA=$WORK/data
-export PLAID_OFFLINE=1 PYTHONPATH=$PWD/lib
+export PLAID_OFFLINE=1 PYTHONPATH=$PWD/lib OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 plaid() { /usr/bin/time -f "%e s wall, %U s user CPU" "$PY" -m plaid.cli "$@"; }
-CHOOSE=(--folds 5 --only-folds 2 --checkpoint last --no-progress)
+SCORE=(--checkpoint last --normal-images 6 --no-progress)
+CHOOSE=(--folds 5 --only-folds 2 "${SCORE[@]}")
 for step in "$@"; do
   case $step in
     import) plaid import mias "$MIAS/Info.txt" "$MIAS/images" "$DATA" ;;
@@ -18,11 +19,10 @@ for step in "$@"; do
           --inserted-positives 0 "${CHOOSE[@]}" ;;
     e2) plaid crossval "$DATA" --out "$WORK/e2-random-inserted" --recipe recipes/mini-mias.json "${CHOOSE[@]}" ;;
     pretrain) plaid pretrain "$DATA" --out "$WORK/pretrained-inserted.pth" --task inserted --patch-size 64 \
-          --steps 150 --no-progress ;;
+          --steps 40 --no-progress ;;
     e3) plaid crossval "$DATA" --out "$WORK/e3-pretrained-inserted" --recipe recipes/mini-mias.json \
           --weights "$WORK/pretrained-inserted.pth" "${CHOOSE[@]}" ;;
-    final) plaid crossval "$DATA" --out "$WORK/final" --recipe recipes/mini-mias.json --folds 5 \
-          --checkpoint last --no-progress ;;
+    final) plaid crossval "$DATA" --out "$WORK/final" --recipe recipes/mini-mias.json --folds 5 "${SCORE[@]}" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

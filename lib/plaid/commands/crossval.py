@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="score each fold's best-validation model (default) or its last epoch")
     parser.add_argument("--only-folds", type=int,
                         help="run only the first N folds (a cheaper estimate while comparing settings)")
+    parser.add_argument("--normal-images", type=int,
+                        help="score all held-out calcified images but only N random normal ones per fold "
+                             "(default: all; for slow machines)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     add_config_options(parser)
     parser.set_defaults(handler=run)
@@ -34,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the folds and print the summary table."""
     config = config_from_args(args)
     result = run_crossval(load_records(args.data), config, args.out, folds=args.folds, checkpoint=args.checkpoint,
-                          progress=args.progress, only_folds=args.only_folds)
+                          progress=args.progress, only_folds=args.only_folds,
+                          normal_images=args.normal_images)
     print(f"{args.folds}-fold cross-validation by patient, {len(result.folds)} folds run "
           f"({args.out / SUMMARY_FILE})")
     for name in METRICS:
