@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Learning research on mini-MIAS (docs/real-data.md): import, then patient-split cross-validation runs.
-# Usage: benchmarks/real_mias.sh STEP...   (steps: import e1 e2 pretrain e3 final)
+# Usage: benchmarks/real_mias.sh STEP...   (steps: import e1 e2 pretrain e3 paper final tta)
 # MIAS=path to mini-MIAS (default ../shared/data/mini-mias), WORK=output folder (default /tmp/plaid-mias).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,8 @@ for step in "$@"; do
           --steps 40 --no-progress ;;
     e3) plaid crossval "$DATA" --out "$WORK/e3-pretrained-inserted" --recipe recipes/mini-mias.json \
           --weights "$WORK/pretrained-inserted.pth" "${CHOOSE[@]}" ;;
+    paper) plaid crossval "$DATA" --out "$WORK/paper-defaults-4-epochs" --epochs 4 "${CHOOSE[@]}" ;;
+    tta) "$PY" benchmarks/tta_paper_protocol.py "$WORK/final" "$DATA" ;;
     final) plaid crossval "$DATA" --out "$WORK/final" --recipe recipes/mini-mias.json --folds 5 "${SCORE[@]}" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
