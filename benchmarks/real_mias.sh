@@ -22,7 +22,8 @@ for step in "$@"; do
           --steps 40 --no-progress ;;
     e3) plaid crossval "$DATA" --out "$WORK/e3-pretrained-inserted" --recipe recipes/mini-mias.json \
           --weights "$WORK/pretrained-inserted.pth" "${CHOOSE[@]}" ;;
-    paper) plaid crossval "$DATA" --out "$WORK/paper-defaults-4-epochs" --epochs 4 "${CHOOSE[@]}" ;;
+    paper) plaid crossval "$DATA" --out "$WORK/paper-defaults-4-epochs" --epochs 4 --folds 5 --only-folds 1 \
+          "${SCORE[@]}" ;;
     tta) "$PY" benchmarks/tta_paper_protocol.py "$WORK/final" "$DATA" ;;
     final) plaid crossval "$DATA" --out "$WORK/final" --recipe recipes/mini-mias.json --folds 5 "${SCORE[@]}" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
