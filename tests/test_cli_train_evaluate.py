@@ -31,7 +31,18 @@ from plaid.synth import generate_dataset
 pytestmark = pytest.mark.slow
 
 FAST = ["--batch-size", "8", "--no-progress"]
-TINY_TRAIN = [*FAST, "--frozen-layers", "170", "--val-fraction", "0.3"]
+
+
+@pytest.fixture(scope="module")
+def tiny_train(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Fast training options: 170 layers frozen, which PLAID allows only for layers loaded from pretrained
+    weights, so a (random) torchvision-format weights file stands in for ImageNet's."""
+    import torch
+    from torchvision.models import resnet50
+
+    weights = tmp_path_factory.mktemp("weights") / "resnet50-stand-in.pth"
+    torch.save(resnet50(weights=None).state_dict(), weights)
+    return [*FAST, "--frozen-layers", "170", "--val-fraction", "0.3", "--weights", str(weights)]
 
 
 @pytest.fixture(scope="module")
@@ -196,9 +207,10 @@ def test_split_is_rederived_or_reused_and_the_run_repeats(data_dir: Path, model_
     assert (paper["positives"], paper["negatives"]) == (2, 2)
 
 
-def test_interrupted_training_resumes_from_last_checkpoint(data_dir: Path, tmp_path: Path) -> None:
+def test_interrupted_training_resumes_from_last_checkpoint(data_dir: Path, tmp_path: Path,
+                                                           tiny_train: list[str]) -> None:
     out = tmp_path / "resumable"
-    command = [sys.executable, "-m", "plaid.cli", "train", str(data_dir), "--out", str(out), *TINY_TRAIN]
+    command = [sys.executable, "-m", "plaid.cli", "train", str(data_dir), "--out", str(out), *tiny_train]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([*command, "--epochs", "50"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=env)
@@ -251,11 +263,11 @@ def bad_data(data_dir: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def test_bad_files_are_skipped_and_named_or_stop_the_run(
     bad_data: tuple[Path, Path, Path], model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tiny_train: list[str],
 ) -> None:
     folder, wrong_shape, unreadable = bad_data
     out = tmp_path / "model"
-    assert main(["train", str(folder), "--out", str(out), "--epochs", "1", *TINY_TRAIN]) == 0
+    assert main(["train", str(folder), "--out", str(out), "--epochs", "1", *tiny_train]) == 0
     printed = capsys.readouterr().out
     assert str(wrong_shape) in printed and str(unreadable) in printed
     problems = json.loads((out / "split.json").read_text())["problems"]
@@ -266,7 +278,7 @@ def test_bad_files_are_skipped_and_named_or_stop_the_run(
 
     caplog.clear()
     code = main(["train", str(folder), "--out", str(tmp_path / "stopped"), "--epochs", "1", "--on-error", "stop",
-                 *TINY_TRAIN])
+                 *tiny_train])
     assert code != 0
     assert str(wrong_shape) in caplog.text or str(unreadable) in caplog.text
     assert not (tmp_path / "stopped" / "last.pt").exists()

@@ -83,7 +83,47 @@ def test_missing_weights_warn_and_fall_back(tmp_path: Path, caplog: pytest.LogCa
     with caplog.at_level(logging.WARNING, logger="plaid.model"):
         used = load_imagenet_weights(model, tmp_path / "nope.pth")
     assert used is None
-    assert "random initialisation" in caplog.text
+    assert "no pretrained ResNet50 weights found" in caplog.text
+
+
+def _count_downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Replace torchvision's download with a recorder serving random ResNet50 weights."""
+    import torchvision.models._api as api
+
+    urls: list[str] = []
+
+    def fake_download(url: str, *args, **kwargs) -> dict[str, torch.Tensor]:
+        urls.append(url)
+        return resnet50(weights=None).state_dict()
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", fake_download)
+    return urls
+
+
+def test_no_frozen_layer_without_pretrained_weights(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+    urls = _count_downloads(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="plaid.model"):
+        model = build_model(frozen_layers=100, pretrained=True)       # PLAID_OFFLINE=1 in tests
+    assert urls == []                                                  # offline: nothing downloaded
+    assert all(p.requires_grad for p in model.parameters()) and model.frozen_layers == 0
+    assert model.initialisation == "random" and "no layer is frozen" in caplog.text
+    model.train()
+    assert model.backbone.bn1.training                                 # batch norm learns the data's statistics
+    assert build_model(frozen_layers=100, pretrained=False).frozen_layers == 0
+
+
+def test_online_fetches_imagenet_weights_unless_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+    urls = _count_downloads(monkeypatch)
+    monkeypatch.setenv("PLAID_OFFLINE", "0")
+    assert build_model(frozen_layers=100, pretrained=True, offline=True).frozen_layers == 0
+    assert urls == []
+    model = build_model(frozen_layers=100, pretrained=True)
+    assert urls == ["https://download.pytorch.org/models/resnet50-11ad3fa6.pth"]
+    assert model.frozen_layers == 100 and not model.backbone.conv1.weight.requires_grad
+    assert model.initialisation.startswith("pretrained:")
 
 
 def test_checkpoint_round_trip_with_weights_only(tmp_path: Path, model: PatchClassifier) -> None:

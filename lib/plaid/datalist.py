@@ -29,6 +29,8 @@ class CaseRecord:
     image_id: str = ""
     patient_id: str | None = None
     age: float | None = None
+    pixel_spacing_mm: float | None = None
+    calcified: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.image_id:
@@ -40,6 +42,8 @@ class CaseRecord:
             self.patient_id = meta.patient_id
         if self.age is None and meta.age_years is not None:
             self.age = meta.age_years
+        if self.pixel_spacing_mm is None and meta.pixel_spacing_mm:
+            self.pixel_spacing_mm = float(meta.pixel_spacing_mm[0])
 
     @property
     def group(self) -> str:
@@ -87,11 +91,18 @@ def _read_metadata_table(path: Path) -> dict[str, dict[str, Any]]:
     return table
 
 
-def _age(value: Any) -> float | None:
+def _number(value: Any) -> float | None:
     try:
         return float(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
+
+
+def _flag(value: Any) -> bool | None:
+    """An image-level truth column (1/0, true/false); None when empty or absent."""
+    if value in (None, ""):
+        return None
+    return str(value).strip().lower() in ("1", "true", "yes")
 
 
 def records_from_folder(folder: str | Path) -> list[CaseRecord]:
@@ -139,7 +150,9 @@ def records_from_table(path: str | Path) -> list[CaseRecord]:
                 label=(str(base / label) if label and not Path(label).is_absolute() else label),
                 image_id=row.get("image_id") or "",
                 patient_id=row.get("patient_id") or None,
-                age=_age(row.get("age")),
+                age=_number(row.get("age")),
+                pixel_spacing_mm=_number(row.get("pixel_spacing_mm")),
+                calcified=_flag(row.get("calcified")),
             )
         )
     return records
@@ -152,7 +165,8 @@ def load_records(source: str | Path) -> list[CaseRecord]:
 
 
 def attach_metadata(records: Iterable[CaseRecord], folder: Path) -> None:
-    """Fill patient id and age of records from a metadata.csv/json in ``folder``, where the record lacks them."""
+    """Fill patient id, age, pixel spacing and image-level truth (``calcified``) of records from a
+    metadata.csv/json in ``folder``, where the record lacks them."""
     table: dict[str, dict[str, Any]] = {}
     for name in METADATA_FILES:
         if (folder / name).is_file():
@@ -160,4 +174,8 @@ def attach_metadata(records: Iterable[CaseRecord], folder: Path) -> None:
     for record in records:
         row = table.get(record.image_id, {})
         record.patient_id = record.patient_id or row.get("patient_id") or None
-        record.age = record.age if record.age is not None else _age(row.get("age"))
+        record.age = record.age if record.age is not None else _number(row.get("age"))
+        if record.pixel_spacing_mm is None:
+            record.pixel_spacing_mm = _number(row.get("pixel_spacing_mm"))
+        if record.calcified is None:
+            record.calcified = _flag(row.get("calcified"))

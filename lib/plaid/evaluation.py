@@ -37,6 +37,7 @@ from plaid.plots import plot_froc, plot_roc
 from plaid.report import render_markdown
 from plaid.sampling import BalancedSampler, PatchIndex
 from plaid.serialization import write_json
+from plaid.spacing import boxes_on_source
 from plaid.tiling import PatchGrid
 
 logger = logging.getLogger(__name__)
@@ -322,7 +323,7 @@ def _overlays(images: Sequence[ScoredImage], count: int, out_dir: Path) -> list[
         except PlaidInputError as exc:
             logger.warning("no overlay for %s", exc)
             continue
-        boxes = image.grid.boxes()
+        boxes = boxes_on_source(image.grid.boxes(), (image.grid.height, image.grid.width), pixels.shape)
         path = render_overlay(
             pixels, boxes[image.predicted].tolist(), out_dir / f"{image.record.image_id}.png",
             ground_truth=boxes[image.labels].tolist(),

@@ -23,9 +23,12 @@ from plaid.model import PatchClassifier, load_model
 from plaid.patch_data import PatchSettings, PreparedImage, patch_settings_from_dict, prepare
 from plaid.runtime import default_batch_size, select_device
 from plaid.runtime_backends import AUTO, RUNTIME_ENV, Runtime, select_runtime, validate_runtime_name
+from plaid.spacing import boxes_on_source, image_spacing, resample_image, target_shape, to_original_grid
 from plaid.tiling import DEFAULT_PATCH_SIZE, PatchGrid, stitch
 
 logger = logging.getLogger(__name__)
+
+FLIP_VIEWS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
 
 
 @dataclass
@@ -35,6 +38,7 @@ class InferConfig:
     ``batch_size=None`` picks one for the device; ``runtime`` is 'auto' (the fastest runtime that agrees
     with torch fp32, measured at model load) or one of `plaid.runtime_backends.RUNTIME_NAMES`; its
     default can be set for a whole environment with ``PLAID_RUNTIME`` (the test suite pins torch-fp32).
+    ``tta_flips=None`` averages over flips when the checkpoint's training config asks for it.
     """
 
     patch_size: int = DEFAULT_PATCH_SIZE
@@ -45,6 +49,7 @@ class InferConfig:
     batch_size: int | None = None
     device: str = "auto"
     runtime: str = field(default_factory=lambda: os.environ.get(RUNTIME_ENV, AUTO))
+    tta_flips: bool | None = None
 
     def __post_init__(self) -> None:
         self.runtime = validate_runtime_name(self.runtime)
@@ -61,6 +66,7 @@ class PatchPrediction:
     scored: np.ndarray
     threshold: float
     timings: dict[str, float] = field(default_factory=dict)
+    source_shape: tuple[int, int] | None = None
 
     @property
     def positive(self) -> np.ndarray:
@@ -69,11 +75,21 @@ class PatchPrediction:
 
     def label_mask(self) -> np.ndarray:
         """uint8 mask with the image's exact shape, 1 on every positive patch."""
-        return stitch(self.positive.astype(np.uint8), self.grid, dtype=np.uint8)
+        return self._on_source_grid(stitch(self.positive.astype(np.uint8), self.grid, dtype=np.uint8))
 
     def probability_map(self) -> np.ndarray:
         """float32 map with the image's shape holding each patch's probability (0 where not scored)."""
-        return stitch(np.where(self.scored, self.probabilities, 0.0), self.grid, dtype=np.float32)
+        return self._on_source_grid(stitch(np.where(self.scored, self.probabilities, 0.0), self.grid,
+                                           dtype=np.float32))
+
+    def _on_source_grid(self, values: np.ndarray) -> np.ndarray:
+        """A per-pixel map on the original image's pixel grid (the image may have been resampled)."""
+        return to_original_grid(values, self.source_shape) if self.source_shape else values
+
+    def source_boxes(self) -> np.ndarray:
+        """(N, 4) patch boxes (top, left, bottom, right) in the original image's pixels."""
+        working = (self.grid.height, self.grid.width)
+        return boxes_on_source(self.grid.boxes(), working, self.source_shape or working)
 
     def image_score(self) -> float:
         """Image-level score: the highest patch probability (0 when nothing was scored)."""
@@ -81,7 +97,7 @@ class PatchPrediction:
 
     def positive_boxes(self) -> list[dict[str, Any]]:
         """One entry per positive patch: box (top, left, bottom, right, in pixels) and probability."""
-        boxes = self.grid.boxes()
+        boxes = self.source_boxes()
         return [
             {"patch": int(i), "box": [int(v) for v in boxes[i]], "probability": round(float(self.probabilities[i]), 6)}
             for i in np.flatnonzero(self.positive)
@@ -173,20 +189,63 @@ class PatchPredictor:
         """The configured threshold, else the checkpoint's validation operating point, else 0.5."""
         return float(self.config.threshold if self.config.threshold is not None else meta.get("threshold", 0.5))
 
+    def trained_settings(self) -> dict[str, Any]:
+        """The checkpoint's patch settings (its training config for checkpoints without them; {} before one exists)."""
+        if not self.checkpoint.is_file():
+            return {}
+        meta = self.model()[1]
+        return dict(meta.get("patch_settings") or meta.get("config") or {})
+
     def patch_settings(self) -> PatchSettings:
-        """How this predictor cuts images and which patches it scores."""
-        config = self.config
+        """How this predictor cuts images and which patches it scores (spacing as the model was trained)."""
+        config, trained = self.config, self.trained_settings()
         return PatchSettings(patch_size=config.patch_size, stride=config.stride,
-                             skip_background=config.skip_background, tissue_min_fraction=config.tissue_min_fraction)
+                             skip_background=config.skip_background, tissue_min_fraction=config.tissue_min_fraction,
+                             target_spacing_mm=trained.get("target_spacing_mm"),
+                             pixel_spacing_mm=trained.get("pixel_spacing_mm"))
 
-    def prepare(self, pixels: np.ndarray, meta: ImageMeta | None = None) -> PreparedImage:
-        """Prepare a full-resolution image (original intensity units) the way this predictor scores it."""
-        return prepare(pixels, self.patch_settings(), meta=meta)
+    def working_image(self, pixels: np.ndarray, spacing_mm: float | None = None) -> np.ndarray:
+        """The image as the model was trained to see it: resampled to the checkpoint's target spacing (if any).
 
-    def predict(self, pixels: np.ndarray, threshold: float | None = None) -> PatchPrediction:
-        """Score every (tissue) patch of a full-resolution 2-D image given in original intensity units."""
+        ``spacing_mm`` is the image's own spacing (DICOM header or metadata); the checkpoint's fallback
+        spacing applies when it is None.
+        """
+        settings = self.patch_settings()
+        if not settings.target_spacing_mm:
+            return pixels
+        spacing = image_spacing(spacing_mm, None, settings.pixel_spacing_mm)
+        if spacing is None:
+            logger.warning("the model was trained at %.3f mm but this image's pixel spacing is unknown: "
+                           "scoring it at its own pixels", settings.target_spacing_mm)
+        return resample_image(pixels, target_shape(pixels.shape, spacing, settings.target_spacing_mm))
+
+    def scoring_config(self) -> InferConfig:
+        """The config patches are scored with: flip TTA resolved from the checkpoint when not set."""
+        if self.config.tta_flips is not None:
+            return self.config
+        trained = self.model()[1].get("config") or {}
+        return replace(self.config, tta_flips=bool(trained.get("tta_flips", False)))
+
+    def prepare(self, pixels: np.ndarray, meta: ImageMeta | None = None,
+                spacing_mm: float | None = None) -> PreparedImage:
+        """Prepare a full-resolution image (original intensity units) the way this predictor scores it:
+        resampled to the model's spacing when it was trained at one (``spacing_mm`` defaults to the header's)."""
+        if spacing_mm is None and meta is not None and meta.pixel_spacing_mm:
+            spacing_mm = float(meta.pixel_spacing_mm[0])
+        working = self.working_image(pixels, spacing_mm)
+        image = prepare(working, self.patch_settings(), meta=meta)
+        if working.shape != pixels.shape:
+            image.source_shape = (int(pixels.shape[0]), int(pixels.shape[1]))
+        return image
+
+    def predict(self, pixels: np.ndarray, threshold: float | None = None,
+                spacing_mm: float | None = None) -> PatchPrediction:
+        """Score every (tissue) patch of a full-resolution 2-D image given in original intensity units.
+
+        Results map back to the original pixel grid when the model works at another spacing.
+        """
         started = time.perf_counter()
-        image = self.prepare(pixels)
+        image = self.prepare(pixels, spacing_mm=spacing_mm)
         prepare_s = time.perf_counter() - started
         prediction = self.predict_prepared(image, threshold)
         prediction.timings = {"prepare_s": prepare_s, **prediction.timings}
@@ -201,17 +260,25 @@ class PatchPredictor:
         probabilities[indices] = self.score(image, indices)
         threshold = self._threshold_for(meta) if threshold is None else float(threshold)
         return PatchPrediction(grid=image.grid, probabilities=probabilities, scored=image.tissue.copy(),
-                               threshold=threshold, timings={"model_s": time.perf_counter() - started})
+                               threshold=threshold, timings={"model_s": time.perf_counter() - started},
+                               source_shape=image.source_shape)
 
     def score(self, image: PreparedImage, indices: np.ndarray) -> np.ndarray:
-        """Probabilities for the grid patches at ``indices`` of a prepared image, in batches."""
+        """Probabilities for the grid patches at ``indices`` of a prepared image, in batches.
+
+        With flip TTA each patch is also scored flipped left-right, up-down and both, and the four
+        probabilities are averaged.
+        """
         runtime = self.runtime()
+        views = FLIP_VIEWS if self.scoring_config().tta_flips else FLIP_VIEWS[:1]
         indices = np.asarray(indices, dtype=np.int64)
         out = np.zeros(len(indices), dtype=np.float32)
         size = self.batch_size
         for start in range(0, len(indices), size):
             chunk = indices[start : start + size]
-            out[start : start + len(chunk)] = runtime(image.patch_stack(chunk)[:, None])
+            stack = image.patch_stack(chunk)[:, None]
+            total = sum(runtime(np.ascontiguousarray(np.flip(stack, axis=dims)) if dims else stack) for dims in views)
+            out[start : start + len(chunk)] = total / len(views)
         return out
 
 

@@ -13,6 +13,7 @@ for non-trainable batch-norm layers.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ class PatchClassifier(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.frozen_layers = 0
         self.frozen_bn_eval = True
+        self.initialisation = "random"
         self.freeze_first_layers(frozen_layers)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
@@ -125,7 +127,7 @@ def imagenet_weight_candidates(explicit: str | Path | None = None) -> list[Path]
 
 
 def load_imagenet_weights(model: PatchClassifier, weights_path: str | Path | None = None) -> Path | None:
-    """Initialise the backbone from local ImageNet weights without any download.
+    """Initialise the backbone from local pretrained weights (ImageNet, or `plaid pretrain`) without any download.
 
     Returns the file used, or None (after one warning) when no usable file exists, in which case the
     model keeps its random initialisation.
@@ -147,23 +149,60 @@ def load_imagenet_weights(model: PatchClassifier, weights_path: str | Path | Non
             logger.warning("ImageNet weights in %s do not fit ResNet50 (missing %d, unexpected %d keys)",
                            candidate, len(missing), len(unexpected))
             continue
-        logger.info("initialised ResNet50 from ImageNet weights %s", candidate)
+        logger.info("initialised ResNet50 from pretrained weights %s", candidate)
         return candidate
     logger.warning(
-        "no ImageNet ResNet50 weights found offline (looked in: %s); training starts from random "
-        "initialisation. Put resnet50-0676ba61.pth in the torch hub cache or pass a weights path.",
+        "no pretrained ResNet50 weights found on disk (looked in: %s). Put resnet50-0676ba61.pth in the torch "
+        "hub cache, pass a weights path (ImageNet or `plaid pretrain` output), or allow the download.",
         ", ".join(str(c) for c in imagenet_weight_candidates(weights_path)),
     )
     return None
 
 
+def offline_mode(offline: bool = False) -> bool:
+    """True when nothing may be downloaded: ``offline`` set, or PLAID_OFFLINE=1 in the environment."""
+    from plaid.options import parse_bool
+
+    return bool(offline) or parse_bool(os.environ.get("PLAID_OFFLINE", "0"))
+
+
+def fetch_imagenet_weights(model: PatchClassifier) -> Path | None:
+    """Download torchvision's ImageNet ResNet50 weights into the torch hub cache (as torchvision does) and
+    load them; None (after a warning) when the download fails."""
+    weights = ResNet50_Weights.IMAGENET1K_V2
+    try:
+        state = weights.get_state_dict(progress=True)
+    except Exception as exc:  # no network, proxy, disk full: train without them
+        logger.warning("could not download ImageNet weights %s (%s: %s)", weights.url, type(exc).__name__, exc)
+        return None
+    model.backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    logger.info("initialised ResNet50 from downloaded ImageNet weights %s", path)
+    return path
+
+
 def build_model(
-    frozen_layers: int = DEFAULT_FROZEN_LAYERS, pretrained: bool = True, weights_path: str | Path | None = None
+    frozen_layers: int = DEFAULT_FROZEN_LAYERS, pretrained: bool = True, weights_path: str | Path | None = None,
+    offline: bool = False,
 ) -> PatchClassifier:
-    """A new patch classifier, ImageNet-initialised when local weights exist."""
-    model = PatchClassifier(frozen_layers=frozen_layers)
+    """A new patch classifier, initialised from pretrained weights where possible.
+
+    Local weights (``weights_path``, then the torch hub cache) come first; when none exist and downloads
+    are allowed (see `offline_mode`), torchvision's ImageNet weights are fetched. Layers are frozen only
+    when they were loaded from pretrained weights: from random initialisation every layer trains.
+    ``model.initialisation`` records where the weights came from.
+    """
+    model = PatchClassifier(frozen_layers=0)
     loaded = load_imagenet_weights(model, weights_path) if pretrained else None
+    if pretrained and loaded is None and not offline_mode(offline):
+        loaded = fetch_imagenet_weights(model)
     model.frozen_bn_eval = loaded is not None
+    model.initialisation = f"pretrained:{loaded}" if loaded is not None else "random"
+    if loaded is None and frozen_layers:
+        logger.warning("no pretrained weights loaded: no layer is frozen (frozen_layers %d applies only to "
+                       "pretrained layers); every layer trains from random initialisation", frozen_layers)
+        frozen_layers = 0
+    model.freeze_first_layers(frozen_layers)
     return model
 
 

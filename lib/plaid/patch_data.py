@@ -24,6 +24,7 @@ from plaid.image_io import ImageMeta, normalise_intensity, read_mammogram
 from plaid.label_io import read_label_mask
 from plaid.patch_labels import patch_labels_from_mask
 from plaid.sampling import PatchIndex
+from plaid.spacing import image_spacing, resample_image, resample_mask, target_shape
 from plaid.tiling import DEFAULT_PATCH_SIZE, PatchGrid, grid_for, pad_to_grid, patch_view
 from plaid.tissue import tissue_mask, tissue_patches
 
@@ -44,6 +45,17 @@ class PatchSettings:
     min_overlap: float = 0.0
     skip_background: bool = True
     tissue_min_fraction: float = 0.0
+    target_spacing_mm: float | None = None
+    pixel_spacing_mm: float | None = None
+
+    def spacing_of(self, record: CaseRecord, meta: ImageMeta) -> float | None:
+        """An image's pixel spacing: DICOM header, else the record's metadata, else ``pixel_spacing_mm``."""
+        header = float(meta.pixel_spacing_mm[0]) if meta.pixel_spacing_mm else None
+        return image_spacing(header, record.pixel_spacing_mm, self.pixel_spacing_mm)
+
+    def working_shape(self, record: CaseRecord, meta: ImageMeta, shape: tuple[int, int]) -> tuple[int, int]:
+        """The size the image is tiled at: resampled to ``target_spacing_mm`` when set, else its own."""
+        return target_shape(shape, self.spacing_of(record, meta), self.target_spacing_mm)
 
 
 def patch_settings_from_dict(values: Mapping[str, Any]) -> PatchSettings:
@@ -59,7 +71,8 @@ class PreparedImage:
     ``padded`` holds the [0, 1] intensities as uint16 (half the memory of float32), already padded to the
     grid, so every patch is an O(1) view of it. ``tissue`` flags the patches the app scores; ``labels``
     (when a mask was given) flags the calcified patches; ``label_mask`` keeps the full-size mask only
-    when asked for (evaluation's region scores).
+    when asked for (evaluation's region scores). ``source_shape`` is the file's own size when the image was
+    resampled to a target spacing before tiling (results map back to it), else None.
     """
 
     padded: np.ndarray
@@ -69,6 +82,7 @@ class PreparedImage:
     record: CaseRecord | None = None
     labels: np.ndarray | None = None
     label_mask: np.ndarray | None = None
+    source_shape: tuple[int, int] | None = None
     _view: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -163,13 +177,18 @@ def prepare_image(
 ) -> PreparedImage:
     """Read one case (and its mask when ``with_label``) and prepare it; fills the record's patient/age."""
     image = read_mammogram(record.image, min_size=settings.patch_size)
+    shape = settings.working_shape(record, image.meta, image.shape)
+    pixels = resample_image(image.pixels, shape)
     record.fill_from(image.meta)
     mask = None
     if with_label:
         if not record.label:
             raise PlaidInputError(f"image {record.image_id} has no annotation mask", record.image)
-        mask = read_label_mask(record.label, image.shape)
-    return prepare(image.pixels, settings, meta=image.meta, record=record, mask=mask, keep_mask=keep_mask)
+        mask = resample_mask(read_label_mask(record.label, image.shape), shape)
+    prepared = prepare(pixels, settings, meta=image.meta, record=record, mask=mask, keep_mask=keep_mask)
+    if shape != image.shape:
+        prepared.source_shape = image.shape
+    return prepared
 
 
 @dataclass

@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from plaid.datalist import CaseRecord
 from plaid.errors import PlaidInputError
+from plaid.hard_negatives import hard_negative_rows
+from plaid.insertion import InsertedPositives, normal_rows
 from plaid.metrics import confusion_at, operating_point, safe_auc
 from plaid.model import DEFAULT_FROZEN_LAYERS, PatchClassifier, build_model, read_checkpoint, save_checkpoint
 from plaid.options import dataclass_from_mapping
@@ -71,16 +73,24 @@ class TrainConfig:
     seed: int = 0
     pretrained: bool = True
     weights_path: str | None = None
+    offline: bool = False
     device: str = "auto"
     amp: bool = True
     augment: bool = True
     num_workers: int = 0
     multi_gpu: bool = False
     init_checkpoint: str | None = None
+    target_spacing_mm: float | None = None
+    pixel_spacing_mm: float | None = None
+    class_weighted_loss: bool = False
+    inserted_positives: int = 0
+    hard_negative_fraction: float = 0.0
+    tta_flips: bool = False
 
     def patch_settings(self) -> PatchSettings:
         """The tiling/labelling part of the config."""
-        return PatchSettings(self.patch_size, self.stride, self.min_overlap, self.skip_background)
+        return PatchSettings(self.patch_size, self.stride, self.min_overlap, self.skip_background,
+                             target_spacing_mm=self.target_spacing_mm, pixel_spacing_mm=self.pixel_spacing_mm)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain dict."""
@@ -238,10 +248,16 @@ class PatchTrainer:
         self.autocast_dtype, scale_loss = training_precision(self.device, config.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=scale_loss)
 
-    def _data_loader(self, images: Sequence[PreparedImage], index, shuffle: bool, seed: int) -> DataLoader:
-        dataset = PatchDataset(images, index, augment=self.config.augment and shuffle, seed=seed)
-        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False,
-                          num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda")
+    def _data_loader(self, images: Sequence[PreparedImage], index, shuffle: bool, seed: int,
+                     inserted: Dataset | None = None) -> DataLoader:
+        dataset: Dataset = PatchDataset(images, index, augment=self.config.augment and shuffle, seed=seed)
+        generator = None
+        if inserted is not None and len(inserted):
+            dataset = ConcatDataset([dataset, inserted])
+            generator = torch.Generator().manual_seed(seed)
+        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=generator is not None,
+                          generator=generator, num_workers=self.config.num_workers,
+                          pin_memory=self.device.type == "cuda")
 
     def _wrap_for_devices(self, model: PatchClassifier) -> nn.Module:
         if self.config.multi_gpu and self.device.type == "cuda" and torch.cuda.device_count() > 1:
@@ -253,12 +269,14 @@ class PatchTrainer:
         """ImageNet-initialised ResNet50, or the weights of ``init_checkpoint`` (fine-tuning) when it exists."""
         config = self.config
         if config.init_checkpoint and Path(config.init_checkpoint).is_file():
-            model = build_model(config.frozen_layers, pretrained=False)
+            model = build_model(0, pretrained=False)
             model.load_state_dict(read_checkpoint(config.init_checkpoint)["state_dict"])
+            model.freeze_first_layers(config.frozen_layers)
             model.frozen_bn_eval = True
+            model.initialisation = f"checkpoint:{config.init_checkpoint}"
             logger.info("fine-tuning from %s", config.init_checkpoint)
             return model
-        return build_model(config.frozen_layers, config.pretrained, config.weights_path)
+        return build_model(config.frozen_layers, config.pretrained, config.weights_path, config.offline)
 
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
@@ -283,9 +301,13 @@ class PatchTrainer:
         train_index = patch_index_for(train_images)
         if int(train_index.label.sum()) == 0:
             raise PlaidInputError("the training masks mark no calcification patch; nothing to learn from")
+        hard_rows = hard_negative_rows(train_images, train_index, config.hard_negative_fraction)
         sampler = BalancedSampler(train_index, seed=config.seed, negative_ratio=config.negative_ratio,
                                   redraw_each_epoch=config.redraw_negatives,
-                                  max_negatives_per_image=config.max_negatives_per_image)
+                                  max_negatives_per_image=config.max_negatives_per_image,
+                                  extra_positives=config.inserted_positives,
+                                  hard_rows=hard_rows,
+                                  hard_fraction=config.hard_negative_fraction)
         val_images, val_index, validation = self._validation_index(train_index, val_images, train_images)
         marks = {**self.checkpoint_extra, "config": config.to_dict(), "validation": validation,
                  "patch_settings": asdict(config.patch_settings())}
@@ -310,22 +332,26 @@ class PatchTrainer:
             logger.info("resuming from %s after epoch %d", last_path, start_epoch)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if stored is None:
-            write_json(self.out_dir / CONFIG_FILE, config.to_dict())
+            write_json(self.out_dir / CONFIG_FILE, {**config.to_dict(), "initialisation": model.initialisation,
+                                                    "frozen_layers_applied": model.frozen_layers})
         runner = self._wrap_for_devices(model)
-        loss_fn = nn.BCEWithLogitsLoss()
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=positive_weight(config).to(self.device))
         best = max(history, key=_key_metric) if history else None
         best_path = self.out_dir / BEST_CHECKPOINT if best and (self.out_dir / BEST_CHECKPOINT).is_file() else None
 
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             epoch_index = sampler.epoch_index(epoch)
-            loader = self._data_loader(train_images, epoch_index, shuffle=True, seed=config.seed + epoch)
+            inserted = InsertedPositives(train_images, normal_rows(train_index), config.inserted_positives,
+                                         seed=config.seed + 1000 * epoch, augment=config.augment)
+            loader = self._data_loader(train_images, epoch_index, shuffle=True, seed=config.seed + epoch,
+                                       inserted=inserted)
             train_loss, train_acc = self._train_epoch(runner, optimizer, loss_fn, loader, epoch)
             val_labels, val_scores, val_loss = self._score(runner, self._data_loader(val_images, val_index, False, 0))
             stats = EpochStats(
                 epoch=epoch + 1, train_loss=train_loss, train_accuracy=train_acc, val_loss=val_loss,
                 val_accuracy=float(np.mean((val_scores >= 0.5) == val_labels)) if len(val_labels) else float("nan"),
-                val_auc=safe_auc(val_labels, val_scores), train_patches=len(epoch_index),
+                val_auc=safe_auc(val_labels, val_scores), train_patches=len(epoch_index) + len(inserted),
                 val_patches=len(val_index), seconds=time.perf_counter() - started,
             )
             history.append(stats)
@@ -391,6 +417,13 @@ class PatchTrainer:
             return np.zeros(0), np.zeros(0), float("nan")
         labels_all = np.concatenate(labels_out).astype(np.int64)
         return labels_all, np.concatenate(scores_out), loss_sum / len(labels_all)
+
+
+def positive_weight(config: TrainConfig) -> torch.Tensor:
+    """BCE weight of the positive class: the negative ratio with ``class_weighted_loss`` (classes then weigh
+    the same in the loss), else 1."""
+    ratio = config.negative_ratio if config.class_weighted_loss and config.negative_ratio > 0 else 1.0
+    return torch.tensor(float(ratio))
 
 
 def _validation_threshold(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -12,6 +12,7 @@ from typing import Any
 from plaid.datalist import CaseRecord, load_records
 from plaid.holdout import TEST_PART, describe_holdout, holdout_split, read_split, records_in_part
 from plaid.plots import plot_training_curves
+from plaid.recipes import config_with_overrides
 from plaid.serialization import write_json
 from plaid.training import HISTORY_FILE, SPLIT_FILE, TrainConfig, TrainResult, train_from_records
 
@@ -30,19 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("data", type=Path, help="folder (images + labels/final/ or masks/) or datalist JSON/CSV")
     parser.add_argument("--out", type=Path, required=True, help="model folder (best.pt, last.pt, history.json, ...)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float, dest="learning_rate", help="Adam learning rate")
-    parser.add_argument("--frozen-layers", type=int, help="Keras-counted ResNet50 layers to freeze (default 100)")
-    parser.add_argument("--negative-ratio", type=float, help="normal patches per calcified patch (default 1)")
-    parser.add_argument("--val-fraction", type=float, help="share of patients for validation (default 0.05)")
+    add_config_options(parser)
     parser.add_argument("--test-fraction", type=float,
                         help="hold out this share of patients as a test set, recorded in MODEL_DIR/split.json")
-    parser.add_argument("--seed", type=int, help="seed of the splits and the patch sampling (default 0)")
-    parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--weights", dest="weights_path", help="local ImageNet ResNet50 weights file")
-    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
-                        help="start from random weights even if ImageNet weights are available")
     parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
                         help="bad images/masks: skip them with a warning (default) or stop with an error")
     parser.add_argument("--resume", action="store_true",
@@ -52,11 +43,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "frozen_layers", "negative_ratio", "val_fraction", "seed",
+                "device", "weights_path", "pretrained", "offline", "patch_size", "target_spacing_mm",
+                "pixel_spacing_mm", "class_weighted_loss", "inserted_positives", "hard_negative_fraction",
+                "tta_flips")
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """The training options `plaid train` and `plaid crossval` share; each overrides the recipe's value."""
+    parser.add_argument("--recipe", type=Path, help="JSON file of training settings (e.g. recipes/mini-mias.json); "
+                                                    "the flags below override it")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, dest="learning_rate", help="Adam learning rate")
+    parser.add_argument("--frozen-layers", type=int,
+                        help="Keras-counted ResNet50 layers to freeze (default 100; only pretrained layers freeze)")
+    parser.add_argument("--negative-ratio", type=float, help="normal patches per calcified patch (default 1)")
+    parser.add_argument("--class-weighted-loss", action="store_true", default=None,
+                        help="weigh positives by the negative ratio in the loss")
+    parser.add_argument("--inserted-positives", type=int,
+                        help="synthetic calcification clusters pasted into normal patches, per epoch (default 0)")
+    parser.add_argument("--hard-negative-fraction", type=float,
+                        help="share of negatives drawn over masses and other findings (findings/ masks)")
+    parser.add_argument("--patch-size", type=int, help="patch side in pixels (default 224)")
+    parser.add_argument("--target-spacing-mm", type=float, help="resample images to this pixel spacing first")
+    parser.add_argument("--pixel-spacing-mm", type=float,
+                        help="spacing of images whose header and metadata give none")
+    parser.add_argument("--tta-flips", action="store_true", default=None,
+                        help="score patches averaged over flips (stored with the model)")
+    parser.add_argument("--val-fraction", type=float, help="share of patients for validation (default 0.05)")
+    parser.add_argument("--seed", type=int, help="seed of the splits and the patch sampling (default 0)")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--weights", dest="weights_path",
+                        help="pretrained ResNet50 weights file (ImageNet, or `plaid pretrain` output)")
+    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
+                        help="start from random weights even if pretrained weights are available")
+    parser.add_argument("--offline", action="store_true", default=None,
+                        help="never download ImageNet weights (also PLAID_OFFLINE=1)")
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """TrainConfig from the options given on the command line (the rest keep their paper defaults)."""
-    keys = ("epochs", "batch_size", "learning_rate", "frozen_layers", "negative_ratio", "val_fraction", "seed",
-            "device", "weights_path", "pretrained")
-    return TrainConfig.from_mapping({key: getattr(args, key) for key in keys})
+    """TrainConfig from the recipe (if any) and the options given on the command line, which override it."""
+    return config_with_overrides(args.recipe, {key: getattr(args, key) for key in CONFIG_FLAGS})
 
 
 def _history(out_dir: Path) -> list[dict[str, Any]]:

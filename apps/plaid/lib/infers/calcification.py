@@ -97,7 +97,8 @@ class CalcificationInfer(InferTask):
         _, meta = self.predictor.model()
         image = read_mammogram(path, min_size=self.predictor.config.patch_size)
         read_s = time.perf_counter() - started
-        prediction = self.predictor.predict(image.pixels, threshold=threshold)
+        spacing = image.meta.pixel_spacing_mm[0] if image.meta.pixel_spacing_mm else None
+        prediction = self.predictor.predict(image.pixels, threshold=threshold, spacing_mm=spacing)
         result = prediction.label_mask() if label_output == "mask" else prediction.probability_map()
         out_file = tempfile.NamedTemporaryFile(suffix=extension, delete=False).name
         write_started = time.perf_counter()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Learning research on mini-MIAS (docs/real-data.md): import, then patient-split cross-validation runs.
+# Usage: benchmarks/real_mias.sh STEP...   (steps: import e1 e2 pretrain e3 paper final tta)
+# MIAS=path to mini-MIAS (default ../shared/data/mini-mias), WORK=output folder (default /tmp/plaid-mias).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="$(./scripts/ensure_env.sh)/bin/python"
+MIAS=${MIAS:-../shared/data/mini-mias}
+WORK=${WORK:-/tmp/plaid-mias}
+DATA=$WORK/data
+export PLAID_OFFLINE=1 PYTHONPATH=$PWD/lib OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+plaid() { /usr/bin/time -f "%e s wall, %U s user CPU" "$PY" -m plaid.cli "$@"; }
+SCORE=(--checkpoint last --normal-images 6 --no-progress)
+CHOOSE=(--folds 5 --only-folds 2 "${SCORE[@]}")
+for step in "$@"; do
+  case $step in
+    import) plaid import mias "$MIAS/Info.txt" "$MIAS/images" "$DATA" ;;
+    e1) plaid crossval "$DATA" --out "$WORK/e1-random-no-insertion" --recipe recipes/mini-mias.json \
+          --inserted-positives 0 "${CHOOSE[@]}" ;;
+    e2) plaid crossval "$DATA" --out "$WORK/e2-random-inserted" --recipe recipes/mini-mias.json "${CHOOSE[@]}" ;;
+    pretrain) plaid pretrain "$DATA" --out "$WORK/pretrained-inserted.pth" --task inserted --patch-size 64 \
+          --steps 40 --no-progress ;;
+    e3) plaid crossval "$DATA" --out "$WORK/e3-pretrained-inserted" --recipe recipes/mini-mias.json \
+          --weights "$WORK/pretrained-inserted.pth" "${CHOOSE[@]}" ;;
+    paper) plaid crossval "$DATA" --out "$WORK/paper-defaults-4-epochs" --epochs 4 --folds 5 --only-folds 1 \
+          "${SCORE[@]}" ;;
+    tta) "$PY" benchmarks/tta_paper_protocol.py "$WORK/final" "$DATA" ;;
+    final) plaid crossval "$DATA" --out "$WORK/final" --recipe recipes/mini-mias.json --folds 5 "${SCORE[@]}" ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done

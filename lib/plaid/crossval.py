@@ -1,0 +1,198 @@
+"""k-fold cross-validation split by patient: train on k-1 folds, score the held-out women, repeat.
+
+Images are read and prepared once and reused by every fold. Each fold reports the paper protocol (all
+calcified patches plus as many random tissue patches), the realistic protocol (every tissue patch at
+natural prevalence), the image-level AUC (calcified image or not, scored by its highest patch; images whose
+calcifications are known only at image level count here), and false-positive patches per image at the
+model's operating point. The summary gives each metric as mean and sample standard deviation across folds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from plaid.datalist import CaseRecord
+from plaid.errors import PlaidInputError
+from plaid.inference import InferConfig, score_patches
+from plaid.metrics import safe_auc
+from plaid.model import load_model
+from plaid.patch_data import PreparedImage, Problem, prepare_image, process_records
+from plaid.runtime import select_device
+from plaid.serialization import write_json
+from plaid.splits import split_by_group
+from plaid.training import BEST_CHECKPOINT, LAST_CHECKPOINT, PatchTrainer, TrainConfig
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("paper_auc", "realistic_auc", "image_auc", "fp_per_image", "patch_sensitivity")
+SUMMARY_FILE = "crossval.json"
+
+
+def patient_folds(records: Sequence[CaseRecord], folds: int, seed: int = 0,
+                  positive_groups: set[str] | None = None) -> list[list[CaseRecord]]:
+    """Split records into ``folds`` folds by patient; patients with calcifications are dealt out first so
+    every fold gets its share of them. No patient is in two folds."""
+    groups = sorted({record.group for record in records})
+    if folds < 2 or folds > len(groups):
+        raise PlaidInputError(f"folds must be between 2 and the number of patients ({len(groups)}), got {folds}")
+    rng = np.random.default_rng(seed)
+    positive = [g for g in groups if positive_groups and g in positive_groups]
+    order = list(rng.permutation(positive)) + list(rng.permutation([g for g in groups if g not in set(positive)]))
+    fold_of = {group: number % folds for number, group in enumerate(order)}
+    return [[r for r in records if fold_of[r.group] == number] for number in range(folds)]
+
+
+@dataclass
+class ScoredFoldImage:
+    """One held-out image: patch probabilities, tissue and calcified patches, image-level truth."""
+
+    image_id: str
+    probabilities: np.ndarray
+    tissue: np.ndarray
+    labels: np.ndarray | None
+    calcified: bool
+
+
+def image_truth(image: PreparedImage) -> bool:
+    """Image-level truth: the metadata's ``calcified`` when known, else whether the mask marks anything."""
+    if image.record.calcified is not None:
+        return bool(image.record.calcified)
+    return bool(image.labels is not None and image.labels.any())
+
+
+@torch.no_grad()
+def score_fold_images(model: torch.nn.Module, images: Sequence[PreparedImage], config: InferConfig,
+                      device: torch.device) -> list[ScoredFoldImage]:
+    """Score every tissue patch (and every calcified patch) of the held-out images."""
+    scored = []
+    for image in images:
+        wanted = image.tissue | (image.labels if image.labels is not None else False)
+        probabilities = np.zeros(len(image.grid), dtype=np.float64)
+        indices = np.flatnonzero(wanted)
+        probabilities[indices] = score_patches(model, image.pixels, image.grid, indices, config, device)
+        scored.append(ScoredFoldImage(image.record.image_id, probabilities, image.tissue, image.labels,
+                                      image_truth(image)))
+    return scored
+
+
+def test_images(images: Sequence[PreparedImage], normal_images: int | None, seed: int) -> list[PreparedImage]:
+    """All calcified images plus ``normal_images`` random others (all of them when None)."""
+    if normal_images is None:
+        return list(images)
+    normal = [number for number, image in enumerate(images) if not image_truth(image)]
+    rng = np.random.default_rng(seed)
+    keep = set(rng.choice(normal, min(normal_images, len(normal)), replace=False).tolist()) if normal else set()
+    return [image for number, image in enumerate(images) if image_truth(image) or number in keep]
+
+
+def fold_metrics(images: Sequence[ScoredFoldImage], threshold: float, seed: int) -> dict[str, float]:
+    """Paper and realistic patch AUCs, image-level AUC, FP patches per image and patch sensitivity at ``threshold``."""
+    located = [image for image in images if image.labels is not None]
+    labels = np.concatenate([image.labels[image.tissue | image.labels] for image in located]).astype(int)
+    scores = np.concatenate([np.where(image.tissue, image.probabilities, 0.0)[image.tissue | image.labels]
+                             for image in located])
+    rng = np.random.default_rng(seed)
+    positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    paper = np.concatenate([positives, rng.choice(negatives, min(len(positives), len(negatives)), replace=False)])
+    image_labels = np.array([image.calcified for image in images], dtype=int)
+    image_scores = np.array([image.probabilities[image.tissue].max() if image.tissue.any() else 0.0
+                             for image in images])
+    false_positives = [int((image.tissue & ~image.labels & (image.probabilities >= threshold)).sum())
+                       for image in located]
+    return {
+        "paper_auc": safe_auc(labels[paper], scores[paper]),
+        "realistic_auc": safe_auc(labels, scores),
+        "image_auc": safe_auc(image_labels, image_scores),
+        "fp_per_image": float(np.mean(false_positives)) if false_positives else float("nan"),
+        "patch_sensitivity": float(np.mean(scores[positives] >= threshold)) if len(positives) else float("nan"),
+        "test_images": len(images),
+        "test_calcified_patches": int(len(positives)),
+        "test_calcified_images": int(image_labels.sum()),
+    }
+
+
+def mean_sd(values: Sequence[float]) -> dict[str, float]:
+    """Mean and sample standard deviation over the finite values (NaN folds, e.g. one class only, are left out)."""
+    finite = np.array([v for v in values if np.isfinite(v)], dtype=np.float64)
+    return {
+        "mean": float(finite.mean()) if finite.size else float("nan"),
+        "sd": float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),
+        "folds": int(finite.size),
+    }
+
+
+@dataclass
+class CrossvalResult:
+    """Per-fold metrics and their summary."""
+
+    folds: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, dict[str, float]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _prepare(record: CaseRecord, config: TrainConfig) -> PreparedImage:
+    """A labelled image, or an image-level-only one (calcified, no mask) prepared without patch labels."""
+    return prepare_image(record, config.patch_settings(), with_label=bool(record.label))
+
+
+def run_crossval(records: Sequence[CaseRecord], config: TrainConfig, out_dir: str | Path, folds: int = 5,
+                 checkpoint: str = "best", progress: bool = True, only_folds: int | None = None,
+                 score_batch_size: int = 128, normal_images: int | None = None) -> CrossvalResult:
+    """Train and score ``folds`` times, each time holding out one fold of patients; writes crossval.json.
+
+    ``only_folds`` runs just the first N of the ``folds`` folds (a cheaper estimate while choosing settings).
+    ``normal_images`` scores every held-out calcified image but only that many randomly chosen (seeded)
+    held-out images without calcification, for machines where scoring every tissue patch is too slow; AUCs
+    do not depend on prevalence, so this estimates the same figures with more variance.
+    """
+    out_dir = Path(out_dir)
+    usable = [r for r in records if r.label or r.calcified]
+    if not usable:
+        raise PlaidInputError("no image has a mask or an image-level calcification label")
+    started_wall, started_cpu = time.perf_counter(), time.process_time()
+    prepared, problems = process_records(usable, lambda r: _prepare(r, config), progress=progress,
+                                         description="preparing images")
+    positive_groups = {p.record.group for p in prepared if image_truth(p)}
+    by_id = {p.record.image_id: p for p in prepared}
+    split = patient_folds([p.record for p in prepared], folds, config.seed, positive_groups)
+    device = select_device(config.device)
+    infer = InferConfig(batch_size=score_batch_size, amp=config.amp, tta_flips=config.tta_flips)
+    result = CrossvalResult(problems=problems)
+    for number, held_out in enumerate(split[:only_folds]):
+        fold_started = time.perf_counter()
+        held = {r.image_id for r in held_out}
+        trainable = [p.record for p in prepared if p.record.image_id not in held and p.labels is not None]
+        train, val = split_by_group(trainable, config.val_fraction, config.seed, positive_groups=positive_groups)
+        fold_dir = out_dir / f"fold-{number + 1}"
+        logger.info("fold %d/%d: %d training, %d validation, %d test images", number + 1, folds, len(train),
+                    len(val), len(held_out))
+        trainer = PatchTrainer(config, fold_dir, progress=progress)
+        trained = trainer.fit([by_id[r.image_id] for r in train], [by_id[r.image_id] for r in val], resume=False)
+        path = fold_dir / (LAST_CHECKPOINT if checkpoint == "last" else BEST_CHECKPOINT)
+        model, meta = load_model(path, device)
+        scored = score_fold_images(model, test_images([by_id[r.image_id] for r in held_out], normal_images,
+                                                      config.seed + number), infer, device)
+        metrics = fold_metrics(scored, float(meta.get("threshold", 0.5)), seed=config.seed + number)
+        metrics.update(fold=number + 1, patients=len({r.group for r in held_out}),
+                       best_epoch=int(meta.get("epoch", 0)), epochs=len(trained.history),
+                       seconds=round(time.perf_counter() - fold_started, 1),
+                       test_patients=sorted({r.group for r in held_out}))
+        logger.info("fold %d: %s", number + 1, {k: round(metrics[k], 4) for k in METRICS})
+        result.folds.append(metrics)
+    result.summary = {name: mean_sd([fold[name] for fold in result.folds]) for name in METRICS}
+    timing = {"wall_s": round(time.perf_counter() - started_wall, 1),
+              "process_cpu_s": round(time.process_time() - started_cpu, 1),
+              "torch_threads": torch.get_num_threads()}
+    write_json(out_dir / SUMMARY_FILE, {"config": config.to_dict(), "folds_requested": folds,
+                                        "folds_run": len(result.folds), "normal_images_per_fold": normal_images,
+                                        "checkpoint": checkpoint, "summary": result.summary, "timing": timing,
+                                        "folds": result.folds, "problems": [asdict(p) for p in problems]})
+    return result

@@ -1,0 +1,74 @@
+"""Offline pretraining: normal tissue patches only, torchvision-format weights that `plaid train` loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from plaid.cli import main
+from plaid.datalist import CaseRecord
+from plaid.insertion import insert_cluster
+from plaid.model import build_model
+from plaid.pretrain import is_normal
+from plaid.synth import generate_dataset
+
+
+def test_inserted_cluster_is_small_bright_and_inside_the_patch() -> None:
+    rng = np.random.default_rng(0)
+    patch = np.full((64, 64), 0.4, dtype=np.float32) + rng.normal(0, 0.01, (64, 64)).astype(np.float32)
+    out, mask = insert_cluster(patch, 0.2, rng)
+    assert out.shape == patch.shape and 3 <= mask.sum() < 0.1 * mask.size
+    assert (out - patch)[mask].min() > 0.02 and np.abs(out - patch)[~mask].max() < 0.2
+    assert out.max() <= 1.0
+
+
+def test_pretrain_writes_weights_that_train_loads_and_may_freeze(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    generate_dataset(data, 4, seed=5, height=256, width=192, formats=("png",), calcified_fraction=0.5,
+                     max_clusters=1)
+    weights = tmp_path / "pre.pth"
+    assert main(["pretrain", str(data), "--out", str(weights), "--steps", "2", "--batch-size", "4",
+                 "--no-progress"]) == 0
+    summary = json.loads(weights.with_suffix(".json").read_text())
+    assert summary["images"] >= 1 and summary["tissue_patches"] > 0
+    state = torch.load(weights, weights_only=True)
+    assert "conv1.weight" in state and not any(key.startswith("fc.") for key in state)
+    model = build_model(frozen_layers=100, pretrained=True, weights_path=weights)
+    assert model.initialisation == f"pretrained:{weights}" and model.frozen_layers == 100
+    assert torch.equal(model.backbone.conv1.weight, state["conv1.weight"])
+
+
+def test_only_images_known_to_be_normal_are_used(tmp_path: Path) -> None:
+    assert is_normal(CaseRecord(image="a.png", calcified=False))
+    assert not is_normal(CaseRecord(image="a.png", calcified=True))
+    assert not is_normal(CaseRecord(image="a.png"))          # no mask, no metadata: unknown, left out
+    with pytest.raises(ValueError, match="task"):
+        from plaid.pretrain import PretrainConfig
+
+        PretrainConfig(task="jigsaw")
+
+
+def test_findings_masks_mark_hard_negative_patches(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from plaid.hard_negatives import hard_negative_rows
+    from plaid.label_io import write_label_png
+    from plaid.patch_data import PatchSettings, patch_index_for, prepare_image
+
+    pixels = np.full((256, 192), 1800, dtype=np.uint16)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    calcs = np.zeros(pixels.shape, dtype=np.uint8)
+    calcs[10, 10] = 1
+    write_label_png(tmp_path / "masks" / "a.png", calcs)
+    mass = np.zeros(pixels.shape, dtype=np.uint8)
+    mass[200:250, 150:190] = 1                                   # bottom-right patch of a 4 x 3 grid of 64
+    write_label_png(tmp_path / "findings" / "a.png", mass)
+    record = CaseRecord(image=str(tmp_path / "a.png"), label=str(tmp_path / "masks" / "a.png"))
+    image = prepare_image(record, PatchSettings(patch_size=64, skip_background=False))
+    index = patch_index_for([image])
+    rows = hard_negative_rows([image], index, 0.3)
+    assert [int(index.patch[r]) for r in rows] == [11] and hard_negative_rows([image], index, 0.0) is None

@@ -1,0 +1,103 @@
+"""Recipes (JSON settings overridden by flags) and patient-split cross-validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from plaid.cli import build_parser, main
+from plaid.commands.train import config_from_args
+from plaid.crossval import patient_folds
+from plaid.datalist import CaseRecord, load_records
+from plaid.errors import PlaidInputError
+from plaid.recipes import read_recipe
+from plaid.synth import generate_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 small synthetic images of 4 patients (3 with calcifications), PNG only."""
+    folder = tmp_path_factory.mktemp("recipe") / "data"
+    generate_dataset(folder, 8, seed=3, height=256, width=192, formats=("png",), calcified_fraction=0.7,
+                     max_clusters=1)
+    return folder
+
+
+def test_recipe_values_apply_and_flags_override_them(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({"_about": "notes are allowed", "epochs": 7, "patch_size": 64,
+                                  "negative_ratio": 3, "class_weighted_loss": True}))
+    args = build_parser().parse_args(["train", "data", "--out", "o", "--recipe", str(recipe), "--epochs", "2",
+                                      "--negative-ratio", "1.5"])
+    config = config_from_args(args)
+    assert (config.epochs, config.negative_ratio) == (2, 1.5)          # flags win
+    assert config.patch_size == 64 and config.class_weighted_loss is True  # the recipe fills the rest
+    assert config.learning_rate == 1e-4                                  # paper default where neither speaks
+    plain = config_from_args(build_parser().parse_args(["train", "data", "--out", "o"]))
+    assert (plain.epochs, plain.patch_size, plain.negative_ratio) == (120, 224, 1.0)
+
+
+def test_recipe_refuses_unknown_settings(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({"epochs": 3, "negativ_ratio": 2}))
+    with pytest.raises(PlaidInputError, match="negativ_ratio"):
+        read_recipe(recipe)
+    recipe.write_text("[1, 2]")
+    with pytest.raises(PlaidInputError, match="JSON object"):
+        read_recipe(recipe)
+
+
+def test_shipped_recipe_is_valid() -> None:
+    settings = read_recipe(REPO / "recipes" / "mini-mias.json")
+    assert settings["patch_size"] < 224
+
+
+def test_train_with_recipe_records_the_merged_config(tiny_data: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({"epochs": 5, "patch_size": 64, "batch_size": 16, "frozen_layers": 100,
+                                  "inserted_positives": 4, "negative_ratio": 2, "class_weighted_loss": True}))
+    out = tmp_path / "model"
+    assert main(["train", str(tiny_data), "--out", str(out), "--recipe", str(recipe), "--epochs", "1",
+                 "--no-progress"]) == 0
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["epochs"] == 1 and saved["patch_size"] == 64 and saved["inserted_positives"] == 4
+    assert saved["initialisation"] == "random" and saved["frozen_layers_applied"] == 0
+    history = json.loads((out / "history.json").read_text())
+    labelled = json.loads((out / "patch_labels.json").read_text())
+    split = json.loads((out / "split.json").read_text())
+    trained = {item["image_id"] for item in split["train"]}
+    positives = sum(len(labelled[image]["positive_patches"]) for image in trained)
+    assert history[0]["train_patches"] == (positives + 4) * 3   # real + inserted positives, twice as many negatives
+
+
+def test_folds_never_share_a_patient_and_spread_the_calcified() -> None:
+    records = [CaseRecord(image=f"p{p}_{view}.png", patient_id=f"P{p}") for p in range(23) for view in ("cc", "mlo")]
+    positive = {f"P{p}" for p in range(0, 23, 4)}  # 6 calcified patients
+    folds = patient_folds(records, 5, seed=1, positive_groups=positive)
+    patients = [{r.patient_id for r in fold} for fold in folds]
+    assert sum(len(fold) for fold in folds) == len(records)
+    for first in range(5):
+        for second in range(first + 1, 5):
+            assert not patients[first] & patients[second]
+    assert all(len(group & positive) >= 1 for group in patients)
+    assert max(len(g) for g in patients) - min(len(g) for g in patients) <= 1
+    assert patient_folds(records, 5, seed=1, positive_groups=positive) == folds   # seeded
+    with pytest.raises(PlaidInputError, match="folds"):
+        patient_folds(records, 24)
+
+
+def test_crossval_command_reports_mean_and_sd_per_metric(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cv"
+    assert main(["crossval", str(tiny_data), "--out", str(out), "--folds", "2", "--epochs", "1",
+                 "--patch-size", "64", "--batch-size", "16", "--val-fraction", "0", "--no-progress"]) == 0
+    report = json.loads((out / "crossval.json").read_text())
+    assert set(report["summary"]) >= {"paper_auc", "realistic_auc", "image_auc", "fp_per_image"}
+    assert all(set(item) == {"mean", "sd", "folds"} for item in report["summary"].values())
+    held = [set(fold["test_patients"]) for fold in report["folds"]]
+    assert len(held) == 2 and not held[0] & held[1]
+    assert held[0] | held[1] == {r.group for r in load_records(tiny_data)}
+    assert report["config"]["patch_size"] == 64 and report["timing"]["process_cpu_s"] > 0
