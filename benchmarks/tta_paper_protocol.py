@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from plaid.crossval import mean_sd
 from plaid.datalist import load_records
-from plaid.inference import InferConfig, score_patches
+from plaid.inference import InferConfig, PatchPredictor
 from plaid.metrics import safe_auc
-from plaid.model import load_model
 from plaid.patch_data import prepare_image
-from plaid.runtime import select_device
 from plaid.training import TrainConfig
 
 
@@ -31,13 +28,12 @@ def main(crossval_dir: Path, data: Path) -> None:
     report = json.loads((crossval_dir / "crossval.json").read_text())
     config = TrainConfig.from_mapping(report["config"])
     records = [r for r in load_records(data) if r.label]
-    device = select_device("cpu")
     results: dict[bool, list[float]] = {False: [], True: []}
     for fold in report["folds"]:
         held = set(fold["test_patients"])
         images = [prepare_image(r, config.patch_settings()) for r in records if r.group in held]
         images = [image for image in images if image.labels.any()]
-        model, _ = load_model(crossval_dir / f"fold-{fold['fold']}" / "last.pt", device)
+        checkpoint = crossval_dir / f"fold-{fold['fold']}" / "last.pt"
         rng = np.random.default_rng(config.seed + fold["fold"] - 1)
         rows = []
         for number, image in enumerate(images):
@@ -48,9 +44,9 @@ def main(crossval_dir: Path, data: Path) -> None:
         rows += [negatives[i] for i in picks]
         labels = np.array([label for _, _, label in rows])
         for tta in (False, True):
-            infer = replace(InferConfig(batch_size=128, amp=config.amp), tta_flips=tta)
-            scores = np.concatenate([score_patches(model, images[n].pixels, images[n].grid, np.array([p]), infer,
-                                                   device) for n, p, _ in rows])
+            predictor = PatchPredictor(checkpoint, InferConfig(batch_size=128, device="cpu", tta_flips=tta),
+                                       checkpoint_settings=False)
+            scores = np.concatenate([predictor.score(images[n], np.array([p])) for n, p, _ in rows])
             results[tta].append(safe_auc(labels, scores))
         print(f"fold {fold['fold']}: {len(labels)} patches, paper AUC {results[False][-1]:.3f} without TTA, "
               f"{results[True][-1]:.3f} with flip TTA", flush=True)

@@ -21,11 +21,9 @@ import torch
 
 from plaid.datalist import CaseRecord
 from plaid.errors import PlaidInputError
-from plaid.inference import InferConfig, score_patches
+from plaid.inference import InferConfig, PatchPredictor
 from plaid.metrics import safe_auc
-from plaid.model import load_model
 from plaid.patch_data import PreparedImage, Problem, prepare_image, process_records
-from plaid.runtime import select_device
 from plaid.serialization import write_json
 from plaid.splits import split_by_group
 from plaid.training import BEST_CHECKPOINT, LAST_CHECKPOINT, PatchTrainer, TrainConfig
@@ -68,16 +66,14 @@ def image_truth(image: PreparedImage) -> bool:
     return bool(image.labels is not None and image.labels.any())
 
 
-@torch.no_grad()
-def score_fold_images(model: torch.nn.Module, images: Sequence[PreparedImage], config: InferConfig,
-                      device: torch.device) -> list[ScoredFoldImage]:
+def score_fold_images(predictor: PatchPredictor, images: Sequence[PreparedImage]) -> list[ScoredFoldImage]:
     """Score every tissue patch (and every calcified patch) of the held-out images."""
     scored = []
     for image in images:
         wanted = image.tissue | (image.labels if image.labels is not None else False)
         probabilities = np.zeros(len(image.grid), dtype=np.float64)
         indices = np.flatnonzero(wanted)
-        probabilities[indices] = score_patches(model, image.pixels, image.grid, indices, config, device)
+        probabilities[indices] = predictor.score(image, indices)
         scored.append(ScoredFoldImage(image.record.image_id, probabilities, image.tissue, image.labels,
                                       image_truth(image)))
     return scored
@@ -163,8 +159,7 @@ def run_crossval(records: Sequence[CaseRecord], config: TrainConfig, out_dir: st
     positive_groups = {p.record.group for p in prepared if image_truth(p)}
     by_id = {p.record.image_id: p for p in prepared}
     split = patient_folds([p.record for p in prepared], folds, config.seed, positive_groups)
-    device = select_device(config.device)
-    infer = InferConfig(batch_size=score_batch_size, amp=config.amp, tta_flips=config.tta_flips)
+    infer = InferConfig(batch_size=score_batch_size, device=config.device, tta_flips=config.tta_flips)
     result = CrossvalResult(problems=problems)
     for number, held_out in enumerate(split[:only_folds]):
         fold_started = time.perf_counter()
@@ -177,9 +172,10 @@ def run_crossval(records: Sequence[CaseRecord], config: TrainConfig, out_dir: st
         trainer = PatchTrainer(config, fold_dir, progress=progress)
         trained = trainer.fit([by_id[r.image_id] for r in train], [by_id[r.image_id] for r in val], resume=False)
         path = fold_dir / (LAST_CHECKPOINT if checkpoint == "last" else BEST_CHECKPOINT)
-        model, meta = load_model(path, device)
-        scored = score_fold_images(model, test_images([by_id[r.image_id] for r in held_out], normal_images,
-                                                      config.seed + number), infer, device)
+        predictor = PatchPredictor(path, infer, checkpoint_settings=False)  # images are prepared already
+        meta = predictor.model()[1]
+        scored = score_fold_images(predictor, test_images([by_id[r.image_id] for r in held_out], normal_images,
+                                                          config.seed + number))
         metrics = fold_metrics(scored, float(meta.get("threshold", 0.5)), seed=config.seed + number)
         metrics.update(fold=number + 1, patients=len({r.group for r in held_out}),
                        best_epoch=int(meta.get("epoch", 0)), epochs=len(trained.history),
