@@ -7,7 +7,6 @@ from the same data, fraction and seed), so a run can be repeated exactly.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 from plaid.datalist import CaseRecord
 from plaid.errors import PlaidInputError
 from plaid.label_io import read_label_mask
+from plaid.serialization import read_json_object
 from plaid.splits import describe_split, split_by_group
 
 logger = logging.getLogger(__name__)
@@ -67,13 +67,7 @@ def read_split(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise PlaidInputError("split file does not exist", path)
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise PlaidInputError(f"cannot read split file ({exc})", path) from exc
-    if not isinstance(content, dict):
-        raise PlaidInputError("split file must hold a JSON object", path)
-    return content
+    return read_json_object(path, "split file")
 
 
 def records_in_part(

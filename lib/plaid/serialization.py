@@ -28,3 +28,17 @@ def write_json(path: str | Path, value: Any) -> Path:
     path = Path(path)
     path.write_text(json.dumps(json_safe(value), indent=2, allow_nan=False))
     return path
+
+
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    """Parse a JSON file that must hold an object; a `PlaidInputError` naming ``what`` and the file otherwise."""
+    from plaid.errors import PlaidInputError
+
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PlaidInputError(f"cannot read {what} ({exc})", path) from exc
+    if not isinstance(content, dict):
+        raise PlaidInputError(f"{what} is not a JSON object", path)
+    return content

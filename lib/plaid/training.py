@@ -30,7 +30,7 @@ from plaid.options import dataclass_from_mapping
 from plaid.patch_data import PatchDataset, PatchSettings, PreparedImage, Problem, patch_index_for, prepare_images
 from plaid.runtime import cpu_supports_bf16, select_device
 from plaid.sampling import BalancedSampler, PatchIndex
-from plaid.serialization import json_safe, write_json
+from plaid.serialization import json_safe, read_json_object, write_json
 from plaid.splits import describe_split, split_by_group
 
 logger = logging.getLogger(__name__)
@@ -189,13 +189,7 @@ def stored_config(out_dir: Path) -> dict[str, Any] | None:
     path = out_dir / CONFIG_FILE
     if not path.is_file():
         return None
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise PlaidInputError(f"cannot read the stored training configuration ({exc})", path) from exc
-    if not isinstance(content, dict):
-        raise PlaidInputError("stored training configuration is not a JSON object", path)
-    return content
+    return read_json_object(path, "the stored training configuration")
 
 
 def resume_conflicts(stored: Mapping[str, Any], config: TrainConfig) -> list[str]:
