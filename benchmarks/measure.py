@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from plaid.datalist import CaseRecord
-from plaid.image_io import normalise_intensity, read_mammogram
 from plaid.inference import PatchPredictor
-from plaid.label_io import write_label_image
+from plaid.io.datalist import CaseRecord
+from plaid.io.images import normalise_intensity, read_mammogram
+from plaid.io.labels import write_label_image
 from plaid.patch_data import PatchSettings, PreparedImage, patch_index_for, prefetched, prepare_file, prepare_image
 from plaid.runtime import autocast_for
 from plaid.runtime_backends import Runtime

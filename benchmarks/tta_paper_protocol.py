@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from plaid.crossval import mean_sd
-from plaid.datalist import load_records
 from plaid.inference import InferConfig, PatchPredictor
+from plaid.io.datalist import load_records
 from plaid.metrics import safe_auc
 from plaid.patch_data import prepare_image
 from plaid.training import TrainConfig

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from monailabel.client import MONAILabelClient
 
-from plaid.image_io import read_mammogram
-from plaid.label_io import read_label_mask
+from plaid.io.images import read_mammogram
+from plaid.io.labels import read_label_mask
 from plaid.overlay import render_overlay
 from plaid.serving import REPO_ROOT, start_label_server
 

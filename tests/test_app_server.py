@@ -17,7 +17,7 @@ from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException, MONAILabelUtils
 from PIL import Image
 
-from plaid.image_io import read_mammogram
+from plaid.io.images import read_mammogram
 from plaid.patch_labels import patch_labels_from_mask
 from plaid.serving import LabelServer, start_label_server
 from plaid.synth import generate_dataset

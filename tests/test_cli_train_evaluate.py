@@ -22,9 +22,9 @@ from PIL import Image
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
 from plaid.cli import main
-from plaid.datalist import load_records
 from plaid.holdout import select_test_records
-from plaid.label_io import read_label_mask, write_label_png
+from plaid.io.datalist import load_records
+from plaid.io.labels import read_label_mask, write_label_png
 from plaid.model import read_checkpoint
 from plaid.synth import generate_dataset
 

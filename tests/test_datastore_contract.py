@@ -24,7 +24,7 @@ from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoun
 from PIL import Image
 
 from plaid.errors import PlaidError, PlaidInputError
-from plaid.label_io import read_label_mask
+from plaid.io.labels import read_label_mask
 
 APP_DIR = Path(__file__).resolve().parents[1] / "apps" / "plaid"
 if str(APP_DIR) not in sys.path:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from plaid.image_io import read_mammogram
+from plaid.io.images import read_mammogram
 from plaid.serving import REPO_ROOT, free_port
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

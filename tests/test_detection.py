@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plaid.datalist import load_records
 from plaid.inference import InferConfig, PatchPredictor
+from plaid.io.datalist import load_records
 from plaid.patch_labels import patch_labels_from_mask
 from plaid.serving import REPO_ROOT
 from plaid.synth import synthesize_case

@@ -8,9 +8,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from plaid.dicom_io import parse_age, write_dicom_mammogram
 from plaid.errors import ImageReadError
-from plaid.image_io import read_mammogram
+from plaid.io.dicom import parse_age, write_dicom_mammogram
+from plaid.io.images import read_mammogram
 
 
 def _ramp(height: int = 240, width: int = 260, bits: int = 12) -> np.ndarray:

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from plaid.bootstrap import bootstrap_metrics
-from plaid.datalist import CaseRecord
 from plaid.errors import PlaidInputError
 from plaid.evaluation import PatchTable, age_table, paper_rows, parse_age_groups
 from plaid.froc import froc_curve, region_scores
 from plaid.holdout import holdout_split, records_in_part, select_test_records
+from plaid.io.datalist import CaseRecord
 from plaid.metrics import roc_auc
 from plaid.overlay import PREDICTION_COLOUR, render_overlay
 from plaid.plots import plot_training_curves
@@ -157,8 +157,8 @@ def test_test_selection_excludes_training_patients_and_reads_split_files(tmp_pat
 def test_report_without_any_calcification_is_still_written(tmp_path: Path) -> None:
     import torch
 
-    from plaid.datalist import load_records
     from plaid.evaluation import EvalConfig, evaluate
+    from plaid.io.datalist import load_records
     from plaid.model import build_model, save_checkpoint
     from plaid.predictor_setup import make_predictor
     from plaid.synth import generate_dataset

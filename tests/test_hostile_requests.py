@@ -21,8 +21,8 @@ import torch
 from monailabel.client import MONAILabelClient
 from PIL import Image
 
-from plaid.image_io import read_mammogram
-from plaid.label_io import read_label_mask
+from plaid.io.images import read_mammogram
+from plaid.io.labels import read_label_mask
 from plaid.serving import LabelServer, start_label_server
 from plaid.synth import generate_dataset
 

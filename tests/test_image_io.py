@@ -10,8 +10,8 @@ import tifffile
 from PIL import Image
 
 from plaid.errors import ImageReadError, ImageShapeError, ImageTooSmallError, LabelShapeError
-from plaid.image_io import read_mammogram, validate_pixels
-from plaid.label_io import read_label_mask, write_label_image
+from plaid.io.images import read_mammogram, validate_pixels
+from plaid.io.labels import read_label_mask, write_label_image
 
 
 def test_16_bit_png_tiff_and_pgm_keep_values(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -67,7 +67,7 @@ def test_label_write_read_round_trip(tmp_path: Path, suffix: str) -> None:
 def test_label_copies_dicom_geometry_from_header(tmp_path: Path) -> None:
     import itk
 
-    from plaid.dicom_io import write_dicom_mammogram
+    from plaid.io.dicom import write_dicom_mammogram
 
     reference = write_dicom_mammogram(tmp_path / "ref.dcm", np.zeros((300, 260)), pixel_spacing_mm=0.07)
     mask = np.zeros((300, 260), dtype=np.uint8)

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from plaid.cli import main
-from plaid.datalist import load_records
-from plaid.dicom_io import write_dicom_mammogram
-from plaid.label_io import read_label_mask
+from plaid.io.datalist import load_records
+from plaid.io.dicom import write_dicom_mammogram
+from plaid.io.labels import read_label_mask
 
 MIAS_HEADER = """MIAS readme text
 1st column: MIAS database reference number.

@@ -10,8 +10,8 @@ import pydicom
 import pytest
 from pacs_helpers import ohif_label_map_seg
 
-from plaid.dicom_io import write_dicom_mammogram
 from plaid.errors import LabelShapeError, PlaidInputError
+from plaid.io.dicom import write_dicom_mammogram
 from plaid.pacs.codes import BREAST, CALCIFICATION, MORPHOLOGICALLY_ABNORMAL_STRUCTURE
 from plaid.pacs.seg import SeriesInfo, is_automatic, read_seg_mask, referenced_instances, write_seg
 from plaid.pacs.sr import read_sr_regions, write_sr

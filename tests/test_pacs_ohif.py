@@ -17,7 +17,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from plaid.dicom_io import write_dicom_mammogram
+from plaid.io.dicom import write_dicom_mammogram
 from plaid.pacs import dicomweb
 from plaid.pacs.ohif import OhifUnavailable, ensure_ohif, start_ohif
 from plaid.pacs.orthanc import orthanc_missing, start_orthanc

@@ -21,7 +21,7 @@ from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException, MONAILabelUtils
 from pacs_helpers import ohif_label_map_seg, write_ct_copy, write_multiframe_mg
 
-from plaid.label_io import read_label_mask
+from plaid.io.labels import read_label_mask
 from plaid.model import build_model, save_checkpoint
 from plaid.pacs import dicomweb
 from plaid.pacs.codes import CALCIFICATION

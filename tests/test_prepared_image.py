@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from plaid.datalist import CaseRecord
 from plaid.errors import ImageReadError
-from plaid.image_io import read_mammogram
 from plaid.inference import InferConfig, PatchPredictor
+from plaid.io.datalist import CaseRecord
+from plaid.io.images import read_mammogram
 from plaid.model import build_model, save_checkpoint
 from plaid.patch_data import (
     PatchSettings,

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from plaid.cli import main
-from plaid.datalist import CaseRecord
 from plaid.insertion import insert_cluster
+from plaid.io.datalist import CaseRecord
 from plaid.model import build_model
 from plaid.pretrain import is_normal
 from plaid.synth import generate_dataset
@@ -56,7 +56,7 @@ def test_findings_masks_mark_hard_negative_patches(tmp_path: Path) -> None:
     from PIL import Image
 
     from plaid.hard_negatives import hard_negative_rows
-    from plaid.label_io import write_label_png
+    from plaid.io.labels import write_label_png
     from plaid.patch_data import PatchSettings, patch_index_for, prepare_image
 
     pixels = np.full((256, 192), 1800, dtype=np.uint16)

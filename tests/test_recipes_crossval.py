@@ -10,8 +10,8 @@ import pytest
 from plaid.cli import build_parser, main
 from plaid.commands.train import config_from_args
 from plaid.crossval import patient_folds
-from plaid.datalist import CaseRecord, load_records
 from plaid.errors import PlaidInputError
+from plaid.io.datalist import CaseRecord, load_records
 from plaid.recipes import read_recipe
 from plaid.synth import generate_dataset
 

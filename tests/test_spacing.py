@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from plaid.datalist import CaseRecord
-from plaid.dicom_io import write_dicom_mammogram
-from plaid.image_io import ImageMeta
 from plaid.inference import InferConfig, PatchPredictor
-from plaid.label_io import write_label_png
+from plaid.io.datalist import CaseRecord
+from plaid.io.dicom import write_dicom_mammogram
+from plaid.io.images import ImageMeta
+from plaid.io.labels import write_label_png
 from plaid.model import build_model, save_checkpoint
 from plaid.patch_data import PatchSettings, prepare_image
 from plaid.spacing import image_spacing, resample_image, resample_mask, target_shape, to_original_grid

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from plaid.datalist import CaseRecord
+from plaid.io.datalist import CaseRecord
 from plaid.splits import split_by_group
 from plaid.training import TrainConfig
 

@@ -13,8 +13,8 @@ from PIL import Image
 from scipy import ndimage
 
 from plaid.cli import main as plaid_main
-from plaid.image_io import read_mammogram
-from plaid.label_io import read_label_mask
+from plaid.io.images import read_mammogram
+from plaid.io.labels import read_label_mask
 from plaid.synth import METADATA_COLUMNS, SyntheticCase, generate_dataset, synthesize_case, write_case
 from plaid.tissue import tissue_mask
 

@@ -17,11 +17,11 @@ import torch
 
 from plaid import training
 from plaid.cli import main
-from plaid.datalist import CaseRecord, load_records
 from plaid.errors import CheckpointError, PlaidInputError
-from plaid.image_io import read_mammogram
 from plaid.inference import InferConfig, PatchPredictor
-from plaid.label_io import write_label_png
+from plaid.io.datalist import CaseRecord, load_records
+from plaid.io.images import read_mammogram
+from plaid.io.labels import write_label_png
 from plaid.model import read_checkpoint
 from plaid.patch_data import PatchSettings, patch_settings_from_dict, prepare_images
 from plaid.splits import split_by_group

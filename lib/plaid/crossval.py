@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from plaid.datalist import CaseRecord
 from plaid.errors import PlaidInputError
 from plaid.inference import InferConfig, PatchPredictor
+from plaid.io.datalist import CaseRecord
 from plaid.metrics import safe_auc
 from plaid.patch_data import PreparedImage, Problem, prepare_image, process_records
 from plaid.serialization import write_json

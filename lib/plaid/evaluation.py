@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from plaid.bootstrap import bootstrap_metrics
-from plaid.datalist import CaseRecord
 from plaid.errors import PlaidInputError
 from plaid.froc import FrocCurve, froc_curve, region_scores
 from plaid.holdout import EvalSelection
-from plaid.image_io import read_mammogram
 from plaid.inference import PatchPredictor
+from plaid.io.datalist import CaseRecord
+from plaid.io.images import read_mammogram
 from plaid.metrics import confusion_at, operating_point, roc_curve, safe_auc
 from plaid.overlay import render_overlay
 from plaid.patch_data import PatchSettings, PreparedImage, Problem, prepare_image, process_records

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from plaid.importers.common import FINDINGS_FOLDER
-from plaid.label_io import read_label_mask
+from plaid.io.labels import read_label_mask
 from plaid.patch_data import PreparedImage
 from plaid.patch_labels import patch_labels_from_mask
 from plaid.sampling import PatchIndex

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plaid.datalist import CaseRecord
 from plaid.errors import PlaidInputError
-from plaid.label_io import read_label_mask
+from plaid.io.datalist import CaseRecord
+from plaid.io.labels import read_label_mask
 from plaid.serialization import read_json_object
 from plaid.splits import describe_split, split_by_group
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from plaid.errors import CheckpointError, PlaidError
-from plaid.image_io import ImageMeta
+from plaid.io.images import ImageMeta
 from plaid.model import PatchClassifier, load_model
 from plaid.patch_data import PatchSettings, PreparedImage, patch_settings_from_dict, prepare
 from plaid.runtime import default_batch_size, select_device

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from plaid.image_io import normalise_intensity
+from plaid.io.images import normalise_intensity
 
 PREDICTION_COLOUR = (255, 40, 40)
 TRUTH_COLOUR = (40, 220, 40)

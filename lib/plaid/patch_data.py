@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from plaid.datalist import CaseRecord
 from plaid.errors import PlaidInputError
-from plaid.image_io import ImageMeta, normalise_intensity, read_mammogram
-from plaid.label_io import read_label_mask
+from plaid.io.datalist import CaseRecord
+from plaid.io.images import ImageMeta, normalise_intensity, read_mammogram
+from plaid.io.labels import read_label_mask
 from plaid.patch_labels import patch_labels_from_mask
 from plaid.sampling import PatchIndex
 from plaid.spacing import image_spacing, resample_image, resample_mask, target_shape

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from plaid.datalist import CaseRecord
 from plaid.errors import PlaidInputError
 from plaid.insertion import insert_cluster
+from plaid.io.datalist import CaseRecord
 from plaid.model import PatchClassifier
 from plaid.patch_data import PatchSettings, PreparedImage, augment_patch, prepare_images
 from plaid.runtime import autocast_for, select_device
@@ -62,7 +62,7 @@ def is_normal(record: CaseRecord) -> bool:
         return not record.calcified
     if not record.label:
         return False
-    from plaid.label_io import read_label_mask
+    from plaid.io.labels import read_label_mask
 
     return not read_label_mask(record.label).any()
 

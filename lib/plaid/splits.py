@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from plaid.datalist import CaseRecord
+from plaid.io.datalist import CaseRecord
 
 RecordT = TypeVar("RecordT", bound=CaseRecord)
 

@@ -551,8 +551,8 @@ def write_case(
     """
     from PIL import Image
 
-    from plaid.dicom_io import write_dicom_mammogram
-    from plaid.label_io import write_label_png
+    from plaid.io.dicom import write_dicom_mammogram
+    from plaid.io.labels import write_label_png
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

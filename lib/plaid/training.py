@@ -20,10 +20,10 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from plaid.datalist import CaseRecord
 from plaid.errors import PlaidInputError
 from plaid.hard_negatives import hard_negative_rows
 from plaid.insertion import InsertedPositives, normal_rows
+from plaid.io.datalist import CaseRecord
 from plaid.metrics import confusion_at, operating_point, safe_auc
 from plaid.model import DEFAULT_FROZEN_LAYERS, PatchClassifier, build_model, read_checkpoint, save_checkpoint
 from plaid.options import dataclass_from_mapping

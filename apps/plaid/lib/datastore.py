@@ -18,10 +18,10 @@ from typing import Any
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.exception import ImageNotFoundException
 
-from plaid.datalist import METADATA_FILES
 from plaid.errors import PlaidError, PlaidInputError
-from plaid.image_io import read_mammogram
-from plaid.label_io import read_label_mask
+from plaid.io.datalist import METADATA_FILES
+from plaid.io.images import read_mammogram
+from plaid.io.labels import read_label_mask
 
 logger = logging.getLogger(__name__)
 

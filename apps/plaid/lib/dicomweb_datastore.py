@@ -34,9 +34,9 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom.dataset import Dataset
 
 from lib.errors import http_error
-from plaid.dicom_io import read_dicom_mammogram
 from plaid.errors import LabelShapeError, PlaidError
-from plaid.label_io import label_suffix, read_label_mask, write_label_png
+from plaid.io.dicom import read_dicom_mammogram
+from plaid.io.labels import label_suffix, read_label_mask, write_label_png
 from plaid.pacs import dicomweb
 from plaid.pacs.dicomweb import InstanceRecord, PacsError, PacsInputError
 from plaid.pacs.seg import SeriesInfo, is_automatic, is_segmentation, read_seg_mask, referenced_instances, write_seg

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from plaid.commands.train import add_config_options, config_from_args
 from plaid.crossval import METRICS, SUMMARY_FILE, run_crossval
-from plaid.datalist import load_records
+from plaid.io.datalist import load_records
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from plaid.commands import add_run_options
-from plaid.datalist import image_id_of
 from plaid.errors import PlaidInputError
-from plaid.image_io import IMAGE_SUFFIXES, Mammogram, read_mammogram
 from plaid.inference import PatchPredictor
-from plaid.label_io import write_label_image
+from plaid.io.datalist import image_id_of
+from plaid.io.images import IMAGE_SUFFIXES, Mammogram, read_mammogram
+from plaid.io.labels import write_label_image
 from plaid.overlay import render_overlay
 from plaid.patch_data import PreparedImage, prefetched
 from plaid.predictor_setup import make_predictor

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from plaid.datalist import load_records
+from plaid.io.datalist import load_records
 from plaid.pretrain import TASKS, PretrainConfig, pretrain
 
 

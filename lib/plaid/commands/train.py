@@ -9,8 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from plaid.datalist import CaseRecord, load_records
 from plaid.holdout import TEST_PART, describe_holdout, holdout_split, read_split, records_in_part
+from plaid.io.datalist import CaseRecord, load_records
 from plaid.plots import plot_training_curves
 from plaid.recipes import config_with_overrides
 from plaid.serialization import write_json

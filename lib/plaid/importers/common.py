@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from plaid.label_io import write_label_png
+from plaid.io.labels import write_label_png
 from plaid.serialization import write_json
 
 logger = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from plaid.errors import PlaidInputError
-from plaid.image_io import read_mammogram
 from plaid.importers.common import ImportedCase, LeftOut, disc_mask, write_dataset
+from plaid.io.images import read_mammogram
 from plaid.tissue import tissue_mask
 
 logger = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from lib.dicom_results import parse_dicom_outputs, publish_dicom_results
 from plaid.errors import ModelNotFoundError, PlaidInputError
-from plaid.image_io import read_mammogram
 from plaid.inference import PatchPredictor
-from plaid.label_io import write_label_image
+from plaid.io.images import read_mammogram
+from plaid.io.labels import write_label_image
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
 from plaid.errors import PlaidError
-from plaid.image_io import read_mammogram
 from plaid.inference import PatchPredictor
+from plaid.io.images import read_mammogram
 from plaid.patch_data import PreparedImage, prefetched
 from plaid.uncertainty import MODEL_KEY, SCORE_KEY, total_patch_entropy
 

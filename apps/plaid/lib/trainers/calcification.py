@@ -15,8 +15,8 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.datastore import check_name
-from plaid.datalist import CaseRecord, attach_metadata
 from plaid.errors import PlaidInputError
+from plaid.io.datalist import CaseRecord, attach_metadata
 from plaid.options import strict_bool
 from plaid.serialization import json_safe, write_json
 from plaid.training import TrainConfig, train_from_records

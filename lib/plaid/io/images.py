@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from plaid.dicom_io import read_dicom_mammogram
 from plaid.errors import ImageReadError, ImageShapeError, ImageTooSmallError
-from plaid.mammogram import ImageMeta, Mammogram
+from plaid.io.dicom import read_dicom_mammogram
+from plaid.io.mammogram import ImageMeta, Mammogram
 
 logger = logging.getLogger(__name__)
 

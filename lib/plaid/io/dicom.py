@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from plaid.errors import ImageReadError
-from plaid.mammogram import ImageMeta, Mammogram
+from plaid.io.mammogram import ImageMeta, Mammogram
 
 logger = logging.getLogger(__name__)
 

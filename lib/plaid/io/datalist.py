@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from plaid.errors import PlaidInputError
-from plaid.image_io import IMAGE_SUFFIXES, ImageMeta
-from plaid.label_io import LABEL_SUFFIXES, label_suffix
+from plaid.io.images import IMAGE_SUFFIXES, ImageMeta
+from plaid.io.labels import LABEL_SUFFIXES, label_suffix
 
 logger = logging.getLogger(__name__)
 
