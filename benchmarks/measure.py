@@ -20,12 +20,19 @@ from plaid.inference import PatchPredictor
 from plaid.io.datalist import CaseRecord
 from plaid.io.images import normalise_intensity, read_mammogram
 from plaid.io.labels import write_label_image
-from plaid.patch_data import PatchSettings, PreparedImage, patch_index_for, prefetched, prepare_file, prepare_image
+from plaid.patches.grid import PatchGrid
+from plaid.patches.prepared import (
+    PatchSettings,
+    PreparedImage,
+    patch_index_for,
+    prefetched,
+    prepare_file,
+    prepare_image,
+)
+from plaid.patches.sampling import BalancedSampler
 from plaid.runtime import autocast_for
 from plaid.runtime_backends import Runtime
-from plaid.sampling import BalancedSampler
 from plaid.synth import synthesize_case, write_case
-from plaid.tiling import PatchGrid
 from plaid.training import PatchTrainer, TrainConfig
 
 

@@ -19,7 +19,7 @@ from plaid.crossval import mean_sd
 from plaid.inference import InferConfig, PatchPredictor
 from plaid.io.datalist import load_records
 from plaid.metrics import safe_auc
-from plaid.patch_data import prepare_image
+from plaid.patches.prepared import prepare_image
 from plaid.training import TrainConfig
 
 

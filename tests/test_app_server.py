@@ -18,10 +18,10 @@ from monailabel.client.client import MONAILabelClientException, MONAILabelUtils
 from PIL import Image
 
 from plaid.io.images import read_mammogram
-from plaid.patch_labels import patch_labels_from_mask
+from plaid.patches.grid import PatchGrid
+from plaid.patches.labels import patch_labels_from_mask
 from plaid.serving import LabelServer, start_label_server
 from plaid.synth import generate_dataset
-from plaid.tiling import PatchGrid
 
 pytestmark = pytest.mark.server
 

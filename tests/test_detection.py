@@ -15,7 +15,7 @@ import pytest
 
 from plaid.inference import InferConfig, PatchPredictor
 from plaid.io.datalist import load_records
-from plaid.patch_labels import patch_labels_from_mask
+from plaid.patches.labels import patch_labels_from_mask
 from plaid.serving import REPO_ROOT
 from plaid.synth import synthesize_case
 from plaid.training import TrainConfig, train_from_records

@@ -12,7 +12,7 @@ import torch
 
 from plaid.inference import InferConfig, PatchPredictor
 from plaid.model import build_model, save_checkpoint
-from plaid.tiling import PatchGrid
+from plaid.patches.grid import PatchGrid
 
 
 @pytest.fixture(scope="module")

@@ -28,10 +28,10 @@ from plaid.pacs.codes import CALCIFICATION
 from plaid.pacs.orthanc import OrthancServer, orthanc_missing, start_orthanc
 from plaid.pacs.seg import read_seg_mask
 from plaid.pacs.sr import read_sr_regions
-from plaid.patch_labels import patch_labels_from_mask
+from plaid.patches.grid import PatchGrid
+from plaid.patches.labels import patch_labels_from_mask
 from plaid.serving import LabelServer, free_port, start_label_server
 from plaid.synth import generate_dataset
-from plaid.tiling import PatchGrid
 
 pytestmark = [pytest.mark.server, pytest.mark.skipif(orthanc_missing() is not None,
                                                      reason=f"Orthanc unavailable: {orthanc_missing()}")]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from plaid.errors import LabelShapeError
-from plaid.patch_labels import patch_labels_from_mask
-from plaid.tiling import PatchGrid
+from plaid.patches.grid import PatchGrid
+from plaid.patches.labels import patch_labels_from_mask
 
 
 def test_hand_computed_example_with_region_spanning_four_patches() -> None:

@@ -14,7 +14,8 @@ from plaid.inference import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord
 from plaid.io.images import read_mammogram
 from plaid.model import build_model, save_checkpoint
-from plaid.patch_data import (
+from plaid.patches.grid import PatchGrid
+from plaid.patches.prepared import (
     PatchSettings,
     prefetched,
     preparation_processes,
@@ -24,8 +25,7 @@ from plaid.patch_data import (
     process_records,
     to_unit_uint16,
 )
-from plaid.tiling import PatchGrid
-from plaid.tissue import tissue_mask, tissue_patches
+from plaid.patches.tissue import tissue_mask, tissue_patches
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample-data"
 

@@ -57,7 +57,7 @@ def test_findings_masks_mark_hard_negative_patches(tmp_path: Path) -> None:
 
     from plaid.hard_negatives import hard_negative_rows
     from plaid.io.labels import write_label_png
-    from plaid.patch_data import PatchSettings, patch_index_for, prepare_image
+    from plaid.patches.prepared import PatchSettings, patch_index_for, prepare_image
 
     pixels = np.full((256, 192), 1800, dtype=np.uint16)
     Image.fromarray(pixels).save(tmp_path / "a.png")

@@ -13,7 +13,7 @@ import torch
 from plaid import runtime_backends
 from plaid.inference import InferConfig, PatchPredictor
 from plaid.model import PatchClassifier, build_model, save_checkpoint
-from plaid.patch_data import PatchSettings, prepare_file
+from plaid.patches.prepared import PatchSettings, prepare_file
 from plaid.runtime_backends import AGREEMENT_TOLERANCE, Runtime, build_runtime, candidate_names, select_runtime
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample-data" / "SYN0001_R_CC.png"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from plaid.sampling import BalancedSampler, PatchIndex
+from plaid.patches.sampling import BalancedSampler, PatchIndex
 
 
 def _index() -> PatchIndex:

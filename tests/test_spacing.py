@@ -14,8 +14,8 @@ from plaid.io.dicom import write_dicom_mammogram
 from plaid.io.images import ImageMeta
 from plaid.io.labels import write_label_png
 from plaid.model import build_model, save_checkpoint
-from plaid.patch_data import PatchSettings, prepare_image
-from plaid.spacing import image_spacing, resample_image, resample_mask, target_shape, to_original_grid
+from plaid.patches.prepared import PatchSettings, prepare_image
+from plaid.patches.spacing import image_spacing, resample_image, resample_mask, target_shape, to_original_grid
 
 
 def test_spacing_comes_from_header_then_metadata_then_flag() -> None:

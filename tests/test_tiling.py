@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plaid.tiling import PatchGrid, extract_patches, grid_for, patch_fraction, stitch
+from plaid.patches.grid import PatchGrid, extract_patches, grid_for, patch_fraction, stitch
 
 
 @pytest.mark.parametrize(("height", "width"), [(448, 672), (450, 700), (224, 224), (225, 223 + 224)])

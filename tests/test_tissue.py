@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from plaid.patches.grid import PatchGrid
+from plaid.patches.tissue import tissue_mask, tissue_patches, upsample_nearest
 from plaid.synth import synthesize_case
-from plaid.tiling import PatchGrid
-from plaid.tissue import tissue_mask, tissue_patches, upsample_nearest
 
 
 def test_breast_found_despite_burned_in_label_and_bright_border() -> None:

@@ -23,7 +23,7 @@ from plaid.errors import PlaidInputError
 from plaid.inference import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord
 from plaid.metrics import safe_auc
-from plaid.patch_data import PreparedImage, Problem, prepare_image, process_records
+from plaid.patches.prepared import PreparedImage, Problem, prepare_image, process_records
 from plaid.serialization import write_json
 from plaid.splits import split_by_group
 from plaid.training import BEST_CHECKPOINT, LAST_CHECKPOINT, PatchTrainer, TrainConfig

@@ -32,13 +32,13 @@ from plaid.io.datalist import CaseRecord
 from plaid.io.images import read_mammogram
 from plaid.metrics import confusion_at, operating_point, roc_curve, safe_auc
 from plaid.overlay import render_overlay
-from plaid.patch_data import PatchSettings, PreparedImage, Problem, prepare_image, process_records
+from plaid.patches.grid import PatchGrid
+from plaid.patches.prepared import PatchSettings, PreparedImage, Problem, prepare_image, process_records
+from plaid.patches.sampling import BalancedSampler, PatchIndex
+from plaid.patches.spacing import boxes_on_source
 from plaid.plots import plot_froc, plot_roc
 from plaid.report import render_markdown
-from plaid.sampling import BalancedSampler, PatchIndex
 from plaid.serialization import write_json
-from plaid.spacing import boxes_on_source
-from plaid.tiling import PatchGrid
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from plaid.tiling import PatchGrid, patch_fraction
+from plaid.patches.grid import PatchGrid, patch_fraction
 
 STANDARD_FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 

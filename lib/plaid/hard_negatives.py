@@ -14,10 +14,10 @@ import numpy as np
 
 from plaid.importers.common import FINDINGS_FOLDER
 from plaid.io.labels import read_label_mask
-from plaid.patch_data import PreparedImage
-from plaid.patch_labels import patch_labels_from_mask
-from plaid.sampling import PatchIndex
-from plaid.spacing import resample_mask
+from plaid.patches.labels import patch_labels_from_mask
+from plaid.patches.prepared import PreparedImage
+from plaid.patches.sampling import PatchIndex
+from plaid.patches.spacing import resample_mask
 
 logger = logging.getLogger(__name__)
 

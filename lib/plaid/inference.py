@@ -1,7 +1,7 @@
 """Whole-image inference: tile at full resolution, score tissue patches in batches, mark the positives.
 
 The MONAI Label infer task, the `plaid infer` CLI and evaluation all go through `PatchPredictor`: each
-image is prepared once (`plaid.patch_data.prepare`) and its tissue patches are scored in batches by the
+image is prepared once (`plaid.patches.prepared.prepare`) and its tissue patches are scored in batches by the
 runtime chosen when the model was loaded (`plaid.runtime_backends`).
 """
 
@@ -20,11 +20,11 @@ import numpy as np
 from plaid.errors import CheckpointError, PlaidError
 from plaid.io.images import ImageMeta
 from plaid.model import PatchClassifier, load_model
-from plaid.patch_data import PatchSettings, PreparedImage, patch_settings_from_dict, prepare
+from plaid.patches.grid import DEFAULT_PATCH_SIZE, PatchGrid, stitch
+from plaid.patches.prepared import PatchSettings, PreparedImage, patch_settings_from_dict, prepare
+from plaid.patches.spacing import boxes_on_source, image_spacing, resample_image, target_shape, to_original_grid
 from plaid.runtime import default_batch_size, select_device
 from plaid.runtime_backends import AUTO, RUNTIME_ENV, Runtime, select_runtime, validate_runtime_name
-from plaid.spacing import boxes_on_source, image_spacing, resample_image, target_shape, to_original_grid
-from plaid.tiling import DEFAULT_PATCH_SIZE, PatchGrid, stitch
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ class PatchPredictor:
         return prediction
 
     def predict_prepared(self, image: PreparedImage, threshold: float | None = None) -> PatchPrediction:
-        """Score the tissue patches of an image already prepared (by `prepare` or `plaid.patch_data`)."""
+        """Score the tissue patches of an image already prepared (by `prepare` or `plaid.patches.prepared`)."""
         started = time.perf_counter()
         _, _, meta = self._load()
         probabilities = np.zeros(len(image.grid), dtype=np.float32)

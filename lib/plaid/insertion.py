@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from plaid.patch_data import PreparedImage, augment_patch
-from plaid.sampling import PatchIndex
+from plaid.patches.prepared import PreparedImage, augment_patch
+from plaid.patches.sampling import PatchIndex
 from plaid.synth import _draw_speck, _speck_diameter_px
 
 DISPLAY_MAX = 4095.0

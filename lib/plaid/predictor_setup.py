@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from plaid.inference import InferConfig, PatchPredictor, with_patch_settings
-from plaid.patch_data import PatchSettings, patch_settings_from_dict
+from plaid.patches.prepared import PatchSettings, patch_settings_from_dict
 from plaid.training import TrainConfig
 
 

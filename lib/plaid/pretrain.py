@@ -27,7 +27,7 @@ from plaid.errors import PlaidInputError
 from plaid.insertion import insert_cluster
 from plaid.io.datalist import CaseRecord
 from plaid.model import PatchClassifier
-from plaid.patch_data import PatchSettings, PreparedImage, augment_patch, prepare_images
+from plaid.patches.prepared import PatchSettings, PreparedImage, augment_patch, prepare_images
 from plaid.runtime import autocast_for, select_device
 from plaid.serialization import write_json
 

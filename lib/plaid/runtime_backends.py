@@ -7,7 +7,7 @@ than `AGREEMENT_TOLERANCE` on a check batch, and keeps the fastest. A named runt
 when it builds and agrees; a missing package or a failed conversion falls back to torch.
 
 Every runtime maps a batch of shape (N, 1, H, W) to N probabilities: float32 in [0, 1], or the uint16
-form `plaid.patch_data.PreparedImage` stores (0..65535 for 0..1), which torch runtimes move to the
+form `plaid.patches.prepared.PreparedImage` stores (0..65535 for 0..1), which torch runtimes move to the
 device at half the size and convert there.
 """
 
@@ -28,7 +28,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from plaid.patch_data import UINT16_SCALE
+from plaid.patches.prepared import UINT16_SCALE
 from plaid.runtime import cpu_supports_bf16
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from plaid.io.datalist import image_id_of
 from plaid.io.images import IMAGE_SUFFIXES, Mammogram, read_mammogram
 from plaid.io.labels import write_label_image
 from plaid.overlay import render_overlay
-from plaid.patch_data import PreparedImage, prefetched
+from plaid.patches.prepared import PreparedImage, prefetched
 from plaid.predictor_setup import make_predictor
 from plaid.serialization import write_json
 

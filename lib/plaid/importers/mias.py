@@ -19,7 +19,7 @@ import numpy as np
 from plaid.errors import PlaidInputError
 from plaid.importers.common import ImportedCase, LeftOut, disc_mask, write_dataset
 from plaid.io.images import read_mammogram
-from plaid.tissue import tissue_mask
+from plaid.patches.tissue import tissue_mask
 
 logger = logging.getLogger(__name__)
 

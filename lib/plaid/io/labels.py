@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from plaid.errors import ImageReadError
-from plaid.patch_labels import check_mask_shape
+from plaid.patches.labels import check_mask_shape
 
 logger = logging.getLogger(__name__)
 

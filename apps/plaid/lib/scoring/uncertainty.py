@@ -11,7 +11,7 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from plaid.errors import PlaidError
 from plaid.inference import PatchPredictor
 from plaid.io.images import read_mammogram
-from plaid.patch_data import PreparedImage, prefetched
+from plaid.patches.prepared import PreparedImage, prefetched
 from plaid.uncertainty import MODEL_KEY, SCORE_KEY, total_patch_entropy
 
 logger = logging.getLogger(__name__)

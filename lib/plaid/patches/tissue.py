@@ -7,7 +7,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 from skimage.transform import resize
 
-from plaid.tiling import PatchGrid, patch_fraction
+from plaid.patches.grid import PatchGrid, patch_fraction
 
 ANALYSIS_SIZE = 512
 

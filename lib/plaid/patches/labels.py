@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from plaid.errors import LabelShapeError
-from plaid.tiling import PatchGrid, patch_fraction
+from plaid.patches.grid import PatchGrid, patch_fraction
 
 
 def check_mask_shape(mask: np.ndarray, image_shape: tuple[int, int], path: str | Path | None = None) -> np.ndarray:

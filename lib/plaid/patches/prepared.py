@@ -22,11 +22,11 @@ from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord
 from plaid.io.images import ImageMeta, normalise_intensity, read_mammogram
 from plaid.io.labels import read_label_mask
-from plaid.patch_labels import patch_labels_from_mask
-from plaid.sampling import PatchIndex
-from plaid.spacing import image_spacing, resample_image, resample_mask, target_shape
-from plaid.tiling import DEFAULT_PATCH_SIZE, PatchGrid, grid_for, pad_to_grid, patch_view
-from plaid.tissue import tissue_mask, tissue_patches
+from plaid.patches.grid import DEFAULT_PATCH_SIZE, PatchGrid, grid_for, pad_to_grid, patch_view
+from plaid.patches.labels import patch_labels_from_mask
+from plaid.patches.sampling import PatchIndex
+from plaid.patches.spacing import image_spacing, resample_image, resample_mask, target_shape
+from plaid.patches.tissue import tissue_mask, tissue_patches
 
 logger = logging.getLogger(__name__)
 

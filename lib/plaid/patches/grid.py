@@ -117,7 +117,7 @@ def extract_patches(
     """Return the (K, patch, patch) patches at ``indices`` (all when None), edge patches padded with ``fill``.
 
     This pads the whole image on every call; code that takes many patches from one image keeps a
-    `plaid.patch_data.PreparedImage`, which pads once.
+    `plaid.patches.prepared.PreparedImage`, which pads once.
     """
     if image.shape[:2] != (grid.height, grid.width):
         raise ValueError(f"image shape {image.shape[:2]} does not match grid {grid.height}x{grid.width}")

@@ -1,0 +1,1 @@
+"""From a read image to patches: grid, tissue, patch labels, spacing, balanced sampling, the prepared image."""
