@@ -35,9 +35,9 @@ from measure import (
 )
 
 from plaid.inference import InferConfig, PatchPredictor
-from plaid.model import build_model, save_checkpoint
-from plaid.runtime import select_device
-from plaid.runtime_backends import RUNTIME_CHOICES
+from plaid.model.backends import RUNTIME_CHOICES
+from plaid.model.device import select_device
+from plaid.model.network import build_model, save_checkpoint
 from plaid.training import TrainConfig
 
 

@@ -32,9 +32,9 @@ from measure import (
 )
 
 from plaid.inference import InferConfig, PatchPredictor
-from plaid.model import build_model, save_checkpoint
+from plaid.model.device import select_device
+from plaid.model.network import build_model, save_checkpoint
 from plaid.patches.prepared import preparation_processes, prepare_file
-from plaid.runtime import select_device
 from plaid.training import PatchTrainer, TrainConfig
 
 

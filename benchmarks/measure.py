@@ -20,6 +20,8 @@ from plaid.inference import PatchPredictor
 from plaid.io.datalist import CaseRecord
 from plaid.io.images import normalise_intensity, read_mammogram
 from plaid.io.labels import write_label_image
+from plaid.model.backends import Runtime
+from plaid.model.device import autocast_for
 from plaid.patches.grid import PatchGrid
 from plaid.patches.prepared import (
     PatchSettings,
@@ -30,8 +32,6 @@ from plaid.patches.prepared import (
     prepare_image,
 )
 from plaid.patches.sampling import BalancedSampler
-from plaid.runtime import autocast_for
-from plaid.runtime_backends import Runtime
 from plaid.synth import synthesize_case, write_case
 from plaid.training import PatchTrainer, TrainConfig
 

@@ -25,7 +25,7 @@ from plaid.cli import main
 from plaid.holdout import select_test_records
 from plaid.io.datalist import load_records
 from plaid.io.labels import read_label_mask, write_label_png
-from plaid.model import read_checkpoint
+from plaid.model.network import read_checkpoint
 from plaid.synth import generate_dataset
 
 pytestmark = pytest.mark.slow

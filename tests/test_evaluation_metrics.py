@@ -159,7 +159,7 @@ def test_report_without_any_calcification_is_still_written(tmp_path: Path) -> No
 
     from plaid.evaluation import EvalConfig, evaluate
     from plaid.io.datalist import load_records
-    from plaid.model import build_model, save_checkpoint
+    from plaid.model.network import build_model, save_checkpoint
     from plaid.predictor_setup import make_predictor
     from plaid.synth import generate_dataset
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from plaid.inference import InferConfig, PatchPredictor
-from plaid.model import build_model, save_checkpoint
+from plaid.model.network import build_model, save_checkpoint
 from plaid.patches.grid import PatchGrid
 
 

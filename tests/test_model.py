@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchvision.models import resnet50
 
-from plaid.model import (
+from plaid.model.network import (
     PatchClassifier,
     build_model,
     load_imagenet_weights,
@@ -80,7 +80,7 @@ def test_missing_weights_warn_and_fall_back(tmp_path: Path, caplog: pytest.LogCa
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
     model = PatchClassifier()
-    with caplog.at_level(logging.WARNING, logger="plaid.model"):
+    with caplog.at_level(logging.WARNING, logger="plaid.model.network"):
         used = load_imagenet_weights(model, tmp_path / "nope.pth")
     assert used is None
     assert "no pretrained ResNet50 weights found" in caplog.text
@@ -104,7 +104,7 @@ def test_no_frozen_layer_without_pretrained_weights(tmp_path: Path, caplog: pyte
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
     urls = _count_downloads(monkeypatch)
-    with caplog.at_level(logging.WARNING, logger="plaid.model"):
+    with caplog.at_level(logging.WARNING, logger="plaid.model.network"):
         model = build_model(frozen_layers=100, pretrained=True)       # PLAID_OFFLINE=1 in tests
     assert urls == []                                                  # offline: nothing downloaded
     assert all(p.requires_grad for p in model.parameters()) and model.frozen_layers == 0

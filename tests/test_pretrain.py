@@ -12,7 +12,7 @@ import torch
 from plaid.cli import main
 from plaid.insertion import insert_cluster
 from plaid.io.datalist import CaseRecord
-from plaid.model import build_model
+from plaid.model.network import build_model
 from plaid.pretrain import is_normal
 from plaid.synth import generate_dataset
 

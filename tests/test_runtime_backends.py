@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from plaid import runtime_backends
 from plaid.inference import InferConfig, PatchPredictor
-from plaid.model import PatchClassifier, build_model, save_checkpoint
+from plaid.model import backends
+from plaid.model.backends import AGREEMENT_TOLERANCE, Runtime, build_runtime, candidate_names, select_runtime
+from plaid.model.network import PatchClassifier, build_model, save_checkpoint
 from plaid.patches.prepared import PatchSettings, prepare_file
-from plaid.runtime_backends import AGREEMENT_TOLERANCE, Runtime, build_runtime, candidate_names, select_runtime
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample-data" / "SYN0001_R_CC.png"
 CPU = torch.device("cpu")
@@ -56,7 +56,7 @@ def test_every_cpu_candidate_agrees_with_torch_fp32_on_sample_patches(
 def test_auto_times_every_candidate_and_keeps_an_agreeing_fastest(
     model: PatchClassifier, sample_patches: np.ndarray, reference: np.ndarray
 ) -> None:
-    runtime_backends.forget_choices()
+    backends.forget_choices()
     chosen = select_runtime(model, CPU, "auto", 224, probe_batch=2)
     timings = dict(item.split("=") for item in chosen.notes["timings"].split(", "))
     assert set(timings) == set(candidate_names(CPU))
@@ -80,7 +80,7 @@ def test_missing_package_falls_back_to_torch(model: PatchClassifier, monkeypatch
 
 
 def test_disagreeing_backend_is_rejected(model: PatchClassifier, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = runtime_backends.build_runtime
+    real = backends.build_runtime
 
     def shifted(name: str, *args: object) -> Runtime:
         runtime = real(name, *args)
@@ -88,7 +88,7 @@ def test_disagreeing_backend_is_rejected(model: PatchClassifier, monkeypatch: py
             return Runtime(name, lambda batch: np.clip(runtime.run(batch) + 0.05, 0, 1))
         return runtime
 
-    monkeypatch.setattr(runtime_backends, "build_runtime", shifted)
+    monkeypatch.setattr(backends, "build_runtime", shifted)
     assert select_runtime(model, CPU, "torch-fp32-cl", 64, probe_batch=2).name == "torch-fp32"
 
 

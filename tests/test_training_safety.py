@@ -22,7 +22,7 @@ from plaid.inference import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.io.images import read_mammogram
 from plaid.io.labels import write_label_png
-from plaid.model import read_checkpoint
+from plaid.model.network import read_checkpoint
 from plaid.patches.prepared import PatchSettings, patch_settings_from_dict, prepare_images
 from plaid.splits import split_by_group
 from plaid.synth import generate_dataset

@@ -2,7 +2,7 @@
 
 The MONAI Label infer task, the `plaid infer` CLI and evaluation all go through `PatchPredictor`: each
 image is prepared once (`plaid.patches.prepared.prepare`) and its tissue patches are scored in batches by the
-runtime chosen when the model was loaded (`plaid.runtime_backends`).
+runtime chosen when the model was loaded (`plaid.model.backends`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import numpy as np
 
 from plaid.errors import CheckpointError, PlaidError
 from plaid.io.images import ImageMeta
-from plaid.model import PatchClassifier, load_model
+from plaid.model.backends import AUTO, RUNTIME_ENV, Runtime, select_runtime, validate_runtime_name
+from plaid.model.device import default_batch_size, select_device
+from plaid.model.network import PatchClassifier, load_model
 from plaid.patches.grid import DEFAULT_PATCH_SIZE, PatchGrid, stitch
 from plaid.patches.prepared import PatchSettings, PreparedImage, patch_settings_from_dict, prepare
 from plaid.patches.spacing import boxes_on_source, image_spacing, resample_image, target_shape, to_original_grid
-from plaid.runtime import default_batch_size, select_device
-from plaid.runtime_backends import AUTO, RUNTIME_ENV, Runtime, select_runtime, validate_runtime_name
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class InferConfig:
     """Inference knobs. ``threshold=None`` uses the checkpoint's validation operating point (else 0.5).
 
     ``batch_size=None`` picks one for the device; ``runtime`` is 'auto' (the fastest runtime that agrees
-    with torch fp32, measured at model load) or one of `plaid.runtime_backends.RUNTIME_NAMES`; its
+    with torch fp32, measured at model load) or one of `plaid.model.backends.RUNTIME_NAMES`; its
     default can be set for a whole environment with ``PLAID_RUNTIME`` (the test suite pins torch-fp32).
     ``tta_flips=None`` averages over flips when the checkpoint's training config asks for it.
     """

@@ -26,9 +26,9 @@ from torch import nn
 from plaid.errors import PlaidInputError
 from plaid.insertion import insert_cluster
 from plaid.io.datalist import CaseRecord
-from plaid.model import PatchClassifier
+from plaid.model.device import autocast_for, select_device
+from plaid.model.network import PatchClassifier
 from plaid.patches.prepared import PatchSettings, PreparedImage, augment_patch, prepare_images
-from plaid.runtime import autocast_for, select_device
 from plaid.serialization import write_json
 
 logger = logging.getLogger(__name__)

@@ -25,11 +25,11 @@ from plaid.hard_negatives import hard_negative_rows
 from plaid.insertion import InsertedPositives, normal_rows
 from plaid.io.datalist import CaseRecord
 from plaid.metrics import confusion_at, operating_point, safe_auc
-from plaid.model import DEFAULT_FROZEN_LAYERS, PatchClassifier, build_model, read_checkpoint, save_checkpoint
+from plaid.model.device import cpu_supports_bf16, select_device
+from plaid.model.network import DEFAULT_FROZEN_LAYERS, PatchClassifier, build_model, read_checkpoint, save_checkpoint
 from plaid.options import dataclass_from_mapping
 from plaid.patches.prepared import PatchDataset, PatchSettings, PreparedImage, Problem, patch_index_for, prepare_images
 from plaid.patches.sampling import BalancedSampler, PatchIndex
-from plaid.runtime import cpu_supports_bf16, select_device
 from plaid.serialization import json_safe, read_json_object, write_json
 from plaid.splits import describe_split, split_by_group
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from plaid.runtime_backends import AUTO, RUNTIME_CHOICES, RUNTIME_ENV
+from plaid.model.backends import AUTO, RUNTIME_CHOICES, RUNTIME_ENV
 
 
 def add_run_options(parser: argparse.ArgumentParser, bad_input: str) -> None:

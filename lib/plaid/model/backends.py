@@ -28,8 +28,8 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from plaid.model.device import cpu_supports_bf16
 from plaid.patches.prepared import UINT16_SCALE
-from plaid.runtime import cpu_supports_bf16
 
 logger = logging.getLogger(__name__)
 
