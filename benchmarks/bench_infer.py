@@ -38,7 +38,7 @@ from plaid.inference import InferConfig, PatchPredictor
 from plaid.model.backends import RUNTIME_CHOICES
 from plaid.model.device import select_device
 from plaid.model.network import build_model, save_checkpoint
-from plaid.training import TrainConfig
+from plaid.train.loop import TrainConfig
 
 
 def main() -> None:

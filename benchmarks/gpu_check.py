@@ -35,7 +35,7 @@ from plaid.inference import InferConfig, PatchPredictor
 from plaid.model.device import select_device
 from plaid.model.network import build_model, save_checkpoint
 from plaid.patches.prepared import preparation_processes, prepare_file
-from plaid.training import PatchTrainer, TrainConfig
+from plaid.train.loop import PatchTrainer, TrainConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -33,7 +33,7 @@ from plaid.patches.prepared import (
 )
 from plaid.patches.sampling import BalancedSampler
 from plaid.synth import synthesize_case, write_case
-from plaid.training import PatchTrainer, TrainConfig
+from plaid.train.loop import PatchTrainer, TrainConfig
 
 
 def synthetic_cases(out_dir: Path, count: int, height: int, width: int, seed: int = 5) -> list[CaseRecord]:

@@ -20,7 +20,7 @@ from plaid.inference import InferConfig, PatchPredictor
 from plaid.io.datalist import load_records
 from plaid.metrics import safe_auc
 from plaid.patches.prepared import prepare_image
-from plaid.training import TrainConfig
+from plaid.train.loop import TrainConfig
 
 
 def main(crossval_dir: Path, data: Path) -> None:

@@ -18,7 +18,7 @@ from plaid.io.datalist import load_records
 from plaid.patches.labels import patch_labels_from_mask
 from plaid.serving import REPO_ROOT
 from plaid.synth import synthesize_case
-from plaid.training import TrainConfig, train_from_records
+from plaid.train.loop import TrainConfig, train_from_records
 
 pytestmark = pytest.mark.slow
 

@@ -13,13 +13,13 @@ from plaid.bootstrap import bootstrap_metrics
 from plaid.errors import PlaidInputError
 from plaid.evaluation import PatchTable, age_table, paper_rows, parse_age_groups
 from plaid.froc import froc_curve, region_scores
-from plaid.holdout import holdout_split, records_in_part, select_test_records
 from plaid.io.datalist import CaseRecord
 from plaid.metrics import roc_auc
 from plaid.overlay import PREDICTION_COLOUR, render_overlay
 from plaid.patches.grid import PatchGrid
 from plaid.patches.sampling import PatchIndex
 from plaid.plots import plot_training_curves
+from plaid.train.holdout import holdout_split, records_in_part, select_test_records
 
 
 def test_a_region_counts_once_and_takes_the_best_patch_it_touches() -> None:

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from plaid.cli import main
-from plaid.insertion import insert_cluster
 from plaid.io.datalist import CaseRecord
 from plaid.model.network import build_model
-from plaid.pretrain import is_normal
 from plaid.synth import generate_dataset
+from plaid.train.insertion import insert_cluster
+from plaid.train.pretrain import is_normal
 
 
 def test_inserted_cluster_is_small_bright_and_inside_the_patch() -> None:
@@ -47,7 +47,7 @@ def test_only_images_known_to_be_normal_are_used(tmp_path: Path) -> None:
     assert not is_normal(CaseRecord(image="a.png", calcified=True))
     assert not is_normal(CaseRecord(image="a.png"))          # no mask, no metadata: unknown, left out
     with pytest.raises(ValueError, match="task"):
-        from plaid.pretrain import PretrainConfig
+        from plaid.train.pretrain import PretrainConfig
 
         PretrainConfig(task="jigsaw")
 
@@ -55,9 +55,9 @@ def test_only_images_known_to_be_normal_are_used(tmp_path: Path) -> None:
 def test_findings_masks_mark_hard_negative_patches(tmp_path: Path) -> None:
     from PIL import Image
 
-    from plaid.hard_negatives import hard_negative_rows
     from plaid.io.labels import write_label_png
     from plaid.patches.prepared import PatchSettings, patch_index_for, prepare_image
+    from plaid.train.hard_negatives import hard_negative_rows
 
     pixels = np.full((256, 192), 1800, dtype=np.uint16)
     Image.fromarray(pixels).save(tmp_path / "a.png")

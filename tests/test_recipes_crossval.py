@@ -12,8 +12,8 @@ from plaid.commands.train import config_from_args
 from plaid.crossval import patient_folds
 from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord, load_records
-from plaid.recipes import read_recipe
 from plaid.synth import generate_dataset
+from plaid.train.recipes import read_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 

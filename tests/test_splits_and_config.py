@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from plaid.io.datalist import CaseRecord
-from plaid.splits import split_by_group
-from plaid.training import TrainConfig
+from plaid.train.loop import TrainConfig
+from plaid.train.splits import split_by_group
 
 
 def _records() -> list[CaseRecord]:

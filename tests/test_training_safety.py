@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from plaid import training
 from plaid.cli import main
 from plaid.errors import CheckpointError, PlaidInputError
 from plaid.inference import InferConfig, PatchPredictor
@@ -24,9 +23,9 @@ from plaid.io.images import read_mammogram
 from plaid.io.labels import write_label_png
 from plaid.model.network import read_checkpoint
 from plaid.patches.prepared import PatchSettings, patch_settings_from_dict, prepare_images
-from plaid.splits import split_by_group
 from plaid.synth import generate_dataset
-from plaid.training import (
+from plaid.train import loop
+from plaid.train.loop import (
     CONFIG_FILE,
     VALIDATION_ON_TRAINING,
     EpochStats,
@@ -36,6 +35,7 @@ from plaid.training import (
     train_from_records,
     training_precision,
 )
+from plaid.train.splits import split_by_group
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +105,7 @@ def test_cuda_uses_bf16_where_supported_else_fp16_with_a_grad_scaler(monkeypatch
 
 def test_grad_scaler_path_trains_and_is_checkpointed(data_dir: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(training, "training_precision", lambda device, amp: (None, True))
+    monkeypatch.setattr(loop, "training_precision", lambda device, amp: (None, True))
     records = [r for r in load_records(data_dir) if r.image_id.startswith("SYN0001")][:1]
     prepared, _ = prepare_images(records, TINY.patch_settings())
     trainer = PatchTrainer(replace(TINY, epochs=1), tmp_path / "scaled", progress=False)

@@ -25,8 +25,8 @@ from plaid.io.datalist import CaseRecord
 from plaid.metrics import safe_auc
 from plaid.patches.prepared import PreparedImage, Problem, prepare_image, process_records
 from plaid.serialization import write_json
-from plaid.splits import split_by_group
-from plaid.training import BEST_CHECKPOINT, LAST_CHECKPOINT, PatchTrainer, TrainConfig
+from plaid.train.loop import BEST_CHECKPOINT, LAST_CHECKPOINT, PatchTrainer, TrainConfig
+from plaid.train.splits import split_by_group
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ import numpy as np
 from plaid.bootstrap import bootstrap_metrics
 from plaid.errors import PlaidInputError
 from plaid.froc import FrocCurve, froc_curve, region_scores
-from plaid.holdout import EvalSelection
 from plaid.inference import PatchPredictor
 from plaid.io.datalist import CaseRecord
 from plaid.io.images import read_mammogram
@@ -39,6 +38,7 @@ from plaid.patches.spacing import boxes_on_source
 from plaid.plots import plot_froc, plot_roc
 from plaid.report import render_markdown
 from plaid.serialization import write_json
+from plaid.train.holdout import EvalSelection
 
 logger = logging.getLogger(__name__)
 

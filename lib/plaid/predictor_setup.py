@@ -6,7 +6,7 @@ from pathlib import Path
 
 from plaid.inference import InferConfig, PatchPredictor, with_patch_settings
 from plaid.patches.prepared import PatchSettings, patch_settings_from_dict
-from plaid.training import TrainConfig
+from plaid.train.loop import TrainConfig
 
 
 def trained_settings(meta: dict) -> PatchSettings:

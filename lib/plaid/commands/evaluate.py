@@ -8,10 +8,10 @@ from pathlib import Path
 
 from plaid.commands import add_run_options
 from plaid.evaluation import DEFAULT_AGE_GROUPS, EvalConfig, age_group_name, evaluate, parse_age_groups
-from plaid.holdout import select_test_records
 from plaid.io.datalist import load_records
 from plaid.predictor_setup import make_predictor
-from plaid.training import SPLIT_FILE
+from plaid.train.holdout import select_test_records
+from plaid.train.loop import SPLIT_FILE
 
 logger = logging.getLogger(__name__)
 

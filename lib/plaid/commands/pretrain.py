@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from plaid.io.datalist import load_records
-from plaid.pretrain import TASKS, PretrainConfig, pretrain
+from plaid.train.pretrain import TASKS, PretrainConfig, pretrain
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

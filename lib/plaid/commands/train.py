@@ -1,4 +1,4 @@
-"""`plaid train`: the shared training loop (`plaid.training.train_from_records`) from the command line."""
+"""`plaid train`: the shared training loop (`plaid.train.loop.train_from_records`) from the command line."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from plaid.holdout import TEST_PART, describe_holdout, holdout_split, read_split, records_in_part
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.plots import plot_training_curves
-from plaid.recipes import config_with_overrides
 from plaid.serialization import write_json
-from plaid.training import HISTORY_FILE, SPLIT_FILE, TrainConfig, TrainResult, train_from_records
+from plaid.train.holdout import TEST_PART, describe_holdout, holdout_split, read_split, records_in_part
+from plaid.train.loop import HISTORY_FILE, SPLIT_FILE, TrainConfig, TrainResult, train_from_records
+from plaid.train.recipes import config_with_overrides
 
 logger = logging.getLogger(__name__)
 

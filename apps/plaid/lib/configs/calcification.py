@@ -18,7 +18,7 @@ from lib.scoring.uncertainty import PatchUncertaintyScoring
 from lib.trainers.calcification import CalcificationTrainer
 from plaid.inference import InferConfig, PatchPredictor
 from plaid.options import dataclass_from_mapping, parse_bool
-from plaid.training import TrainConfig
+from plaid.train.loop import TrainConfig
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Two pretext tasks, chosen with ``task``:
 
 - ``inserted``: tell plain tissue patches from the same patches with a synthetic calcification cluster
-  pasted in (`plaid.insertion`), a task close to the real one;
+  pasted in (`plaid.train.insertion`), a task close to the real one;
 - ``rotation``: self-supervised, predict which of four 90-degree rotations a tissue patch was given.
 
 Only images known to have no calcification are used (metadata ``calcified`` 0, or an empty mask), so no
@@ -24,12 +24,12 @@ import torch
 from torch import nn
 
 from plaid.errors import PlaidInputError
-from plaid.insertion import insert_cluster
 from plaid.io.datalist import CaseRecord
 from plaid.model.device import autocast_for, select_device
 from plaid.model.network import PatchClassifier
 from plaid.patches.prepared import PatchSettings, PreparedImage, augment_patch, prepare_images
 from plaid.serialization import write_json
+from plaid.train.insertion import insert_cluster
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord
 from plaid.io.labels import read_label_mask
 from plaid.serialization import read_json_object
-from plaid.splits import describe_split, split_by_group
+from plaid.train.splits import describe_split, split_by_group
 
 logger = logging.getLogger(__name__)
 

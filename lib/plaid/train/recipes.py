@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from plaid.errors import PlaidInputError
-from plaid.training import TrainConfig
+from plaid.train.loop import TrainConfig
 
 COMMENT_PREFIX = "_"
 

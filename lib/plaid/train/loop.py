@@ -21,8 +21,6 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from plaid.errors import PlaidInputError
-from plaid.hard_negatives import hard_negative_rows
-from plaid.insertion import InsertedPositives, normal_rows
 from plaid.io.datalist import CaseRecord
 from plaid.metrics import confusion_at, operating_point, safe_auc
 from plaid.model.device import cpu_supports_bf16, select_device
@@ -31,7 +29,9 @@ from plaid.options import dataclass_from_mapping
 from plaid.patches.prepared import PatchDataset, PatchSettings, PreparedImage, Problem, patch_index_for, prepare_images
 from plaid.patches.sampling import BalancedSampler, PatchIndex
 from plaid.serialization import json_safe, read_json_object, write_json
-from plaid.splits import describe_split, split_by_group
+from plaid.train.hard_negatives import hard_negative_rows
+from plaid.train.insertion import InsertedPositives, normal_rows
+from plaid.train.splits import describe_split, split_by_group
 
 logger = logging.getLogger(__name__)
 
