@@ -31,7 +31,7 @@ from measure import (
     training_loop,
 )
 
-from plaid.inference import InferConfig, PatchPredictor
+from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.model.device import select_device
 from plaid.model.network import build_model, save_checkpoint
 from plaid.patches.prepared import preparation_processes, prepare_file

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from plaid.inference import PatchPredictor
+from plaid.infer.predictor import PatchPredictor
 from plaid.io.datalist import CaseRecord
 from plaid.io.images import normalise_intensity, read_mammogram
 from plaid.io.labels import write_label_image

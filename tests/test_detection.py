@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plaid.inference import InferConfig, PatchPredictor
+from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import load_records
 from plaid.patches.labels import patch_labels_from_mask
 from plaid.serving import REPO_ROOT

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from plaid.inference import InferConfig, PatchPredictor
+from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.model.network import build_model, save_checkpoint
 from plaid.patches.grid import PatchGrid
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from plaid.errors import ImageReadError
-from plaid.inference import InferConfig, PatchPredictor
+from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord
 from plaid.io.images import read_mammogram
 from plaid.model.network import build_model, save_checkpoint

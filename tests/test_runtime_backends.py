@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from plaid.inference import InferConfig, PatchPredictor
+from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.model import backends
 from plaid.model.backends import AGREEMENT_TOLERANCE, Runtime, build_runtime, candidate_names, select_runtime
 from plaid.model.network import PatchClassifier, build_model, save_checkpoint

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from plaid.inference import InferConfig, PatchPredictor
+from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord
 from plaid.io.dicom import write_dicom_mammogram
 from plaid.io.images import ImageMeta

@@ -17,7 +17,7 @@ import torch
 
 from plaid.cli import main
 from plaid.errors import CheckpointError, PlaidInputError
-from plaid.inference import InferConfig, PatchPredictor
+from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.io.images import read_mammogram
 from plaid.io.labels import write_label_png

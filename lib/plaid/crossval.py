@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from plaid.errors import PlaidInputError
-from plaid.inference import InferConfig, PatchPredictor
+from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord
 from plaid.metrics import safe_auc
 from plaid.patches.prepared import PreparedImage, Problem, prepare_image, process_records

@@ -26,7 +26,7 @@ import numpy as np
 from plaid.bootstrap import bootstrap_metrics
 from plaid.errors import PlaidInputError
 from plaid.froc import FrocCurve, froc_curve, region_scores
-from plaid.inference import PatchPredictor
+from plaid.infer.predictor import PatchPredictor
 from plaid.io.datalist import CaseRecord
 from plaid.io.images import read_mammogram
 from plaid.metrics import confusion_at, operating_point, roc_curve, safe_auc

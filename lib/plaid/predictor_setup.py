@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plaid.inference import InferConfig, PatchPredictor, with_patch_settings
+from plaid.infer.predictor import InferConfig, PatchPredictor, with_patch_settings
 from plaid.patches.prepared import PatchSettings, patch_settings_from_dict
 from plaid.train.loop import TrainConfig
 

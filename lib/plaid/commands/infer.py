@@ -9,7 +9,7 @@ from typing import Any
 
 from plaid.commands import add_run_options
 from plaid.errors import PlaidInputError
-from plaid.inference import PatchPredictor
+from plaid.infer.predictor import PatchPredictor
 from plaid.io.datalist import image_id_of
 from plaid.io.images import IMAGE_SUFFIXES, Mammogram, read_mammogram
 from plaid.io.labels import write_label_image

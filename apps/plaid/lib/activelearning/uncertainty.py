@@ -8,13 +8,13 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
-from plaid.uncertainty import SCORE_KEY
+from plaid.infer.uncertainty import SCORE_KEY
 
 logger = logging.getLogger(__name__)
 
 
 class PatchUncertaintyStrategy(Strategy):
-    """Returns the unlabeled image with the highest stored patch-entropy score (see `plaid.uncertainty`).
+    """Returns the unlabeled image with the highest stored patch-entropy score (see `plaid.infer.uncertainty`).
 
     Scores come from the `patch_uncertainty` scoring method; unscored images rank after scored ones.
     """

@@ -16,7 +16,7 @@ from lib.activelearning.uncertainty import PatchUncertaintyStrategy
 from lib.infers.calcification import CalcificationInfer
 from lib.scoring.uncertainty import PatchUncertaintyScoring
 from lib.trainers.calcification import CalcificationTrainer
-from plaid.inference import InferConfig, PatchPredictor
+from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.options import dataclass_from_mapping, parse_bool
 from plaid.train.loop import TrainConfig
 

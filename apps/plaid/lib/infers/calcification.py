@@ -11,7 +11,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from lib.dicom_results import parse_dicom_outputs, publish_dicom_results
 from plaid.errors import ModelNotFoundError, PlaidInputError
-from plaid.inference import PatchPredictor
+from plaid.infer.predictor import PatchPredictor
 from plaid.io.images import read_mammogram
 from plaid.io.labels import write_label_image
 

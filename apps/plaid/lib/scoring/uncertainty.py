@@ -9,10 +9,10 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
 from plaid.errors import PlaidError
-from plaid.inference import PatchPredictor
+from plaid.infer.predictor import PatchPredictor
+from plaid.infer.uncertainty import MODEL_KEY, SCORE_KEY, total_patch_entropy
 from plaid.io.images import read_mammogram
 from plaid.patches.prepared import PreparedImage, prefetched
-from plaid.uncertainty import MODEL_KEY, SCORE_KEY, total_patch_entropy
 
 logger = logging.getLogger(__name__)
 

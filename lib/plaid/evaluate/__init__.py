@@ -1,0 +1,1 @@
+"""Evaluation: patch scoring, the paper and realistic protocols, metrics, FROC, bootstrap, plots, overlays, report."""

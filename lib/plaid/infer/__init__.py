@@ -1,0 +1,1 @@
+"""Inference: the patch predictor and uncertainty scores for active learning."""
