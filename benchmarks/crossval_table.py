@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from plaid.crossval import METRICS, mean_sd
+from plaid.evaluate.crossval import METRICS, mean_sd
 
 
 def row(name: str, folder: Path, first: int | None = None) -> str:

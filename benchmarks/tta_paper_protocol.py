@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from plaid.crossval import mean_sd
+from plaid.evaluate.crossval import mean_sd
+from plaid.evaluate.metrics import safe_auc
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import load_records
-from plaid.metrics import safe_auc
 from plaid.patches.prepared import prepare_image
 from plaid.train.loop import TrainConfig
 

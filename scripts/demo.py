@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from monailabel.client import MONAILabelClient
 
+from plaid.evaluate.overlays import render_overlay
 from plaid.io.images import read_mammogram
 from plaid.io.labels import read_label_mask
-from plaid.overlay import render_overlay
 from plaid.serving import REPO_ROOT, start_label_server
 
 UNLABELED_FOR_DEMO = 2

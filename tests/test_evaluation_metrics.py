@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from plaid.bootstrap import bootstrap_metrics
 from plaid.errors import PlaidInputError
-from plaid.evaluation import PatchTable, age_table, paper_rows, parse_age_groups
-from plaid.froc import froc_curve, region_scores
+from plaid.evaluate.bootstrap import bootstrap_metrics
+from plaid.evaluate.froc import froc_curve, region_scores
+from plaid.evaluate.metrics import roc_auc
+from plaid.evaluate.overlays import PREDICTION_COLOUR, render_overlay
+from plaid.evaluate.plots import plot_training_curves
+from plaid.evaluate.run import PatchTable, age_table, paper_rows, parse_age_groups
 from plaid.io.datalist import CaseRecord
-from plaid.metrics import roc_auc
-from plaid.overlay import PREDICTION_COLOUR, render_overlay
 from plaid.patches.grid import PatchGrid
 from plaid.patches.sampling import PatchIndex
-from plaid.plots import plot_training_curves
 from plaid.train.holdout import holdout_split, records_in_part, select_test_records
 
 
@@ -157,7 +157,7 @@ def test_test_selection_excludes_training_patients_and_reads_split_files(tmp_pat
 def test_report_without_any_calcification_is_still_written(tmp_path: Path) -> None:
     import torch
 
-    from plaid.evaluation import EvalConfig, evaluate
+    from plaid.evaluate.run import EvalConfig, evaluate
     from plaid.io.datalist import load_records
     from plaid.model.network import build_model, save_checkpoint
     from plaid.predictor_setup import make_predictor

@@ -9,8 +9,8 @@ import pytest
 
 from plaid.cli import build_parser, main
 from plaid.commands.train import config_from_args
-from plaid.crossval import patient_folds
 from plaid.errors import PlaidInputError
+from plaid.evaluate.crossval import patient_folds
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.synth import generate_dataset
 from plaid.train.recipes import read_recipe

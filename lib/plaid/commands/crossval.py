@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from plaid.commands.train import add_config_options, config_from_args
-from plaid.crossval import METRICS, SUMMARY_FILE, run_crossval
+from plaid.evaluate.crossval import METRICS, SUMMARY_FILE, run_crossval
 from plaid.io.datalist import load_records
 
 

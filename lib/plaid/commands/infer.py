@@ -9,11 +9,11 @@ from typing import Any
 
 from plaid.commands import add_run_options
 from plaid.errors import PlaidInputError
+from plaid.evaluate.overlays import render_overlay
 from plaid.infer.predictor import PatchPredictor
 from plaid.io.datalist import image_id_of
 from plaid.io.images import IMAGE_SUFFIXES, Mammogram, read_mammogram
 from plaid.io.labels import write_label_image
-from plaid.overlay import render_overlay
 from plaid.patches.prepared import PreparedImage, prefetched
 from plaid.predictor_setup import make_predictor
 from plaid.serialization import write_json

@@ -9,8 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from plaid.evaluate.plots import plot_training_curves
 from plaid.io.datalist import CaseRecord, load_records
-from plaid.plots import plot_training_curves
 from plaid.serialization import write_json
 from plaid.train.holdout import TEST_PART, describe_holdout, holdout_split, read_split, records_in_part
 from plaid.train.loop import HISTORY_FILE, SPLIT_FILE, TrainConfig, TrainResult, train_from_records

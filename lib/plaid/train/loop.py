@@ -21,8 +21,8 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from plaid.errors import PlaidInputError
+from plaid.evaluate.metrics import confusion_at, operating_point, safe_auc
 from plaid.io.datalist import CaseRecord
-from plaid.metrics import confusion_at, operating_point, safe_auc
 from plaid.model.device import cpu_supports_bf16, select_device
 from plaid.model.network import DEFAULT_FROZEN_LAYERS, PatchClassifier, build_model, read_checkpoint, save_checkpoint
 from plaid.options import dataclass_from_mapping

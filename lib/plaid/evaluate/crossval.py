@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from plaid.errors import PlaidInputError
+from plaid.evaluate.metrics import safe_auc
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord
-from plaid.metrics import safe_auc
 from plaid.patches.prepared import PreparedImage, Problem, prepare_image, process_records
 from plaid.serialization import write_json
 from plaid.train.loop import BEST_CHECKPOINT, LAST_CHECKPOINT, PatchTrainer, TrainConfig

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from plaid.froc import FrocCurve
-from plaid.metrics import OperatingPoint, RocCurve
+from plaid.evaluate.froc import FrocCurve
+from plaid.evaluate.metrics import OperatingPoint, RocCurve
 
 
 def _pyplot():

@@ -23,20 +23,20 @@ from typing import Any
 
 import numpy as np
 
-from plaid.bootstrap import bootstrap_metrics
 from plaid.errors import PlaidInputError
-from plaid.froc import FrocCurve, froc_curve, region_scores
+from plaid.evaluate.bootstrap import bootstrap_metrics
+from plaid.evaluate.froc import FrocCurve, froc_curve, region_scores
+from plaid.evaluate.metrics import confusion_at, operating_point, roc_curve, safe_auc
+from plaid.evaluate.overlays import render_overlay
+from plaid.evaluate.plots import plot_froc, plot_roc
+from plaid.evaluate.report import render_markdown
 from plaid.infer.predictor import PatchPredictor
 from plaid.io.datalist import CaseRecord
 from plaid.io.images import read_mammogram
-from plaid.metrics import confusion_at, operating_point, roc_curve, safe_auc
-from plaid.overlay import render_overlay
 from plaid.patches.grid import PatchGrid
 from plaid.patches.prepared import PatchSettings, PreparedImage, Problem, prepare_image, process_records
 from plaid.patches.sampling import BalancedSampler, PatchIndex
 from plaid.patches.spacing import boxes_on_source
-from plaid.plots import plot_froc, plot_roc
-from plaid.report import render_markdown
 from plaid.serialization import write_json
 from plaid.train.holdout import EvalSelection
 
