@@ -32,7 +32,7 @@ from plaid.patches.prepared import (
     prepare_image,
 )
 from plaid.patches.sampling import BalancedSampler
-from plaid.synth import synthesize_case, write_case
+from plaid.synth.generator import synthesize_case, write_case
 from plaid.train.loop import PatchTrainer, TrainConfig
 
 

@@ -21,7 +21,7 @@ from plaid.io.images import read_mammogram
 from plaid.patches.grid import PatchGrid
 from plaid.patches.labels import patch_labels_from_mask
 from plaid.serving import LabelServer, start_label_server
-from plaid.synth import generate_dataset
+from plaid.synth.generator import generate_dataset
 
 pytestmark = pytest.mark.server
 

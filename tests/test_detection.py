@@ -17,7 +17,7 @@ from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import load_records
 from plaid.patches.labels import patch_labels_from_mask
 from plaid.serving import REPO_ROOT
-from plaid.synth import synthesize_case
+from plaid.synth.generator import synthesize_case
 from plaid.train.loop import TrainConfig, train_from_records
 
 pytestmark = pytest.mark.slow

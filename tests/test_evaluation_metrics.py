@@ -161,7 +161,7 @@ def test_report_without_any_calcification_is_still_written(tmp_path: Path) -> No
     from plaid.io.datalist import load_records
     from plaid.model.network import build_model, save_checkpoint
     from plaid.predictor_setup import make_predictor
-    from plaid.synth import generate_dataset
+    from plaid.synth.generator import generate_dataset
 
     torch.manual_seed(0)
     checkpoint = save_checkpoint(tmp_path / "m.pt", build_model(pretrained=False), threshold=0.5)

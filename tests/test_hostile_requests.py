@@ -24,7 +24,7 @@ from PIL import Image
 from plaid.io.images import read_mammogram
 from plaid.io.labels import read_label_mask
 from plaid.serving import LabelServer, start_label_server
-from plaid.synth import generate_dataset
+from plaid.synth.generator import generate_dataset
 
 pytestmark = pytest.mark.server
 

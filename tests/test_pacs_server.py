@@ -31,7 +31,7 @@ from plaid.pacs.sr import read_sr_regions
 from plaid.patches.grid import PatchGrid
 from plaid.patches.labels import patch_labels_from_mask
 from plaid.serving import LabelServer, free_port, start_label_server
-from plaid.synth import generate_dataset
+from plaid.synth.generator import generate_dataset
 
 pytestmark = [pytest.mark.server, pytest.mark.skipif(orthanc_missing() is not None,
                                                      reason=f"Orthanc unavailable: {orthanc_missing()}")]

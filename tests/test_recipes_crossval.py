@@ -12,7 +12,7 @@ from plaid.commands.train import config_from_args
 from plaid.errors import PlaidInputError
 from plaid.evaluate.crossval import patient_folds
 from plaid.io.datalist import CaseRecord, load_records
-from plaid.synth import generate_dataset
+from plaid.synth.generator import generate_dataset
 from plaid.train.recipes import read_recipe
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import pytest
 
 from plaid.patches.grid import PatchGrid
 from plaid.patches.tissue import tissue_mask, tissue_patches, upsample_nearest
-from plaid.synth import synthesize_case
+from plaid.synth.generator import synthesize_case
 
 
 def test_breast_found_despite_burned_in_label_and_bright_border() -> None:

@@ -23,7 +23,7 @@ from plaid.io.images import read_mammogram
 from plaid.io.labels import write_label_png
 from plaid.model.network import read_checkpoint
 from plaid.patches.prepared import PatchSettings, patch_settings_from_dict, prepare_images
-from plaid.synth import generate_dataset
+from plaid.synth.generator import generate_dataset
 from plaid.train import loop
 from plaid.train.loop import (
     CONFIG_FILE,

@@ -1,6 +1,6 @@
-"""Calcification insertion: synthetic clusters (plaid.synth's specks) pasted into real normal tissue patches.
+"""Calcification insertion: synthetic clusters (plaid.synth.generator's specks) pasted into real normal tissue patches.
 
-Patches arrive in [0, 1]; specks are drawn in the 12-bit display units `plaid.synth` works in, so the
+Patches arrive in [0, 1]; specks are drawn in the 12-bit display units `plaid.synth.generator` works in, so the
 same rules apply as in the synthetic mammograms: speck diameters of 0.1-1 mm converted with the image's
 pixel spacing, and a contrast that is raised where needed until even the dimmest speck pixel stands out
 from the surrounding tissue (dense tissue gets brighter specks than fat).
@@ -17,13 +17,13 @@ from torch.utils.data import Dataset
 
 from plaid.patches.prepared import PreparedImage, augment_patch
 from plaid.patches.sampling import PatchIndex
-from plaid.synth import _draw_speck, _speck_diameter_px
+from plaid.synth.generator import _draw_speck, _speck_diameter_px
 
 DISPLAY_MAX = 4095.0
 SPECKS = (3, 10)
 CLUSTER_SPREAD_MM = (1.0, 4.0)
 DEFAULT_SPACING_MM = 0.1
-INSERTED_CONTRAST = (250.0, 600.0)  # display units of 4095: fainter than plaid.synth's own specks, as on film
+INSERTED_CONTRAST = (250.0, 600.0)  # display units of 4095: fainter than plaid.synth.generator's own specks, as on film
 
 
 def insert_cluster(patch: np.ndarray, spacing_mm: float, rng: np.random.Generator,

@@ -1,0 +1,1 @@
+"""Synthetic mammograms with calcification clusters (tests, demos, inserted positives); off the runtime path."""
