@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 
 from plaid.commands import add_run_options
-from plaid.evaluate.run import DEFAULT_AGE_GROUPS, EvalConfig, age_group_name, evaluate, parse_age_groups
+from plaid.evaluate.protocols import DEFAULT_AGE_GROUPS, age_group_name, parse_age_groups
+from plaid.evaluate.run import EvalConfig, evaluate
 from plaid.io.datalist import load_records
 from plaid.predictor_setup import make_predictor
 from plaid.train.holdout import select_test_records

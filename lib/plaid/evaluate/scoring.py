@@ -1,0 +1,131 @@
+"""Scoring test images: one predictor pass per prepared image, the per-patch table both protocols read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from plaid.evaluate.froc import region_scores
+from plaid.infer.predictor import PatchPredictor
+from plaid.io.datalist import CaseRecord
+from plaid.patches.grid import PatchGrid
+from plaid.patches.prepared import PatchSettings, PreparedImage, Problem, prepare_image, process_records
+from plaid.patches.sampling import PatchIndex
+
+
+@dataclass
+class ScoredImage:
+    """One test image after the predictor ran: per-patch probabilities, tissue, labels and region scores."""
+
+    record: CaseRecord
+    grid: PatchGrid
+    probabilities: np.ndarray
+    tissue: np.ndarray
+    labels: np.ndarray
+    regions: np.ndarray
+    threshold: float
+
+    @property
+    def app_scores(self) -> np.ndarray:
+        """What the app outputs per patch: the probability on tissue patches, 0 where it does not score."""
+        return np.where(self.tissue, self.probabilities, 0.0)
+
+    @property
+    def image_label(self) -> bool:
+        """True when the image has any annotated calcification."""
+        return bool(self.labels.any())
+
+    @property
+    def image_score(self) -> float:
+        """Image-level score: the highest tissue-patch probability."""
+        return float(self.probabilities[self.tissue].max()) if self.tissue.any() else 0.0
+
+    @property
+    def predicted(self) -> np.ndarray:
+        """Boolean per patch: marked positive by the app at the threshold."""
+        return self.tissue & (self.probabilities >= self.threshold)
+
+    def summary(self) -> dict[str, Any]:
+        """Per-image line of the report."""
+        negatives = self.tissue & ~self.labels
+        return {
+            "image_id": self.record.image_id,
+            "patient_id": self.record.patient_id,
+            "age": self.record.age,
+            "calcified": self.image_label,
+            "image_score": round(self.image_score, 6),
+            "patches_tissue": int(self.tissue.sum()),
+            "patches_calcified": int(self.labels.sum()),
+            "patches_predicted": int(self.predicted.sum()),
+            "false_positive_patches": int((self.predicted & negatives).sum()),
+            "regions": len(self.regions),
+            "regions_detected": int((self.regions >= self.threshold).sum()),
+        }
+
+
+def score_image(image: PreparedImage, predictor: PatchPredictor) -> ScoredImage:
+    """Run the predictor on a labelled prepared image (prepared with ``keep_mask``) and score its regions.
+
+    Calcified patches outside the tissue mask (which the app never scores) are scored too, with the same
+    predictor, so the paper protocol can include every calcified patch.
+    """
+    if image.labels is None or image.label_mask is None or image.record is None:
+        raise ValueError("score_image needs an image prepared from a labelled record with keep_mask=True")
+    prediction = predictor.predict_prepared(image)
+    probabilities = prediction.probabilities.astype(np.float64)
+    extra = np.flatnonzero(image.labels & ~prediction.scored)
+    if extra.size:
+        probabilities[extra] = predictor.score(image, extra)
+    app_scores = np.where(prediction.scored, probabilities, 0.0)
+    return ScoredImage(record=image.record, grid=image.grid, probabilities=probabilities, tissue=prediction.scored,
+                       labels=image.labels, regions=region_scores(image.label_mask, image.grid, app_scores),
+                       threshold=prediction.threshold)
+
+
+def score_records(
+    records: Sequence[CaseRecord], predictor: PatchPredictor, settings: PatchSettings, on_error: str = "skip",
+    progress: bool = True,
+) -> tuple[list[ScoredImage], list[Problem]]:
+    """Score every record, preparing the next image while the model runs on the current one; bad ones are
+    skipped with a warning (``on_error='skip'``) or stop the run."""
+    return process_records(records, lambda image: score_image(image, predictor), on_error=on_error,
+                           progress=progress, description="scoring test images",
+                           prepare=lambda record: prepare_image(record, settings, keep_mask=True))
+
+
+@dataclass
+class PatchTable:
+    """One row per tissue or calcified patch of every scored image (the rows of predictions.csv)."""
+
+    index: PatchIndex
+    probability: np.ndarray
+    tissue: np.ndarray
+    groups: np.ndarray
+    ages: np.ndarray
+
+    @classmethod
+    def from_images(cls, images: Sequence[ScoredImage]) -> PatchTable:
+        """Build the table; rows are ordered by image, then patch (the same rows `PatchIndex` lists)."""
+        index = PatchIndex.from_images([image.labels for image in images], [image.tissue for image in images])
+        owners = [images[i] for i in index.image]
+        return cls(
+            index=index,
+            probability=np.array([o.probabilities[p] for o, p in zip(owners, index.patch, strict=True)],
+                                 dtype=np.float64),
+            tissue=np.array([bool(o.tissue[p]) for o, p in zip(owners, index.patch, strict=True)], dtype=bool),
+            groups=np.array([o.record.group for o in owners], dtype=object),
+            ages=np.array([np.nan if o.record.age is None else float(o.record.age) for o in owners]),
+        )
+
+    @property
+    def labels(self) -> np.ndarray:
+        """0/1 per row."""
+        return self.index.label
+
+    @property
+    def app_scores(self) -> np.ndarray:
+        """Realistic-protocol score per row: the probability on tissue patches, 0 on the others."""
+        return np.where(self.tissue, self.probability, 0.0)
