@@ -176,3 +176,39 @@ def test_report_without_any_calcification_is_still_written(tmp_path: Path) -> No
     assert report["realistic_protocol"]["positives"] == 0 and report["realistic_protocol"]["froc"]["regions"] == 0
     assert report["files"]["roc_paper"] is None and (tmp_path / "report" / "froc.png").is_file()
     assert "0 calcified + 0 normal patches" in Path(result.files["report_md"]).read_text()
+
+
+def test_overlays_draw_on_the_prepared_images_without_reading_files_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from PIL import Image
+
+    from plaid.evaluate.run import EvalConfig, evaluate
+    from plaid.io.datalist import load_records
+    from plaid.model.network import build_model, save_checkpoint
+    from plaid.patches import prepared
+    from plaid.predictor_setup import make_predictor
+    from plaid.synth.generator import generate_dataset
+
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "m.pt", build_model(pretrained=False), threshold=0.5)
+    generate_dataset(tmp_path / "data", 3, seed=2, height=448, width=672, calcified_fraction=1.0)
+    records = load_records(tmp_path / "data")
+    reads: list[str] = []
+    real_read = prepared.read_mammogram
+
+    def counted(path, *args, **kwargs):
+        reads.append(Path(path).name)
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(prepared, "read_mammogram", counted)
+    predictor, settings = make_predictor(checkpoint, batch_size=8)
+    result = evaluate(select_test_records(records, use_all=True), predictor, settings, tmp_path / "report",
+                      EvalConfig(bootstrap=0, overlays=2, progress=False))
+    assert sorted(reads) == sorted(Path(record.image).name for record in records)  # each image read once
+    calcified = {row["image_id"]: row["patches_calcified"] for row in result.report["per_image"]}
+    most = sorted(calcified, key=lambda image_id: -calcified[image_id])[:2]
+    assert [Path(path).stem for path in result.files["overlays"]] == most
+    with Image.open(result.files["overlays"][0]) as picture:
+        assert picture.size[0] > 2 * 672 * 0.9  # two full-size panels side by side

@@ -24,9 +24,7 @@ from plaid.evaluate.protocols import DEFAULT_AGE_GROUPS, paper_protocol, paper_r
 from plaid.evaluate.report import render_markdown
 from plaid.evaluate.scoring import PatchTable, ScoredImage, score_records
 from plaid.infer.predictor import PatchPredictor
-from plaid.io.images import read_mammogram
-from plaid.patches.prepared import PatchSettings
-from plaid.patches.spacing import boxes_on_source
+from plaid.patches.prepared import PatchSettings, PreparedImage
 from plaid.serialization import write_json
 from plaid.train.holdout import EvalSelection
 
@@ -100,26 +98,37 @@ def write_predictions(path: Path, images: Sequence[ScoredImage], table: PatchTab
     return path
 
 
-def _overlays(images: Sequence[ScoredImage], count: int, out_dir: Path) -> list[str]:
-    """Figure-7-style PNGs (ground-truth patches | predicted patches) for the most calcified test images."""
-    order = sorted(range(len(images)), key=lambda i: (-int(images[i].labels.sum()), i))[: max(0, count)]
-    written = []
-    for number in order:
-        image = images[number]
-        try:
-            pixels = read_mammogram(image.record.image).pixels
-        except PlaidInputError as exc:
-            logger.warning("no overlay for %s", exc)
-            continue
-        boxes = boxes_on_source(image.grid.boxes(), (image.grid.height, image.grid.width), pixels.shape)
-        path = render_overlay(
-            pixels, boxes[image.predicted].tolist(), out_dir / f"{image.record.image_id}.png",
-            ground_truth=boxes[image.labels].tolist(),
-            title=f"{image.record.image_id}: {int(image.labels.sum())} calcified patches, "
-                  f"{int(image.predicted.sum())} predicted (threshold {image.threshold:.3f})",
-        )
-        written.append(str(path))
-    return written
+@dataclass
+class OverlayPicks:
+    """The ``count`` most calcified scored images (the earlier one on ties), each with the prepared pixels it
+    was scored on, gathered while scoring so that overlays never read an image file again."""
+
+    count: int
+    picked: list[tuple[tuple[int, int], ScoredImage, np.ndarray]] = field(default_factory=list)
+    seen: int = 0
+
+    def offer(self, prepared: PreparedImage, scored: ScoredImage) -> None:
+        """Keep this image if it is among the ``count`` most calcified so far."""
+        key = (-int(scored.labels.sum()), self.seen)
+        self.seen += 1
+        if self.count > 0:
+            self.picked.append((key, scored, prepared.pixels))
+            self.picked.sort(key=lambda item: item[0])
+            del self.picked[self.count:]
+
+    def write(self, out_dir: Path) -> list[str]:
+        """Figure-7-style PNGs (ground-truth patches | predicted patches) on the images as they were tiled."""
+        written = []
+        for _, image, pixels in self.picked:
+            boxes = image.grid.boxes()
+            path = render_overlay(
+                pixels, boxes[image.predicted].tolist(), out_dir / f"{image.record.image_id}.png",
+                ground_truth=boxes[image.labels].tolist(),
+                title=f"{image.record.image_id}: {int(image.labels.sum())} calcified patches, "
+                      f"{int(image.predicted.sum())} predicted (threshold {image.threshold:.3f})",
+            )
+            written.append(str(path))
+        return written
 
 
 def evaluate(
@@ -129,7 +138,9 @@ def evaluate(
     """Score the selected test images once and write report.md, report.json, predictions.csv, PNGs, overlays."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    images, problems = score_records(selection.records, predictor, settings, config.on_error, config.progress)
+    overlays = OverlayPicks(config.overlays)
+    images, problems = score_records(selection.records, predictor, settings, config.on_error, config.progress,
+                                     keep=overlays.offer)
     if not images:
         raise PlaidInputError("no usable test image (every one was skipped; see the warnings above)")
     threshold = predictor.threshold()
@@ -149,7 +160,7 @@ def evaluate(
 
     files.update({"roc_paper": str(roc_png) if roc_png else None,
                   "roc_realistic": str(real_roc_png) if real_roc_png else None, "froc": str(froc_png)})
-    files["overlays"] = _overlays(images, config.overlays, out_dir / "overlays")
+    files["overlays"] = overlays.write(out_dir / "overlays")
     split = selection.describe()
     split["scored_images"] = [image.record.image_id for image in images]
     report = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,12 +87,19 @@ def score_image(image: PreparedImage, predictor: PatchPredictor) -> ScoredImage:
 
 def score_records(
     records: Sequence[CaseRecord], predictor: PatchPredictor, settings: PatchSettings, on_error: str = "skip",
-    progress: bool = True,
+    progress: bool = True, keep: Callable[[PreparedImage, ScoredImage], None] | None = None,
 ) -> tuple[list[ScoredImage], list[Problem]]:
     """Score every record, preparing the next image while the model runs on the current one; bad ones are
-    skipped with a warning (``on_error='skip'``) or stop the run."""
-    return process_records(records, lambda image: score_image(image, predictor), on_error=on_error,
-                           progress=progress, description="scoring test images",
+    skipped with a warning (``on_error='skip'``) or stop the run. ``keep`` sees each prepared image beside
+    its scores before the image is dropped (overlays draw on it instead of reading the file again)."""
+
+    def work(image: PreparedImage) -> ScoredImage:
+        scored = score_image(image, predictor)
+        if keep is not None:
+            keep(image, scored)
+        return scored
+
+    return process_records(records, work, on_error=on_error, progress=progress, description="scoring test images",
                            prepare=lambda record: prepare_image(record, settings, keep_mask=True))
 
 
