@@ -159,15 +159,16 @@ def test_report_without_any_calcification_is_still_written(tmp_path: Path) -> No
     import torch
 
     from plaid.evaluate.run import EvalConfig, evaluate
+    from plaid.infer.predictor import InferConfig, PatchPredictor
     from plaid.io.datalist import load_records
     from plaid.model.network import build_model, save_checkpoint
-    from plaid.predictor_setup import make_predictor
     from plaid.synth.generator import generate_dataset
 
     torch.manual_seed(0)
     checkpoint = save_checkpoint(tmp_path / "m.pt", build_model(pretrained=False), threshold=0.5)
     generate_dataset(tmp_path / "data", 2, seed=0, height=448, width=448, calcified_fraction=0.0)
-    predictor, settings = make_predictor(checkpoint, batch_size=8)
+    predictor = PatchPredictor(checkpoint, InferConfig(batch_size=8))
+    settings = predictor.patch_settings()
     selection = select_test_records(load_records(tmp_path / "data"), use_all=True)
     result = evaluate(selection, predictor, settings, tmp_path / "report",
                       EvalConfig(bootstrap=5, overlays=1, progress=False))
@@ -185,10 +186,10 @@ def test_overlays_draw_on_the_prepared_images_without_reading_files_again(
     from PIL import Image
 
     from plaid.evaluate.run import EvalConfig, evaluate
+    from plaid.infer.predictor import InferConfig, PatchPredictor
     from plaid.io.datalist import load_records
     from plaid.model.network import build_model, save_checkpoint
     from plaid.patches import prepared
-    from plaid.predictor_setup import make_predictor
     from plaid.synth.generator import generate_dataset
 
     torch.manual_seed(0)
@@ -203,7 +204,8 @@ def test_overlays_draw_on_the_prepared_images_without_reading_files_again(
         return real_read(path, *args, **kwargs)
 
     monkeypatch.setattr(prepared, "read_mammogram", counted)
-    predictor, settings = make_predictor(checkpoint, batch_size=8)
+    predictor = PatchPredictor(checkpoint, InferConfig(batch_size=8))
+    settings = predictor.patch_settings()
     result = evaluate(select_test_records(records, use_all=True), predictor, settings, tmp_path / "report",
                       EvalConfig(bootstrap=0, overlays=2, progress=False))
     assert sorted(reads) == sorted(Path(record.image).name for record in records)  # each image read once

@@ -158,11 +158,13 @@ def test_published_checkpoint_carries_patch_settings_and_the_predictor_uses_them
     meta = read_checkpoint(published)
     assert meta["patch_settings"]["stride"] is None and meta["patch_settings"]["patch_size"] == 224
     assert {e["image_id"] for e in meta["split"]["train"]} | {e["image_id"] for e in meta["split"]["validation"]}
-    predictor = PatchPredictor(published, InferConfig(stride=112, device="cpu"))  # --conf says 112
-    assert predictor.config.stride == 112  # until a checkpoint is loaded
+    configured = InferConfig(stride=112, device="cpu")  # --conf says 112
+    assert PatchPredictor(tmp_path / "none-yet.pt", configured).patch_settings().stride == 112  # until one exists
+    predictor = PatchPredictor(published, configured)
+    assert predictor.patch_settings() == patch_settings_from_dict(meta["patch_settings"])  # the checkpoint's win
     image = read_mammogram(next(data_dir.glob("SYN0002_*.png")))
     prediction = predictor.predict(image.pixels)
-    assert predictor.config.stride is None and prediction.grid.step == 224  # the checkpoint's settings win
+    assert prediction.grid.step == 224 and predictor.config.stride == 112
     assert prediction.grid.shape == (2, 2)
     settings = patch_settings_from_dict({"patch_size": 224, "stride": 112, "a_later_setting": 0.1})  # unknown: ignored
     assert settings == PatchSettings(224, 112)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.model.backends import AUTO, RUNTIME_CHOICES, RUNTIME_ENV
 
 
@@ -18,3 +19,11 @@ def add_run_options(parser: argparse.ArgumentParser, bad_input: str) -> None:
     parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
                         help=f"{bad_input}: skip them with a warning (default) or stop with an error")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def predictor_from_args(args: argparse.Namespace) -> PatchPredictor:
+    """The predictor for ``--model`` with the run options; it tiles images as its checkpoint was trained."""
+    predictor = PatchPredictor(args.model, InferConfig(threshold=args.threshold, batch_size=args.batch_size,
+                                                       device=args.device, runtime=args.runtime))
+    predictor.model()  # load now: a missing or foreign checkpoint is reported before any image is read
+    return predictor

@@ -6,11 +6,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from plaid.commands import add_run_options
+from plaid.commands import add_run_options, predictor_from_args
 from plaid.evaluate.protocols import DEFAULT_AGE_GROUPS, age_group_name, parse_age_groups
 from plaid.evaluate.run import EvalConfig, evaluate
 from plaid.io.datalist import load_records
-from plaid.predictor_setup import make_predictor
 from plaid.train.holdout import select_test_records
 from plaid.train.loop import SPLIT_FILE
 
@@ -48,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Choose the test images, evaluate, and print where the report is."""
     age_groups = parse_age_groups(args.age_groups)
-    predictor, settings = make_predictor(args.model, args.threshold, args.batch_size, args.device, args.runtime)
+    predictor = predictor_from_args(args)
+    settings = predictor.patch_settings()
     meta = predictor.model()[1]
     trained_seed = (meta.get("config") or {}).get("seed", 0)
     seed = int(args.seed if args.seed is not None else trained_seed)

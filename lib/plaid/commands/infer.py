@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from plaid.commands import add_run_options
+from plaid.commands import add_run_options, predictor_from_args
 from plaid.errors import PlaidInputError
 from plaid.evaluate.overlays import render_overlay
 from plaid.infer.predictor import PatchPredictor
@@ -15,7 +15,6 @@ from plaid.io.datalist import image_id_of
 from plaid.io.images import IMAGE_SUFFIXES, Mammogram, read_mammogram
 from plaid.io.labels import write_label_image
 from plaid.patches.prepared import PreparedImage, prefetched
-from plaid.predictor_setup import make_predictor
 from plaid.serialization import write_json
 
 logger = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 
 def read_prepared(path: Path, predictor: PatchPredictor) -> tuple[Mammogram, PreparedImage]:
     """Read one image and prepare it as the predictor scores it (runs ahead, in a background thread)."""
-    image = read_mammogram(path, min_size=predictor.config.patch_size)
+    image = read_mammogram(path, min_size=predictor.patch_settings().patch_size)
     return image, predictor.prepare(image.pixels, image.meta)
 
 
@@ -78,7 +77,7 @@ def infer_one(path: Path, image: Mammogram, prepared: PreparedImage, predictor: 
 
 def run(args: argparse.Namespace) -> int:
     """Run the predictor over every image; bad images are skipped (listed in summary.json) or stop the run."""
-    predictor, _ = make_predictor(args.model, args.threshold, args.batch_size, args.device, args.runtime)
+    predictor = predictor_from_args(args)
     paths = expand_inputs(args.images)
     if not paths:
         raise PlaidInputError("no image to process")

@@ -38,7 +38,8 @@ class InferConfig:
     ``batch_size=None`` picks one for the device; ``runtime`` is 'auto' (the fastest runtime that agrees
     with torch fp32, measured at model load) or one of `plaid.model.backends.RUNTIME_NAMES`; its
     default can be set for a whole environment with ``PLAID_RUNTIME`` (the test suite pins torch-fp32).
-    ``tta_flips=None`` averages over flips when the checkpoint's training config asks for it.
+    ``tta_flips=None`` averages over flips when the checkpoint's training config asks for it. The tiling
+    fields apply only to a checkpoint that records none (see `PatchPredictor.patch_settings`).
     """
 
     patch_size: int = DEFAULT_PATCH_SIZE
@@ -55,6 +56,11 @@ class InferConfig:
         self.runtime = validate_runtime_name(self.runtime)
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+
+    def patch_settings(self) -> PatchSettings:
+        """The configured tiling, for checkpoints that do not record their own."""
+        return PatchSettings(patch_size=self.patch_size, stride=self.stride, skip_background=self.skip_background,
+                             tissue_min_fraction=self.tissue_min_fraction)
 
 
 @dataclass
@@ -123,21 +129,22 @@ class PatchPrediction:
 class PatchPredictor:
     """Holds a trained model and its runtime, reloading both when the checkpoint file changes on disk.
 
-    A checkpoint that stores its ``patch_settings`` is served with them (patch size, stride, tissue rule);
-    the configured ones apply only to older checkpoints and until a checkpoint exists, unless
-    ``checkpoint_settings`` is False (experiments that tile differently on purpose).
+    The predictor tiles images as its checkpoint was trained: the checkpoint's ``patch_settings`` (patch
+    size, stride, tissue rule, spacing), else its training config's, are used; the configured ones apply
+    only until a checkpoint exists, or when ``checkpoint_settings`` is False (experiments that tile
+    differently on purpose).
     """
 
     def __init__(self, checkpoint: str | Path, config: InferConfig | None = None,
                  checkpoint_settings: bool = True) -> None:
         self.checkpoint = Path(checkpoint)
         self.config = config or InferConfig()
-        self.configured = self.config
         self.checkpoint_settings = checkpoint_settings
         self.device = select_device(self.config.device)
         self._model: PatchClassifier | None = None
         self._runtime: Runtime | None = None
         self._meta: dict[str, Any] = {}
+        self._settings = self.config.patch_settings()
         self._stamp: tuple[float, int] | None = None
         self._lock = threading.Lock()
 
@@ -157,12 +164,10 @@ class PatchPredictor:
                 except Exception as exc:  # torch raises many types for corrupt or foreign files
                     raise CheckpointError(f"model checkpoint {self.checkpoint.name} cannot be loaded: it is corrupt "
                                           f"or not a PLAID model from a compatible run ({type(exc).__name__})") from exc
-                settings = meta.get("patch_settings")
-                use_stored = self.checkpoint_settings and isinstance(settings, dict)
-                self.config = (with_patch_settings(self.configured, patch_settings_from_dict(settings))
-                               if use_stored else self.configured)
-                runtime = select_runtime(model, self.device, self.config.runtime, self.config.patch_size)
+                settings = self._settings_for(meta)
+                runtime = select_runtime(model, self.device, self.config.runtime, settings.patch_size)
                 self._model, self._runtime, self._meta, self._stamp = model, runtime, meta, stamp
+                self._settings = settings
                 logger.info("loaded model %s (epoch %s) on runtime %s", self.checkpoint, meta.get("epoch"),
                             runtime.name)
             return self._model, self._runtime, self._meta
@@ -189,20 +194,22 @@ class PatchPredictor:
         """The configured threshold, else the checkpoint's validation operating point, else 0.5."""
         return float(self.config.threshold if self.config.threshold is not None else meta.get("threshold", 0.5))
 
-    def trained_settings(self) -> dict[str, Any]:
-        """The checkpoint's patch settings (its training config for checkpoints without them; {} before one exists)."""
-        if not self.checkpoint.is_file():
-            return {}
-        meta = self.model()[1]
-        return dict(meta.get("patch_settings") or meta.get("config") or {})
+    def _settings_for(self, meta: dict[str, Any]) -> PatchSettings:
+        """A checkpoint's tiling: its stored patch settings, else its training config's, else the configured."""
+        if not self.checkpoint_settings:
+            spacing = meta.get("patch_settings") or meta.get("config") or {}
+            return replace(self.config.patch_settings(), target_spacing_mm=spacing.get("target_spacing_mm"),
+                           pixel_spacing_mm=spacing.get("pixel_spacing_mm"))
+        for key in ("patch_settings", "config"):
+            if isinstance(meta.get(key), dict):
+                return patch_settings_from_dict(meta[key])
+        return self.config.patch_settings()
 
     def patch_settings(self) -> PatchSettings:
-        """How this predictor cuts images and which patches it scores (spacing as the model was trained)."""
-        config, trained = self.config, self.trained_settings()
-        return PatchSettings(patch_size=config.patch_size, stride=config.stride,
-                             skip_background=config.skip_background, tissue_min_fraction=config.tissue_min_fraction,
-                             target_spacing_mm=trained.get("target_spacing_mm"),
-                             pixel_spacing_mm=trained.get("pixel_spacing_mm"))
+        """How this predictor cuts images and which patches it scores (as the checkpoint was trained)."""
+        if self.checkpoint.is_file():
+            self._load()
+        return self._settings
 
     def working_image(self, pixels: np.ndarray, spacing_mm: float | None = None) -> np.ndarray:
         """The image as the model was trained to see it: resampled to the checkpoint's target spacing (if any).
@@ -281,8 +288,3 @@ class PatchPredictor:
             out[start : start + len(chunk)] = total / len(views)
         return out
 
-
-def with_patch_settings(config: InferConfig, settings: PatchSettings) -> InferConfig:
-    """``config`` tiling images exactly as ``settings`` (a checkpoint's training settings) say."""
-    return replace(config, patch_size=settings.patch_size, stride=settings.stride,
-                   skip_background=settings.skip_background, tissue_min_fraction=settings.tissue_min_fraction)

@@ -95,7 +95,7 @@ class CalcificationInfer(InferTask):
                 "`plaid train DATA --out DIR` and copy DIR/best.pt to the app's model folder) first."
             )
         _, meta = self.predictor.model()
-        image = read_mammogram(path, min_size=self.predictor.config.patch_size)
+        image = read_mammogram(path, min_size=self.predictor.patch_settings().patch_size)
         read_s = time.perf_counter() - started
         spacing = image.meta.pixel_spacing_mm[0] if image.meta.pixel_spacing_mm else None
         prediction = self.predictor.predict(image.pixels, threshold=threshold, spacing_mm=spacing)

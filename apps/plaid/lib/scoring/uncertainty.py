@@ -54,5 +54,5 @@ class PatchUncertaintyScoring(ScoringMethod):
 
     def _prepare(self, datastore: Datastore, image_id: str) -> PreparedImage:
         """Read and prepare one image (runs ahead of the model in a background thread)."""
-        image = read_mammogram(datastore.get_image_uri(image_id), min_size=self.predictor.config.patch_size)
+        image = read_mammogram(datastore.get_image_uri(image_id), min_size=self.predictor.patch_settings().patch_size)
         return self.predictor.prepare(image.pixels, image.meta)
