@@ -18,7 +18,8 @@ from plaid.io.datalist import load_records
 from plaid.patches.labels import patch_labels_from_mask
 from plaid.serving import REPO_ROOT
 from plaid.synth.generator import synthesize_case
-from plaid.train.loop import TrainConfig, train_from_records
+from plaid.train.loop import TrainConfig
+from plaid.train.records import train_from_records
 
 pytestmark = pytest.mark.slow
 

@@ -32,9 +32,9 @@ from plaid.train.loop import (
     PatchTrainer,
     TrainConfig,
     is_better,
-    train_from_records,
     training_precision,
 )
+from plaid.train.records import train_from_records
 from plaid.train.splits import split_by_group
 
 pytestmark = pytest.mark.slow

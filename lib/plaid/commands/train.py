@@ -1,4 +1,4 @@
-"""`plaid train`: the shared training loop (`plaid.train.loop.train_from_records`) from the command line."""
+"""`plaid train`: the shared training loop (`plaid.train.records.train_from_records`) from the command line."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from plaid.evaluate.plots import plot_training_curves
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.serialization import write_json
 from plaid.train.holdout import TEST_PART, describe_holdout, holdout_split, read_split, records_in_part
-from plaid.train.loop import HISTORY_FILE, SPLIT_FILE, TrainConfig, TrainResult, train_from_records
+from plaid.train.loop import HISTORY_FILE, SPLIT_FILE, TrainConfig, TrainResult
 from plaid.train.recipes import config_with_overrides
+from plaid.train.records import train_from_records
 
 logger = logging.getLogger(__name__)
 

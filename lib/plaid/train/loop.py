@@ -5,7 +5,6 @@ Used unchanged by the `plaid train` CLI and by the MONAI Label train task.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -18,20 +17,19 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from plaid.errors import PlaidInputError
 from plaid.evaluate.metrics import confusion_at, operating_point, safe_auc
-from plaid.io.datalist import CaseRecord
 from plaid.model.device import cpu_supports_bf16, select_device
 from plaid.model.network import DEFAULT_FROZEN_LAYERS, PatchClassifier, build_model, read_checkpoint, save_checkpoint
 from plaid.options import dataclass_from_mapping
-from plaid.patches.prepared import PatchDataset, PatchSettings, PreparedImage, Problem, patch_index_for, prepare_images
+from plaid.patches.prepared import PatchDataset, PatchSettings, PreparedImage, Problem, patch_index_for
 from plaid.patches.sampling import BalancedSampler, PatchIndex
-from plaid.serialization import json_safe, read_json_object, write_json
+from plaid.serialization import read_json_object, write_json
 from plaid.train.hard_negatives import hard_negative_rows
 from plaid.train.insertion import InsertedPositives, normal_rows
-from plaid.train.splits import describe_split, split_by_group
 
 logger = logging.getLogger(__name__)
 
@@ -226,19 +224,30 @@ def check_output_folder(out_dir: Path, config: TrainConfig, resume: bool) -> dic
 
 
 class PatchTrainer:
-    """Trains the patch classifier on prepared images, checkpointing every epoch into ``out_dir``."""
+    """Trains the patch classifier on prepared images, checkpointing every epoch into ``out_dir``.
+
+    With ``world_size`` > 1 this is one rank of a `torch.distributed` run (`plaid.train.distributed`): the
+    process group is already joined, each rank trains on its share of every epoch's balanced sample, the
+    model is wrapped in DistributedDataParallel, and rank 0 alone logs and writes checkpoints and files.
+    """
 
     def __init__(self, config: TrainConfig, out_dir: str | Path, progress: bool = True,
                  on_epoch: Callable[[EpochStats], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
-                 checkpoint_extra: dict[str, Any] | None = None) -> None:
+                 checkpoint_extra: dict[str, Any] | None = None, rank: int = 0, world_size: int = 1) -> None:
         self.config = config
         self.checkpoint_extra = dict(checkpoint_extra or {})
         self.out_dir = Path(out_dir)
-        self.progress = progress
+        self.rank, self.world_size = rank, world_size
+        self.main = rank == 0
+        self.progress = progress and self.main
         self.on_epoch = on_epoch
         self.should_stop = should_stop
         self.device = select_device(config.device)
+        if world_size > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", rank)
+            torch.cuda.set_device(self.device)
+        self.model: PatchClassifier | None = None
         self.autocast_dtype, scale_loss = training_precision(self.device, config.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=scale_loss)
 
@@ -249,15 +258,29 @@ class PatchTrainer:
         if inserted is not None and len(inserted):
             dataset = ConcatDataset([dataset, inserted])
             generator = torch.Generator().manual_seed(seed)
+        sampler = None
+        if shuffle and self.world_size > 1:  # this rank's share of the epoch (padded so every rank has as many)
+            sampler = DistributedSampler(dataset, self.world_size, self.rank, shuffle=True, seed=seed)
+            generator = None
         return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=generator is not None,
-                          generator=generator, num_workers=self.config.num_workers,
+                          generator=generator, sampler=sampler, num_workers=self.config.num_workers,
                           pin_memory=self.device.type == "cuda")
 
     def _wrap_for_devices(self, model: PatchClassifier) -> nn.Module:
-        if self.config.multi_gpu and self.device.type == "cuda" and torch.cuda.device_count() > 1:
-            logger.info("training on %d GPUs with DataParallel", torch.cuda.device_count())
-            return nn.DataParallel(model)
+        if self.world_size > 1:
+            logger.info("rank %d of %d training on %s", self.rank, self.world_size, self.device)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            return DistributedDataParallel(model, device_ids=device_ids)
         return model
+
+    def _stop_requested(self) -> bool:
+        """Whether ``should_stop`` asks to stop; rank 0 decides for every rank."""
+        stop = bool(self.main and self.should_stop and self.should_stop())
+        if self.world_size > 1:
+            decision = [stop]
+            torch.distributed.broadcast_object_list(decision, src=0)
+            stop = bool(decision[0])
+        return stop
 
     def _initial_model(self) -> PatchClassifier:
         """ImageNet-initialised ResNet50, or the weights of ``init_checkpoint`` (fine-tuning) when it exists."""
@@ -305,7 +328,7 @@ class PatchTrainer:
         val_images, val_index, validation = self._validation_index(train_index, val_images, train_images)
         marks = {**self.checkpoint_extra, "config": config.to_dict(), "validation": validation,
                  "patch_settings": asdict(config.patch_settings())}
-        stored = check_output_folder(self.out_dir, config, resume)
+        stored = check_output_folder(self.out_dir, config, resume) if self.main else None
 
         torch.manual_seed(config.seed)
         model = self._initial_model().to(self.device)
@@ -325,9 +348,10 @@ class PatchTrainer:
             start_epoch = int(state.get("epoch", 0))
             logger.info("resuming from %s after epoch %d", last_path, start_epoch)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if stored is None:
+        if stored is None and self.main:
             write_json(self.out_dir / CONFIG_FILE, {**config.to_dict(), "initialisation": model.initialisation,
                                                     "frozen_layers_applied": model.frozen_layers})
+        self.model = model
         runner = self._wrap_for_devices(model)
         loss_fn = nn.BCEWithLogitsLoss(pos_weight=positive_weight(config).to(self.device))
         best = max(history, key=_key_metric) if history else None
@@ -341,7 +365,10 @@ class PatchTrainer:
             loader = self._data_loader(train_images, epoch_index, shuffle=True, seed=config.seed + epoch,
                                        inserted=inserted)
             train_loss, train_acc = self._train_epoch(runner, optimizer, loss_fn, loader, epoch)
-            val_labels, val_scores, val_loss = self._score(runner, self._data_loader(val_images, val_index, False, 0))
+            if self.world_size > 1:  # batch-norm statistics as rank 0 has them, so every rank validates alike
+                for buffer in model.buffers():
+                    torch.distributed.broadcast(buffer, src=0)
+            val_labels, val_scores, val_loss = self._score(model, self._data_loader(val_images, val_index, False, 0))
             stats = EpochStats(
                 epoch=epoch + 1, train_loss=train_loss, train_accuracy=train_acc, val_loss=val_loss,
                 val_accuracy=float(np.mean((val_scores >= 0.5) == val_labels)) if len(val_labels) else float("nan"),
@@ -349,6 +376,10 @@ class PatchTrainer:
                 val_patches=len(val_index), seconds=time.perf_counter() - started,
             )
             history.append(stats)
+            if not self.main:
+                if self._stop_requested():
+                    break
+                continue
             logger.info("epoch %d/%d: loss %.4f acc %.3f | val loss %.4f acc %.3f auc %.4f (%.1f s)",
                         stats.epoch, config.epochs, train_loss, train_acc, val_loss, stats.val_accuracy,
                         stats.val_auc, stats.seconds)
@@ -363,7 +394,7 @@ class PatchTrainer:
             write_json(self.out_dir / HISTORY_FILE, [asdict(item) for item in history])
             if self.on_epoch:
                 self.on_epoch(stats)
-            if self.should_stop and self.should_stop():
+            if self._stop_requested():
                 logger.info("training stopped on request after epoch %d", epoch + 1)
                 break
         return TrainResult(out_dir=self.out_dir, best_checkpoint=best_path, history=history,
@@ -394,6 +425,10 @@ class PatchTrainer:
             seen += len(labels)
             if self.progress and hasattr(batches, "set_postfix"):
                 batches.set_postfix(loss=f"{total_loss / seen:.4f}")
+        if self.world_size > 1:  # the epoch's loss and accuracy over every rank's patches
+            totals = torch.tensor([total_loss, correct, seen], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(totals)
+            total_loss, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
         return (total_loss / seen, correct / seen) if seen else (float("nan"), float("nan"))
 
     @torch.no_grad()
@@ -427,73 +462,3 @@ def _validation_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     threshold = operating_point(labels, scores).threshold
     logger.debug("validation operating point %.4f: %s", threshold, confusion_at(labels, scores, threshold))
     return threshold
-
-
-def describe_patch_labels(images: Sequence[PreparedImage]) -> dict[str, dict[str, Any]]:
-    """Per image: the label file trained on, the grid, and which patches count as calcification."""
-    return {
-        image.record.image_id: {
-            "image": image.record.image,
-            "label": image.record.label,
-            "grid": list(image.grid.shape),
-            "positive_patches": [int(i) for i in np.flatnonzero(image.labels)] if image.labels is not None else [],
-        }
-        for image in images
-    }
-
-
-def train_from_records(
-    records: Sequence[CaseRecord],
-    config: TrainConfig,
-    out_dir: str | Path,
-    resume: bool = False,
-    on_error: str = "skip",
-    progress: bool = True,
-    on_epoch: Callable[[EpochStats], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    extra_split: dict[str, Any] | None = None,
-) -> TrainResult:
-    """Split labelled records by patient, prepare their patches and train; writes the split beside the weights.
-
-    ``extra_split`` (e.g. a held-out test set chosen by the caller) is stored in split.json too, and the
-    whole split travels inside the checkpoints. An output folder that already holds a run is refused
-    unless ``resume`` is set and the stored configuration is compatible; resuming rewrites nothing stored.
-    """
-    out_dir = Path(out_dir)
-    config.validate()
-    check_output_folder(out_dir, config, resume)
-    usable = [record for record in records if record.label]
-    missing = [record for record in records if not record.label]
-    problems = [Problem(path=r.image, message=f"{r.image}: no annotation mask") for r in missing]
-    if missing:
-        if on_error == "stop":
-            raise PlaidInputError("no annotation mask for this image", missing[0].image)
-        for record in missing:
-            logger.warning("skipping %s: no annotation mask", record.image)
-    settings = config.patch_settings()
-    prepared, read_problems = prepare_images(usable, settings, on_error=on_error, progress=progress)
-    problems += read_problems
-    if not prepared:
-        raise PlaidInputError("no usable labelled image to train on")
-    positive_groups = {p.record.group for p in prepared if p.labels is not None and p.labels.any()}
-    train_images, val_images = split_by_group([p.record for p in prepared], config.val_fraction, config.seed,
-                                              positive_groups=positive_groups)
-    train_ids = {r.image_id for r in train_images}
-    train_prepared = [p for p in prepared if p.record.image_id in train_ids]
-    val_prepared = [p for p in prepared if p.record.image_id not in train_ids]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    split = describe_split({"train": train_images, "validation": val_images})
-    split["problems"] = [asdict(problem) for problem in problems]
-    split.update(extra_split or {})
-    if resume and (out_dir / SPLIT_FILE).is_file():
-        split = json.loads((out_dir / SPLIT_FILE).read_text())  # a resumed run keeps what it stored
-    else:
-        write_json(out_dir / SPLIT_FILE, split)
-        write_json(out_dir / PATCH_LABELS_FILE, describe_patch_labels(prepared))
-    logger.info("training on %d images, validating on %d (of %d usable)", len(train_prepared),
-                len(val_prepared), len(prepared))
-    trainer = PatchTrainer(config, out_dir, progress=progress, on_epoch=on_epoch, should_stop=should_stop,
-                           checkpoint_extra={"split": json_safe(split)})
-    result = trainer.fit(train_prepared, val_prepared, resume=resume)
-    result.problems = problems
-    return result

@@ -19,7 +19,8 @@ from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord, attach_metadata
 from plaid.options import strict_bool
 from plaid.serialization import json_safe, write_json
-from plaid.train.loop import TrainConfig, train_from_records
+from plaid.train.loop import TrainConfig
+from plaid.train.records import train_from_records
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,112 @@
+"""Training from labelled records: read and prepare the images, split patients, train in one or more processes.
+
+The split (and the patch labels trained on) are written beside the weights; `plaid train` and the MONAI
+Label trainer both start here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plaid.errors import PlaidInputError
+from plaid.io.datalist import CaseRecord
+from plaid.patches.prepared import PreparedImage, Problem, prepare_images
+from plaid.serialization import json_safe, write_json
+from plaid.train.distributed import DistributedJob, distributed_world_size, fit_distributed
+from plaid.train.loop import (
+    PATCH_LABELS_FILE,
+    SPLIT_FILE,
+    EpochStats,
+    PatchTrainer,
+    TrainConfig,
+    TrainResult,
+    check_output_folder,
+)
+from plaid.train.splits import describe_split, split_by_group
+
+logger = logging.getLogger(__name__)
+
+
+def describe_patch_labels(images: Sequence[PreparedImage]) -> dict[str, dict[str, Any]]:
+    """Per image: the label file trained on, the grid, and which patches count as calcification."""
+    return {
+        image.record.image_id: {
+            "image": image.record.image,
+            "label": image.record.label,
+            "grid": list(image.grid.shape),
+            "positive_patches": [int(i) for i in np.flatnonzero(image.labels)] if image.labels is not None else [],
+        }
+        for image in images
+    }
+
+
+def train_from_records(
+    records: Sequence[CaseRecord],
+    config: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    on_error: str = "skip",
+    progress: bool = True,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    extra_split: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Split labelled records by patient, prepare their patches and train; writes the split beside the weights.
+
+    ``extra_split`` (e.g. a held-out test set chosen by the caller) is stored in split.json too, and the
+    whole split travels inside the checkpoints. An output folder that already holds a run is refused
+    unless ``resume`` is set and the stored configuration is compatible; resuming rewrites nothing stored.
+    """
+    out_dir = Path(out_dir)
+    config.validate()
+    check_output_folder(out_dir, config, resume)
+    usable = [record for record in records if record.label]
+    missing = [record for record in records if not record.label]
+    problems = [Problem(path=r.image, message=f"{r.image}: no annotation mask") for r in missing]
+    if missing:
+        if on_error == "stop":
+            raise PlaidInputError("no annotation mask for this image", missing[0].image)
+        for record in missing:
+            logger.warning("skipping %s: no annotation mask", record.image)
+    settings = config.patch_settings()
+    prepared, read_problems = prepare_images(usable, settings, on_error=on_error, progress=progress)
+    problems += read_problems
+    if not prepared:
+        raise PlaidInputError("no usable labelled image to train on")
+    positive_groups = {p.record.group for p in prepared if p.labels is not None and p.labels.any()}
+    train_images, val_images = split_by_group([p.record for p in prepared], config.val_fraction, config.seed,
+                                              positive_groups=positive_groups)
+    train_ids = {r.image_id for r in train_images}
+    train_prepared = [p for p in prepared if p.record.image_id in train_ids]
+    val_prepared = [p for p in prepared if p.record.image_id not in train_ids]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    split = describe_split({"train": train_images, "validation": val_images})
+    split["problems"] = [asdict(problem) for problem in problems]
+    split.update(extra_split or {})
+    if resume and (out_dir / SPLIT_FILE).is_file():
+        split = json.loads((out_dir / SPLIT_FILE).read_text())  # a resumed run keeps what it stored
+    else:
+        write_json(out_dir / SPLIT_FILE, split)
+        write_json(out_dir / PATCH_LABELS_FILE, describe_patch_labels(prepared))
+    logger.info("training on %d images, validating on %d (of %d usable)", len(train_prepared),
+                len(val_prepared), len(prepared))
+    extra = {"split": json_safe(split)}
+    world_size = distributed_world_size(config)
+    if world_size > 1:
+        if on_epoch or should_stop:
+            logger.warning("per-epoch callbacks are not called in distributed training")
+        job = DistributedJob(config, out_dir, train_prepared, val_prepared, resume, progress, extra)
+        result = fit_distributed(job, world_size)
+    else:
+        trainer = PatchTrainer(config, out_dir, progress=progress, on_epoch=on_epoch, should_stop=should_stop,
+                               checkpoint_extra=extra)
+        result = trainer.fit(train_prepared, val_prepared, resume=resume)
+    result.problems = problems
+    return result
