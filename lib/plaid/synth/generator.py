@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from plaid.synth.specks import draw_speck, sigmoid, speck_diameter_px
+
 logger = logging.getLogger(__name__)
 
 MAX_VALUE = 4095
@@ -50,12 +52,8 @@ METADATA_COLUMNS = (
     "n_clusters",
     "n_specks",
 )
-SPECK_DIAMETER_MM = (0.1, 1.0)
-MAX_SPECK_DIAMETER_PX = 12.5
 SPECKS_PER_CLUSTER = (3, 12)
 SPECK_CONTRAST = (500.0, 1200.0)
-MAX_SPECK_CONTRAST = 1800.0
-MIN_SPECK_EXCESS = 150.0
 SKIN_MARGIN_MM = 8.0
 MUSCLE_MARGIN_MM = 3.0
 
@@ -146,11 +144,6 @@ def _smoothstep(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """0 below ``low``, 1 above ``high``, a smooth cubic in between."""
     t = np.clip((values - np.float32(low)) / np.float32(max(high - low, 1e-6)), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
-
-
-def _sigmoid(values: np.ndarray) -> np.ndarray:
-    """Logistic function, float32, safe for large magnitudes."""
-    return (0.5 * (1.0 + np.tanh(0.5 * values))).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -253,7 +246,7 @@ def _build_anatomy(
         edge_col = np.float32(muscle_cols) * (1.0 - fraction) * (1.0 + np.float32(bulge) * fraction)
         edge_col = np.where(rows < muscle_rows, edge_col, np.float32(-1.0))
         muscle_front = (edge_col - cols) * np.float32(mm)  # mm inside the muscle (negative outside)
-        muscle = _sigmoid(muscle_front / np.float32(0.35)) * breast
+        muscle = sigmoid(muscle_front / np.float32(0.35)) * breast
 
     # Fibroglandular tissue: power-law clouds, small lobules and strands converging on the nipple,
     # inside an envelope that leaves a subcutaneous fat layer under the skin; ``density`` sets the
@@ -276,7 +269,7 @@ def _build_anatomy(
     envelope *= 1.0 - muscle
     region = envelope > 0.5
     threshold = float(np.quantile(texture[region], 1.0 - density)) if region.any() else 0.0
-    gland = _sigmoid((texture - np.float32(threshold)) / np.float32(0.5)) * envelope
+    gland = sigmoid((texture - np.float32(threshold)) / np.float32(0.5)) * envelope
 
     # Cooper's ligaments / trabeculae: thin curvilinear ridges in the fat.
     ridges = band_noise((h, w), 7.0 / mm, rng)
@@ -320,64 +313,6 @@ def _upsample(small: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndar
 
 # ---------------------------------------------------------------------------------------------------
 # Calcifications (full resolution, chest wall on the left)
-
-
-def _draw_speck(
-    pixels: np.ndarray,
-    mask: np.ndarray,
-    centre: tuple[float, float],
-    diameter: float,
-    amplitude: float,
-    rng: np.random.Generator,
-) -> float:
-    """Add one irregular, soft-edged bright speck and mark its half-maximum footprint in ``mask``.
-
-    Returns the speck's reach: no marked pixel is farther than this from ``centre``.
-    """
-    aspect = rng.uniform(1.0, 1.8)
-    orientation = rng.uniform(0.0, np.pi)
-    lobes, lobe_phase, lobe_depth = int(rng.integers(2, 5)), rng.uniform(0, 2 * np.pi), rng.uniform(0.0, 0.15)
-    softness = rng.uniform(0.45, 0.8)
-    half_major = 0.5 * diameter * math.sqrt(aspect)
-    half_minor = 0.5 * diameter / math.sqrt(aspect)
-    reach = math.ceil(half_major * (1.0 + lobe_depth) + 4.0 * softness + 2.0)
-    row, col = centre
-    top, left = max(0, int(row) - reach), max(0, int(col) - reach)
-    bottom, right = min(pixels.shape[0], int(row) + reach + 1), min(pixels.shape[1], int(col) + reach + 1)
-    d_row = np.arange(top, bottom, dtype=np.float32)[:, None] + np.float32(0.5 - row)
-    d_col = np.arange(left, right, dtype=np.float32)[None, :] + np.float32(0.5 - col)
-    cos_o, sin_o = math.cos(orientation), math.sin(orientation)
-    along = d_col * cos_o + d_row * sin_o
-    across = -d_col * sin_o + d_row * cos_o
-    scaled = np.hypot(along / half_major, across / half_minor)
-    theta = np.arctan2(across, along)
-    scaled /= 1.0 + lobe_depth * np.cos(lobes * theta + lobe_phase)
-    edge_distance = (scaled - 1.0) * np.float32(math.sqrt(half_major * half_minor))
-    profile = _sigmoid(-edge_distance / np.float32(softness))
-    profile /= float(_sigmoid(np.float32(math.sqrt(half_major * half_minor) / softness)))
-    centre_pixel = (min(max(int(row), top), bottom - 1) - top, min(max(int(col), left), right - 1) - left)
-    footprint = profile >= 0.5
-    footprint[centre_pixel] = True
-    pieces, _ = ndimage.label(footprint, structure=np.ones((3, 3), dtype=bool))
-    footprint = pieces == pieces[centre_pixel]  # one 8-connected speck
-    profile[centre_pixel] = max(float(profile[centre_pixel]), 0.6)
-    # A speck over a fat lobule next to dense tissue must still stand out from its surroundings: raise
-    # the contrast so that even its dimmest (half-maximum) pixel clears the local median.
-    context = pixels[max(0, top - 16) : bottom + 16, max(0, left - 16) : right + 16]
-    underneath = pixels[top:bottom, left:right][footprint]
-    needed = 2.0 * (float(np.median(context)) + MIN_SPECK_EXCESS - float(underneath.min()))
-    amplitude = min(max(amplitude, needed), MAX_SPECK_CONTRAST)
-    pixels[top:bottom, left:right] += np.float32(amplitude) * profile
-    mask[top:bottom, left:right] |= footprint
-    marked_rows, marked_cols = np.nonzero(footprint)
-    return float(np.hypot(marked_rows + top + 0.5 - row, marked_cols + left + 0.5 - col).max())
-
-
-def _speck_diameter_px(spacing_mm: float, rng: np.random.Generator) -> float:
-    """A speck diameter in pixels, 0.1-1 mm and skewed toward small ones, capped for small spacings."""
-    low, high = SPECK_DIAMETER_MM
-    diameter_mm = low + (high - low) * rng.beta(1.4, 2.6)
-    return float(np.clip(diameter_mm / spacing_mm, 1.0, MAX_SPECK_DIAMETER_PX))
 
 
 def _place_clusters(
@@ -431,12 +366,12 @@ def _place_clusters(
             row = centre[0] + along * math.sin(orientation) + across * math.cos(orientation)
             col = centre[1] + along * math.cos(orientation) - across * math.sin(orientation)
             # in a cramped cluster, fall back to the smallest specks so that every cluster has at least 3
-            diameter = _speck_diameter_px(spacing_mm, rng) if attempt < wanted * 40 else rng.uniform(1.0, 2.0)
+            diameter = speck_diameter_px(spacing_mm, rng) if attempt < wanted * 40 else rng.uniform(1.0, 2.0)
             if any(math.hypot(row - r, col - c) < 0.8 * (diameter + d) + 5.0 for r, c, d in specks):
                 continue
             specks.append([row, col, diameter])
         for row, col, diameter in specks:
-            reach = _draw_speck(pixels, mask, (row, col), diameter, rng.uniform(*amplitude), rng)
+            reach = draw_speck(pixels, mask, (row, col), diameter, rng.uniform(*amplitude), rng)
             reaches.append(math.hypot(row - centre[0], col - centre[1]) + reach)
         radius_px = max(reaches) if reaches else 0.0
         centres.append((centre[0], centre[1], radius_px))

@@ -1,4 +1,4 @@
-"""Calcification insertion: synthetic clusters (plaid.synth.generator's specks) pasted into real normal tissue patches.
+"""Calcification insertion: synthetic clusters (`plaid.synth.specks`) pasted into real normal tissue patches.
 
 Patches arrive in [0, 1]; specks are drawn in the 12-bit display units `plaid.synth.generator` works in, so the
 same rules apply as in the synthetic mammograms: speck diameters of 0.1-1 mm converted with the image's
@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from plaid.patches.prepared import PreparedImage, augment_patch
 from plaid.patches.sampling import PatchIndex
-from plaid.synth.generator import _draw_speck, _speck_diameter_px
+from plaid.synth.specks import draw_speck, speck_diameter_px
 
 DISPLAY_MAX = 4095.0
 SPECKS = (3, 10)
@@ -44,12 +44,12 @@ def insert_cluster(patch: np.ndarray, spacing_mm: float, rng: np.random.Generato
             break
         radial, turn = spread * math.sqrt(rng.uniform()), rng.uniform(0.0, 2 * math.pi)
         row, col = centre[0] + radial * math.sin(turn), centre[1] + radial * math.cos(turn)
-        diameter = _speck_diameter_px(spacing_mm, rng)
+        diameter = speck_diameter_px(spacing_mm, rng)
         if any(math.hypot(row - r, col - c) < 0.6 * (diameter + d) + 1.5 for r, c, d in placed):
             continue
         placed.append((row, col, diameter))
     for row, col, diameter in placed:
-        _draw_speck(pixels, mask, (row, col), diameter, rng.uniform(*contrast), rng)
+        draw_speck(pixels, mask, (row, col), diameter, rng.uniform(*contrast), rng)
     return np.clip(pixels / np.float32(DISPLAY_MAX), 0.0, 1.0), mask
 
 
