@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from plaid.patches.prepared import PreparedImage, augment_patch
+from plaid.patches.prepared import PreparedImage
 from plaid.patches.sampling import PatchIndex
 from plaid.synth.specks import draw_speck, speck_diameter_px
+from plaid.train.dataset import augment_patch
 
 DISPLAY_MAX = 4095.0
 SPECKS = (3, 10)

@@ -25,9 +25,10 @@ from plaid.evaluate.metrics import confusion_at, operating_point, safe_auc
 from plaid.model.device import cpu_supports_bf16, select_device
 from plaid.model.network import DEFAULT_FROZEN_LAYERS, PatchClassifier, build_model, read_checkpoint, save_checkpoint
 from plaid.options import dataclass_from_mapping
-from plaid.patches.prepared import PatchDataset, PatchSettings, PreparedImage, Problem, patch_index_for
+from plaid.patches.prepared import PatchSettings, PreparedImage, Problem, patch_index_for
 from plaid.patches.sampling import BalancedSampler, PatchIndex
 from plaid.serialization import read_json_object, write_json
+from plaid.train.dataset import PatchDataset
 from plaid.train.hard_negatives import hard_negative_rows
 from plaid.train.insertion import InsertedPositives, normal_rows
 

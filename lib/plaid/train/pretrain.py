@@ -27,8 +27,9 @@ from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord
 from plaid.model.device import autocast_for, select_device
 from plaid.model.network import PatchClassifier
-from plaid.patches.prepared import PatchSettings, PreparedImage, augment_patch, prepare_images
+from plaid.patches.prepared import PatchSettings, PreparedImage, prepare_images
 from plaid.serialization import write_json
+from plaid.train.dataset import augment_patch
 from plaid.train.insertion import insert_cluster
 
 logger = logging.getLogger(__name__)
