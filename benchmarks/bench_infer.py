@@ -36,8 +36,9 @@ from measure import (
 
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.model.backends import RUNTIME_CHOICES
+from plaid.model.checkpoint import save_checkpoint
 from plaid.model.device import select_device
-from plaid.model.network import build_model, save_checkpoint
+from plaid.model.network import build_model
 from plaid.train.loop import TrainConfig
 
 

@@ -32,8 +32,9 @@ from measure import (
 )
 
 from plaid.infer.predictor import InferConfig, PatchPredictor
+from plaid.model.checkpoint import save_checkpoint
 from plaid.model.device import select_device
-from plaid.model.network import build_model, save_checkpoint
+from plaid.model.network import build_model
 from plaid.patches.prepared import preparation_processes, prepare_file
 from plaid.train.loop import PatchTrainer, TrainConfig
 

@@ -24,7 +24,7 @@ from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 from plaid.cli import main
 from plaid.io.datalist import load_records
 from plaid.io.labels import read_label_mask, write_label_png
-from plaid.model.network import read_checkpoint
+from plaid.model.checkpoint import read_checkpoint
 from plaid.synth.generator import generate_dataset
 from plaid.train.holdout import select_test_records
 

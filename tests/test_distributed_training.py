@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from plaid.io.datalist import load_records
-from plaid.model.network import read_checkpoint
+from plaid.model.checkpoint import read_checkpoint
 from plaid.patches.prepared import prepare_images
 from plaid.synth.generator import generate_dataset
 from plaid.train import loop

@@ -161,7 +161,8 @@ def test_report_without_any_calcification_is_still_written(tmp_path: Path) -> No
     from plaid.evaluate.run import EvalConfig, evaluate
     from plaid.infer.predictor import InferConfig, PatchPredictor
     from plaid.io.datalist import load_records
-    from plaid.model.network import build_model, save_checkpoint
+    from plaid.model.checkpoint import save_checkpoint
+    from plaid.model.network import build_model
     from plaid.synth.generator import generate_dataset
 
     torch.manual_seed(0)
@@ -188,7 +189,8 @@ def test_overlays_draw_on_the_prepared_images_without_reading_files_again(
     from plaid.evaluate.run import EvalConfig, evaluate
     from plaid.infer.predictor import InferConfig, PatchPredictor
     from plaid.io.datalist import load_records
-    from plaid.model.network import build_model, save_checkpoint
+    from plaid.model.checkpoint import save_checkpoint
+    from plaid.model.network import build_model
     from plaid.patches import prepared
     from plaid.synth.generator import generate_dataset
 

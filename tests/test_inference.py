@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from plaid.infer.predictor import InferConfig, PatchPredictor
-from plaid.model.network import build_model, save_checkpoint
+from plaid.model.checkpoint import save_checkpoint
+from plaid.model.network import build_model
 from plaid.patches.grid import PatchGrid
 
 

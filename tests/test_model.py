@@ -9,13 +9,8 @@ import pytest
 import torch
 from torchvision.models import resnet50
 
-from plaid.model.network import (
-    PatchClassifier,
-    build_model,
-    load_imagenet_weights,
-    load_model,
-    save_checkpoint,
-)
+from plaid.model.checkpoint import load_model, save_checkpoint
+from plaid.model.network import PatchClassifier, build_model, load_imagenet_weights
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,8 @@ from monailabel.client.client import MONAILabelClientException, MONAILabelUtils
 from pacs_helpers import ohif_label_map_seg, write_ct_copy, write_multiframe_mg
 
 from plaid.io.labels import read_label_mask
-from plaid.model.network import build_model, save_checkpoint
+from plaid.model.checkpoint import save_checkpoint
+from plaid.model.network import build_model
 from plaid.pacs import dicomweb
 from plaid.pacs.codes import CALCIFICATION
 from plaid.pacs.orthanc import OrthancServer, orthanc_missing, start_orthanc

@@ -13,7 +13,8 @@ from plaid.errors import ImageReadError
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord
 from plaid.io.images import read_mammogram
-from plaid.model.network import build_model, save_checkpoint
+from plaid.model.checkpoint import save_checkpoint
+from plaid.model.network import build_model
 from plaid.patches.grid import PatchGrid
 from plaid.patches.prepared import (
     PatchSettings,

@@ -13,7 +13,8 @@ import torch
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.model import backends
 from plaid.model.backends import AGREEMENT_TOLERANCE, Runtime, build_runtime, candidate_names, select_runtime
-from plaid.model.network import PatchClassifier, build_model, save_checkpoint
+from plaid.model.checkpoint import save_checkpoint
+from plaid.model.network import PatchClassifier, build_model
 from plaid.patches.prepared import PatchSettings, prepare_file
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample-data" / "SYN0001_R_CC.png"

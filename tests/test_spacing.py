@@ -13,7 +13,8 @@ from plaid.io.datalist import CaseRecord
 from plaid.io.dicom import write_dicom_mammogram
 from plaid.io.images import ImageMeta
 from plaid.io.labels import write_label_png
-from plaid.model.network import build_model, save_checkpoint
+from plaid.model.checkpoint import save_checkpoint
+from plaid.model.network import build_model
 from plaid.patches.prepared import PatchSettings, prepare_image
 from plaid.patches.spacing import image_spacing, resample_image, resample_mask, target_shape, to_original_grid
 

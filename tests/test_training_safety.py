@@ -21,7 +21,7 @@ from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.io.images import read_mammogram
 from plaid.io.labels import write_label_png
-from plaid.model.network import read_checkpoint
+from plaid.model.checkpoint import read_checkpoint
 from plaid.patches.prepared import PatchSettings, patch_settings_from_dict, prepare_images
 from plaid.synth.generator import generate_dataset
 from plaid.train import loop

@@ -22,8 +22,9 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSamp
 
 from plaid.errors import PlaidInputError
 from plaid.evaluate.metrics import confusion_at, operating_point, safe_auc
+from plaid.model.checkpoint import read_checkpoint, save_checkpoint
 from plaid.model.device import cpu_supports_bf16, select_device
-from plaid.model.network import DEFAULT_FROZEN_LAYERS, PatchClassifier, build_model, read_checkpoint, save_checkpoint
+from plaid.model.network import DEFAULT_FROZEN_LAYERS, PatchClassifier, build_model
 from plaid.options import dataclass_from_mapping
 from plaid.patches.prepared import PatchSettings, PreparedImage, Problem, patch_index_for
 from plaid.patches.sampling import BalancedSampler, PatchIndex
