@@ -169,9 +169,8 @@ def test_report_without_any_calcification_is_still_written(tmp_path: Path) -> No
     checkpoint = save_checkpoint(tmp_path / "m.pt", build_model(pretrained=False), threshold=0.5)
     generate_dataset(tmp_path / "data", 2, seed=0, height=448, width=448, calcified_fraction=0.0)
     predictor = PatchPredictor(checkpoint, InferConfig(batch_size=8))
-    settings = predictor.patch_settings()
     selection = select_test_records(load_records(tmp_path / "data"), use_all=True)
-    result = evaluate(selection, predictor, settings, tmp_path / "report",
+    result = evaluate(selection, predictor, tmp_path / "report",
                       EvalConfig(bootstrap=5, overlays=1, progress=False))
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["paper_protocol"]["patches"] == 0 and report["paper_protocol"]["auc"] is None
@@ -207,8 +206,7 @@ def test_overlays_draw_on_the_prepared_images_without_reading_files_again(
 
     monkeypatch.setattr(prepared, "read_mammogram", counted)
     predictor = PatchPredictor(checkpoint, InferConfig(batch_size=8))
-    settings = predictor.patch_settings()
-    result = evaluate(select_test_records(records, use_all=True), predictor, settings, tmp_path / "report",
+    result = evaluate(select_test_records(records, use_all=True), predictor, tmp_path / "report",
                       EvalConfig(bootstrap=0, overlays=2, progress=False))
     assert sorted(reads) == sorted(Path(record.image).name for record in records)  # each image read once
     calcified = {row["image_id"]: row["patches_calcified"] for row in result.report["per_image"]}

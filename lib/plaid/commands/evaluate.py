@@ -48,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
     """Choose the test images, evaluate, and print where the report is."""
     age_groups = parse_age_groups(args.age_groups)
     predictor = predictor_from_args(args)
-    settings = predictor.patch_settings()
     meta = predictor.model()[1]
     trained_seed = (meta.get("config") or {}).get("seed", 0)
     seed = int(args.seed if args.seed is not None else trained_seed)
@@ -57,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
                                     split_file=args.split, test_fraction=args.test_fraction, seed=seed,
                                     use_all=args.use_all)
     logger.info("evaluating on %d images (%s)", len(selection.records), selection.source)
-    config = EvalConfig(threshold=args.threshold, seed=seed, paper_pairs=args.paper_pairs, bootstrap=args.bootstrap,
+    config = EvalConfig(seed=seed, paper_pairs=args.paper_pairs, bootstrap=args.bootstrap,
                         age_groups=age_groups, overlays=args.overlays, on_error=args.on_error,
                         progress=args.progress)
-    result = evaluate(selection, predictor, settings, args.out, config,
+    result = evaluate(selection, predictor, args.out, config,
                       context={"model": str(args.model), "data": str(args.data)})
     report = result.report
     paper, real = report["paper_protocol"], report["realistic_protocol"]

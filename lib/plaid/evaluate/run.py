@@ -24,7 +24,7 @@ from plaid.evaluate.protocols import DEFAULT_AGE_GROUPS, paper_protocol, paper_r
 from plaid.evaluate.report import render_markdown
 from plaid.evaluate.scoring import PatchTable, ScoredImage, score_records
 from plaid.infer.predictor import PatchPredictor
-from plaid.patches.prepared import PatchSettings, PreparedImage
+from plaid.patches.prepared import PreparedImage
 from plaid.serialization import write_json
 from plaid.train.holdout import EvalSelection
 
@@ -36,9 +36,8 @@ PREDICTION_COLUMNS = ("image_id", "patient_id", "age", "patch", "grid_row", "gri
 
 @dataclass
 class EvalConfig:
-    """Evaluation knobs; ``threshold=None`` uses the checkpoint's validation operating point, as the app does."""
+    """Evaluation knobs (the threshold and tiling are the predictor's)."""
 
-    threshold: float | None = None
     seed: int = 0
     paper_pairs: int | None = None
     bootstrap: int = 1000
@@ -58,8 +57,8 @@ class EvaluationResult:
     files: dict[str, str] = field(default_factory=dict)
 
 
-def _threshold_source(predictor: PatchPredictor, explicit: float | None) -> str:
-    if explicit is not None:
+def _threshold_source(predictor: PatchPredictor) -> str:
+    if predictor.config.threshold is not None:
         return "given (--threshold)"
     if "threshold" in predictor.model()[1]:
         return "checkpoint (slope-1 operating point on the validation patches)"
@@ -132,14 +131,15 @@ class OverlayPicks:
 
 
 def evaluate(
-    selection: EvalSelection, predictor: PatchPredictor, settings: PatchSettings, out_dir: str | Path,
+    selection: EvalSelection, predictor: PatchPredictor, out_dir: str | Path,
     config: EvalConfig, context: dict[str, Any] | None = None,
 ) -> EvaluationResult:
     """Score the selected test images once and write report.md, report.json, predictions.csv, PNGs, overlays."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     overlays = OverlayPicks(config.overlays)
-    images, problems = score_records(selection.records, predictor, settings, config.on_error, config.progress,
+    settings = predictor.patch_settings()
+    images, problems = score_records(selection.records, predictor, config.on_error, config.progress,
                                      keep=overlays.offer)
     if not images:
         raise PlaidInputError("no usable test image (every one was skipped; see the warnings above)")
@@ -166,7 +166,7 @@ def evaluate(
     report = {
         **(context or {}),
         "threshold": threshold,
-        "threshold_source": _threshold_source(predictor, config.threshold),
+        "threshold_source": _threshold_source(predictor),
         "seed": config.seed,
         "patch_settings": asdict(settings),
         "test_images": len(images),

@@ -12,7 +12,7 @@ from plaid.evaluate.froc import region_scores
 from plaid.infer.predictor import PatchPredictor
 from plaid.io.datalist import CaseRecord
 from plaid.patches.grid import PatchGrid
-from plaid.patches.prepared import PatchSettings, PreparedImage, Problem, prepare_image, process_records
+from plaid.patches.prepared import PreparedImage, Problem, prepare_image, process_records
 from plaid.patches.sampling import PatchIndex
 
 
@@ -86,12 +86,14 @@ def score_image(image: PreparedImage, predictor: PatchPredictor) -> ScoredImage:
 
 
 def score_records(
-    records: Sequence[CaseRecord], predictor: PatchPredictor, settings: PatchSettings, on_error: str = "skip",
+    records: Sequence[CaseRecord], predictor: PatchPredictor, on_error: str = "skip",
     progress: bool = True, keep: Callable[[PreparedImage, ScoredImage], None] | None = None,
 ) -> tuple[list[ScoredImage], list[Problem]]:
     """Score every record, preparing the next image while the model runs on the current one; bad ones are
     skipped with a warning (``on_error='skip'``) or stop the run. ``keep`` sees each prepared image beside
-    its scores before the image is dropped (overlays draw on it instead of reading the file again)."""
+    its scores before the image is dropped (overlays draw on it instead of reading the file again). Images
+    are prepared as the predictor tiles them."""
+    settings = predictor.patch_settings()
 
     def work(image: PreparedImage) -> ScoredImage:
         scored = score_image(image, predictor)
