@@ -20,7 +20,7 @@ from plaid.patch_data import PatchSettings, prepare_file
 from plaid.recipes import config_with_overrides
 from plaid.runtime_backends import AGREEMENT_TOLERANCE, build_runtime, candidate_names
 from plaid.synth import generate_dataset
-from plaid.training import TrainConfig
+from plaid.training import PatchTrainer, TrainConfig
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample-data" / "SYN0001_R_CC.png"
 CPU = torch.device("cpu")
@@ -107,3 +107,12 @@ def test_exported_runtimes_agree_with_torch_with_the_front_end_on(name: str) -> 
     probabilities = build_runtime(name, model, CPU, 64)(patches)
     assert np.abs(probabilities - reference).max() <= AGREEMENT_TOLERANCE
     assert np.ptp(reference) > 1e-4
+
+
+def test_fine_tuning_refuses_a_model_of_another_architecture(trained: Path, tmp_path: Path) -> None:
+    matching = TrainConfig(architecture="resnet18", input_filter="contrast", frozen_layers=0,
+                           init_checkpoint=str(trained / "last.pt"))
+    assert PatchTrainer(matching, tmp_path / "a")._initial_model().architecture == "resnet18"
+    other = TrainConfig(frozen_layers=0, init_checkpoint=str(trained / "last.pt"))
+    with pytest.raises(PlaidInputError, match="architecture='resnet50' differs"):
+        PatchTrainer(other, tmp_path / "b")._initial_model()

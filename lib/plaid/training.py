@@ -283,9 +283,16 @@ class PatchTrainer:
         """ImageNet-initialised ResNet50, or the weights of ``init_checkpoint`` (fine-tuning) when it exists."""
         config = self.config
         if config.init_checkpoint and Path(config.init_checkpoint).is_file():
+            stored = read_checkpoint(config.init_checkpoint)
+            for option in ("architecture", "input_filter"):
+                trained_with = stored.get(option, getattr(TrainConfig, option))
+                if trained_with != getattr(config, option):
+                    raise PlaidInputError(f"training option {option}={getattr(config, option)!r} differs from the "
+                                          f"model being fine-tuned ({option}={trained_with!r}); set it to match or "
+                                          "train without fine-tuning")
             model = build_model(0, pretrained=False, architecture=config.architecture,
                                 input_filter=config.input_filter)
-            model.load_state_dict(read_checkpoint(config.init_checkpoint)["state_dict"])
+            model.load_state_dict(stored["state_dict"])
             model.freeze_first_layers(config.frozen_layers)
             model.frozen_bn_eval = True
             model.initialisation = f"checkpoint:{config.init_checkpoint}"
