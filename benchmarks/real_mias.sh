@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Learning research on mini-MIAS (docs/real-data.md): import, then patient-split cross-validation runs.
-# Usage: benchmarks/real_mias.sh STEP...   (steps: import e1 e2 pretrain e3 paper final tta)
+# Usage: benchmarks/real_mias.sh STEP...
+#   steps: import e1 e2 pretrain e3 paper v1 tta r18-none r18-contrast final seed1
+# e1-e3, paper, v1 and tta ran with the first recipe (ResNet50, 4 epochs, --normal-images 6); v1 and e1-e3 pin
+# its values with flags so they still run as measured. r18-*, final and seed1 score every held-out film.
 # MIAS=path to mini-MIAS (default ../shared/data/mini-mias), WORK=output folder (default /tmp/plaid-mias).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +14,9 @@ DATA=$WORK/data
 export PLAID_OFFLINE=1 PYTHONPATH=$PWD/lib OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 plaid() { /usr/bin/time -f "%e s wall, %U s user CPU" "$PY" -m plaid.cli "$@"; }
 SCORE=(--checkpoint last --normal-images 6 --no-progress)
-CHOOSE=(--folds 5 --only-folds 2 "${SCORE[@]}")
+V1=(--architecture resnet50 --input-filter none --epochs 4)
+CHOOSE=(--folds 5 --only-folds 2 "${V1[@]}" "${SCORE[@]}")
+ALL=(--folds 5 --checkpoint last --no-progress)
 for step in "$@"; do
   case $step in
     import) plaid import mias "$MIAS/Info.txt" "$MIAS/images" "$DATA" ;;
@@ -24,8 +29,12 @@ for step in "$@"; do
           --weights "$WORK/pretrained-inserted.pth" "${CHOOSE[@]}" ;;
     paper) plaid crossval "$DATA" --out "$WORK/paper-defaults-4-epochs" --epochs 4 --folds 5 --only-folds 1 \
           "${SCORE[@]}" ;;
-    tta) "$PY" benchmarks/tta_paper_protocol.py "$WORK/final" "$DATA" ;;
-    final) plaid crossval "$DATA" --out "$WORK/final" --recipe recipes/mini-mias.json --folds 5 "${SCORE[@]}" ;;
+    v1) plaid crossval "$DATA" --out "$WORK/v1" --recipe recipes/mini-mias.json "${V1[@]}" --folds 5 "${SCORE[@]}" ;;
+    tta) "$PY" benchmarks/tta_paper_protocol.py "$WORK/v1" "$DATA" ;;
+    r18-none|r18-contrast) plaid crossval "$DATA" --out "$WORK/$step-30" --recipe recipes/mini-mias.json \
+          --architecture resnet18 --input-filter "${step#r18-}" --epochs 30 "${ALL[@]}" ;;
+    final) plaid crossval "$DATA" --out "$WORK/final" --recipe recipes/mini-mias.json "${ALL[@]}" ;;
+    seed1) plaid crossval "$DATA" --out "$WORK/final-seed1" --recipe recipes/mini-mias.json --seed 1 "${ALL[@]}" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
