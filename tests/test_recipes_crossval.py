@@ -90,7 +90,10 @@ def test_folds_never_share_a_patient_and_spread_the_calcified() -> None:
         patient_folds(records, 24)
 
 
-def test_crossval_command_reports_mean_and_sd_per_metric(tiny_data: Path, tmp_path: Path) -> None:
+def test_crossval_command_reports_mean_and_sd_per_metric(tiny_data: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # an exported runtime has a fixed patch size: the fold predictor must export at the recipe's 64, not 224
+    monkeypatch.setenv("PLAID_RUNTIME", "onnxruntime")
     out = tmp_path / "cv"
     assert main(["crossval", str(tiny_data), "--out", str(out), "--folds", "2", "--epochs", "1",
                  "--patch-size", "64", "--batch-size", "16", "--val-fraction", "0", "--no-progress"]) == 0
