@@ -12,7 +12,7 @@ from plaid.commands.train import config_from_args
 from plaid.crossval import patient_folds
 from plaid.datalist import CaseRecord, load_records
 from plaid.errors import PlaidInputError
-from plaid.recipes import read_recipe
+from plaid.recipes import config_with_overrides, read_recipe
 from plaid.synth import generate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +54,7 @@ def test_recipe_refuses_unknown_settings(tmp_path: Path) -> None:
 def test_shipped_recipe_is_valid() -> None:
     settings = read_recipe(REPO / "recipes" / "mini-mias.json")
     assert settings["patch_size"] < 224
+    config_with_overrides(REPO / "recipes" / "mini-mias.json", {}).validate()  # its options fit together
 
 
 def test_train_with_recipe_records_the_merged_config(tiny_data: Path, tmp_path: Path) -> None:
