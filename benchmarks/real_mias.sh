@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Learning research on mini-MIAS (docs/real-data.md): import, then patient-split cross-validation runs.
 # Usage: benchmarks/real_mias.sh STEP...
-#   steps: import e1 e2 pretrain e3 paper v1 tta v1-contrast r18-contrast r18-none
+#   steps: import e1 e2 pretrain e3 paper v1 tta v1-contrast v1-resnet18 r18-contrast r18-none
 # v1 is the shipped recipe's 5-fold run (--normal-images 6); e1-e3, paper and tta compare options around it.
 # r18-contrast and r18-none (ResNet18, 30 epochs, with / without the contrast front end) score every film.
 # MIAS=path to mini-MIAS (default ../shared/data/mini-mias), WORK=output folder (default /tmp/plaid-mias).
@@ -33,6 +33,8 @@ for step in "$@"; do
     tta) "$PY" benchmarks/tta_paper_protocol.py "$WORK/v1" "$DATA" ;;
     v1-contrast) plaid crossval "$DATA" --out "$WORK/v1-contrast" --recipe recipes/mini-mias.json "${V1[@]}" \
           --input-filter contrast --folds 5 "${SCORE[@]}" ;;
+    v1-resnet18) plaid crossval "$DATA" --out "$WORK/v1-resnet18" --recipe recipes/mini-mias.json "${V1[@]}" \
+          --architecture resnet18 --folds 5 "${SCORE[@]}" ;;
     r18-none|r18-contrast) plaid crossval "$DATA" --out "$WORK/$step-30" --recipe recipes/mini-mias.json \
           --architecture resnet18 --input-filter "${step#r18-}" --epochs 30 "${ALL[@]}" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
