@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Learning research on mini-MIAS (docs/real-data.md): import, then patient-split cross-validation runs.
-# Usage: benchmarks/real_mias.sh STEP...   (steps: import e1 e2 pretrain e3 paper final tta)
+# Usage: benchmarks/real_mias.sh STEP...
+#   steps: import e1 e2 pretrain e3 paper v1 tta v1-contrast v1-resnet18 r18-contrast r18-none
+# v1 is the shipped recipe's 5-fold run (--normal-images 6); e1-e3, paper and tta compare options around it.
+# r18-contrast and r18-none (ResNet18, 30 epochs, with / without the contrast front end) score every film.
 # MIAS=path to mini-MIAS (default ../shared/data/mini-mias), WORK=output folder (default /tmp/plaid-mias).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +14,9 @@ DATA=$WORK/data
 export PLAID_OFFLINE=1 PYTHONPATH=$PWD/lib OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 plaid() { /usr/bin/time -f "%e s wall, %U s user CPU" "$PY" -m plaid.cli "$@"; }
 SCORE=(--checkpoint last --normal-images 6 --no-progress)
-CHOOSE=(--folds 5 --only-folds 2 "${SCORE[@]}")
+V1=(--architecture resnet50 --input-filter none --epochs 4)
+CHOOSE=(--folds 5 --only-folds 2 "${V1[@]}" "${SCORE[@]}")
+ALL=(--folds 5 --checkpoint last --no-progress)
 for step in "$@"; do
   case $step in
     import) plaid import mias "$MIAS/Info.txt" "$MIAS/images" "$DATA" ;;
@@ -24,8 +29,14 @@ for step in "$@"; do
           --weights "$WORK/pretrained-inserted.pth" "${CHOOSE[@]}" ;;
     paper) plaid crossval "$DATA" --out "$WORK/paper-defaults-4-epochs" --epochs 4 --folds 5 --only-folds 1 \
           "${SCORE[@]}" ;;
-    tta) "$PY" benchmarks/tta_paper_protocol.py "$WORK/final" "$DATA" ;;
-    final) plaid crossval "$DATA" --out "$WORK/final" --recipe recipes/mini-mias.json --folds 5 "${SCORE[@]}" ;;
+    v1) plaid crossval "$DATA" --out "$WORK/v1" --recipe recipes/mini-mias.json "${V1[@]}" --folds 5 "${SCORE[@]}" ;;
+    tta) "$PY" benchmarks/tta_paper_protocol.py "$WORK/v1" "$DATA" ;;
+    v1-contrast) plaid crossval "$DATA" --out "$WORK/v1-contrast" --recipe recipes/mini-mias.json "${V1[@]}" \
+          --input-filter contrast --folds 5 "${SCORE[@]}" ;;
+    v1-resnet18) plaid crossval "$DATA" --out "$WORK/v1-resnet18" --recipe recipes/mini-mias.json "${V1[@]}" \
+          --architecture resnet18 --folds 5 "${SCORE[@]}" ;;
+    r18-none|r18-contrast) plaid crossval "$DATA" --out "$WORK/$step-30" --recipe recipes/mini-mias.json \
+          --architecture resnet18 --input-filter "${step#r18-}" --epochs 30 "${ALL[@]}" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

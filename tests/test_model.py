@@ -78,7 +78,7 @@ def test_missing_weights_warn_and_fall_back(tmp_path: Path, caplog: pytest.LogCa
     with caplog.at_level(logging.WARNING, logger="plaid.model.network"):
         used = load_imagenet_weights(model, tmp_path / "nope.pth")
     assert used is None
-    assert "no pretrained ResNet50 weights found" in caplog.text
+    assert "no pretrained resnet50 weights found" in caplog.text
 
 
 def _count_downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -13,7 +13,7 @@ from plaid.errors import PlaidInputError
 from plaid.evaluate.crossval import patient_folds
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.synth.generator import generate_dataset
-from plaid.train.recipes import read_recipe
+from plaid.train.recipes import config_with_overrides, read_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,6 +54,7 @@ def test_recipe_refuses_unknown_settings(tmp_path: Path) -> None:
 def test_shipped_recipe_is_valid() -> None:
     settings = read_recipe(REPO / "recipes" / "mini-mias.json")
     assert settings["patch_size"] < 224
+    config_with_overrides(REPO / "recipes" / "mini-mias.json", {}).validate()  # its options fit together
 
 
 def test_train_with_recipe_records_the_merged_config(tiny_data: Path, tmp_path: Path) -> None:
@@ -90,7 +91,10 @@ def test_folds_never_share_a_patient_and_spread_the_calcified() -> None:
         patient_folds(records, 24)
 
 
-def test_crossval_command_reports_mean_and_sd_per_metric(tiny_data: Path, tmp_path: Path) -> None:
+def test_crossval_command_reports_mean_and_sd_per_metric(tiny_data: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # an exported runtime has a fixed patch size: the fold predictor must export at the recipe's 64, not 224
+    monkeypatch.setenv("PLAID_RUNTIME", "onnxruntime")
     out = tmp_path / "cv"
     assert main(["crossval", str(tiny_data), "--out", str(out), "--folds", "2", "--epochs", "1",
                  "--patch-size", "64", "--batch-size", "16", "--val-fraction", "0", "--no-progress"]) == 0

@@ -11,6 +11,8 @@ from typing import Any
 
 from plaid.evaluate.plots import plot_training_curves
 from plaid.io.datalist import CaseRecord, load_records
+from plaid.model.input_filter import INPUT_FILTERS
+from plaid.model.network import ARCHITECTURES
 from plaid.serialization import write_json
 from plaid.train.holdout import TEST_PART, describe_holdout, holdout_split, read_split, records_in_part
 from plaid.train.loop import HISTORY_FILE, SPLIT_FILE, TrainConfig, TrainResult
@@ -47,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "frozen_layers", "negative_ratio", "val_fraction", "seed",
                 "device", "weights_path", "pretrained", "offline", "patch_size", "target_spacing_mm",
                 "pixel_spacing_mm", "class_weighted_loss", "inserted_positives", "hard_negative_fraction",
-                "tta_flips")
+                "tta_flips", "architecture", "input_filter")
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +74,11 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                         help="spacing of images whose header and metadata give none")
     parser.add_argument("--tta-flips", action="store_true", default=None,
                         help="score patches averaged over flips (stored with the model)")
+    parser.add_argument("--architecture", choices=tuple(ARCHITECTURES),
+                        help="ResNet backbone (default resnet50, the paper's; others need --frozen-layers 0)")
+    parser.add_argument("--input-filter", choices=INPUT_FILTERS,
+                        help="fixed front end: none (grey to 3 channels, the paper's) or contrast (grey plus "
+                             "band-pass channels at the calcification scale)")
     parser.add_argument("--val-fraction", type=float, help="share of patients for validation (default 0.05)")
     parser.add_argument("--seed", type=int, help="seed of the splits and the patch sampling (default 0)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")

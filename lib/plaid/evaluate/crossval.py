@@ -159,7 +159,8 @@ def run_crossval(records: Sequence[CaseRecord], config: TrainConfig, out_dir: st
     positive_groups = {p.record.group for p in prepared if image_truth(p)}
     by_id = {p.record.image_id: p for p in prepared}
     split = patient_folds([p.record for p in prepared], folds, config.seed, positive_groups)
-    infer = InferConfig(batch_size=score_batch_size, device=config.device, tta_flips=config.tta_flips)
+    infer = InferConfig(patch_size=config.patch_size, stride=config.stride, batch_size=score_batch_size,
+                        device=config.device, tta_flips=config.tta_flips)
     result = CrossvalResult(problems=problems)
     for number, held_out in enumerate(split[:only_folds]):
         fold_started = time.perf_counter()

@@ -18,22 +18,47 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import ResNet50_Weights, resnet50
+from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights, resnet18, resnet34, resnet50
 from torchvision.models.resnet import Bottleneck
+
+from plaid.model.input_filter import DEFAULT_INPUT_FILTER, build_input_filter
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_FROZEN_LAYERS = 100
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_ARCHITECTURE = "resnet50"
+# Backbones a model may use, with their torchvision ImageNet weights (newest first). Keras-counted freezing
+# is defined for the paper's resnet50 only.
+ARCHITECTURES = {
+    "resnet50": (resnet50, (ResNet50_Weights.IMAGENET1K_V2, ResNet50_Weights.IMAGENET1K_V1)),
+    "resnet34": (resnet34, (ResNet34_Weights.IMAGENET1K_V1,)),
+    "resnet18": (resnet18, (ResNet18_Weights.IMAGENET1K_V1,)),
+}
+
+
+def check_architecture(name: str) -> str:
+    """``name`` when it is a known backbone, else ValueError naming it and the known ones."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r} (known: {', '.join(ARCHITECTURES)})")
+    return name
 
 
 class PatchClassifier(nn.Module):
-    """Maps (N, 1, H, W) patches with intensities in [0, 1] to one calcification logit each."""
+    """Maps (N, 1, H, W) patches with intensities in [0, 1] to one calcification logit each.
 
-    def __init__(self, frozen_layers: int = DEFAULT_FROZEN_LAYERS) -> None:
+    ``input_filter`` names the fixed front end that makes the three input channels (`plaid.model.input_filter`);
+    ``architecture`` the torchvision ResNet backbone (Keras-counted freezing exists for resnet50 only).
+    """
+
+    def __init__(self, frozen_layers: int = DEFAULT_FROZEN_LAYERS, architecture: str = DEFAULT_ARCHITECTURE,
+                 input_filter: str = DEFAULT_INPUT_FILTER) -> None:
         super().__init__()
-        self.backbone = resnet50(weights=None)
+        self.architecture = check_architecture(architecture)
+        self.input_filter_name = input_filter
+        self.input_filter = build_input_filter(input_filter)
+        self.backbone = ARCHITECTURES[architecture][0](weights=None)
         self.backbone.fc = nn.Linear(self.backbone.fc.in_features, 1)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -44,15 +69,16 @@ class PatchClassifier(nn.Module):
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """Return logits of shape (N,) for patches of shape (N, 1, H, W) or (N, 3, H, W)."""
-        if patches.shape[1] == 1:
-            patches = patches.expand(-1, 3, -1, -1)
+        patches = self.input_filter(patches)
         normalised = (patches - self.mean.to(patches.dtype)) / self.std.to(patches.dtype)
         if self.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last):
             normalised = normalised.contiguous(memory_format=torch.channels_last)
         return self.backbone(normalised).squeeze(1)
 
     def keras_layers(self) -> list[tuple[str, nn.Module | None]]:
-        """The backbone's layers in the order and granularity Keras' ResNet50 counts them."""
+        """The backbone's layers in the order and granularity Keras' ResNet50 counts them (resnet50 only)."""
+        if self.architecture != "resnet50":
+            raise ValueError(f"Keras layer counting is defined for resnet50 only, not {self.architecture}")
         net = self.backbone
         layers: list[tuple[str, nn.Module | None]] = [
             ("input", None), ("conv1_pad", None), ("conv1", net.conv1), ("bn1", net.bn1), ("relu", None),
@@ -64,8 +90,13 @@ class PatchClassifier(nn.Module):
         return layers
 
     def freeze_first_layers(self, count: int) -> None:
-        """Freeze the first ``count`` Keras-counted layers; unfreeze all others (head always trains)."""
-        layers = self.keras_layers()
+        """Freeze the first ``count`` Keras-counted layers; unfreeze all others (head always trains).
+
+        Other backbones than resnet50 accept only ``count`` 0 (every layer trains)."""
+        if count == 0 and self.architecture != "resnet50":
+            layers: list[tuple[str, nn.Module | None]] = []
+        else:
+            layers = self.keras_layers()
         if not 0 <= count <= len(layers):
             raise ValueError(f"frozen layers must be between 0 and {len(layers)}, got {count}")
         for parameter in self.parameters():
@@ -114,13 +145,14 @@ def _bottleneck_keras_layers(prefix: str, block: Bottleneck) -> list[tuple[str, 
     return layers
 
 
-def imagenet_weight_candidates(explicit: str | Path | None = None) -> list[Path]:
-    """Places ImageNet ResNet50 weights may already be: an explicit file, then torchvision's cache."""
+def imagenet_weight_candidates(explicit: str | Path | None = None,
+                               architecture: str = DEFAULT_ARCHITECTURE) -> list[Path]:
+    """Places ImageNet weights of ``architecture`` may already be: an explicit file, then torchvision's cache."""
     candidates: list[Path] = []
     if explicit:
         candidates.append(Path(explicit).expanduser())
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    for weights in (ResNet50_Weights.IMAGENET1K_V2, ResNet50_Weights.IMAGENET1K_V1):
+    for weights in ARCHITECTURES[architecture][1]:
         candidates.append(checkpoints / Path(weights.url).name)
     return candidates
 
@@ -131,7 +163,7 @@ def load_imagenet_weights(model: PatchClassifier, weights_path: str | Path | Non
     Returns the file used, or None (after one warning) when no usable file exists, in which case the
     model keeps its random initialisation.
     """
-    for candidate in imagenet_weight_candidates(weights_path):
+    for candidate in imagenet_weight_candidates(weights_path, model.architecture):
         if not candidate.is_file():
             if weights_path and candidate == Path(weights_path).expanduser():
                 logger.warning("ImageNet weights file %s does not exist", candidate)
@@ -145,15 +177,16 @@ def load_imagenet_weights(model: PatchClassifier, weights_path: str | Path | Non
             continue
         missing = [key for key in missing if not key.startswith("fc.")]
         if missing or unexpected:
-            logger.warning("ImageNet weights in %s do not fit ResNet50 (missing %d, unexpected %d keys)",
-                           candidate, len(missing), len(unexpected))
+            logger.warning("ImageNet weights in %s do not fit %s (missing %d, unexpected %d keys)",
+                           candidate, model.architecture, len(missing), len(unexpected))
             continue
-        logger.info("initialised ResNet50 from pretrained weights %s", candidate)
+        logger.info("initialised %s from pretrained weights %s", model.architecture, candidate)
         return candidate
     logger.warning(
-        "no pretrained ResNet50 weights found on disk (looked in: %s). Put resnet50-0676ba61.pth in the torch "
-        "hub cache, pass a weights path (ImageNet or `plaid pretrain` output), or allow the download.",
-        ", ".join(str(c) for c in imagenet_weight_candidates(weights_path)),
+        "no pretrained %s weights found on disk (looked in: %s). Put torchvision's ImageNet weights file in the "
+        "torch hub cache, pass a weights path (ImageNet or `plaid pretrain` output), or allow the download.",
+        model.architecture,
+        ", ".join(str(c) for c in imagenet_weight_candidates(weights_path, model.architecture)),
     )
     return None
 
@@ -168,7 +201,7 @@ def offline_mode(offline: bool = False) -> bool:
 def fetch_imagenet_weights(model: PatchClassifier) -> Path | None:
     """Download torchvision's ImageNet ResNet50 weights into the torch hub cache (as torchvision does) and
     load them; None (after a warning) when the download fails."""
-    weights = ResNet50_Weights.IMAGENET1K_V2
+    weights = ARCHITECTURES[model.architecture][1][0]
     try:
         state = weights.get_state_dict(progress=True)
     except Exception as exc:  # no network, proxy, disk full: train without them
@@ -176,13 +209,13 @@ def fetch_imagenet_weights(model: PatchClassifier) -> Path | None:
         return None
     model.backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
     path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    logger.info("initialised ResNet50 from downloaded ImageNet weights %s", path)
+    logger.info("initialised %s from downloaded ImageNet weights %s", model.architecture, path)
     return path
 
 
 def build_model(
     frozen_layers: int = DEFAULT_FROZEN_LAYERS, pretrained: bool = True, weights_path: str | Path | None = None,
-    offline: bool = False,
+    offline: bool = False, architecture: str = DEFAULT_ARCHITECTURE, input_filter: str = DEFAULT_INPUT_FILTER,
 ) -> PatchClassifier:
     """A new patch classifier, initialised from pretrained weights where possible.
 
@@ -191,7 +224,7 @@ def build_model(
     when they were loaded from pretrained weights: from random initialisation every layer trains.
     ``model.initialisation`` records where the weights came from.
     """
-    model = PatchClassifier(frozen_layers=0)
+    model = PatchClassifier(frozen_layers=0, architecture=architecture, input_filter=input_filter)
     loaded = load_imagenet_weights(model, weights_path) if pretrained else None
     if pretrained and loaded is None and not offline_mode(offline):
         loaded = fetch_imagenet_weights(model)

@@ -24,7 +24,8 @@ from plaid.errors import PlaidInputError
 from plaid.evaluate.metrics import confusion_at, operating_point, safe_auc
 from plaid.model.checkpoint import read_checkpoint, save_checkpoint
 from plaid.model.device import cpu_supports_bf16, select_device
-from plaid.model.network import DEFAULT_FROZEN_LAYERS, PatchClassifier, build_model
+from plaid.model.input_filter import DEFAULT_INPUT_FILTER, INPUT_FILTERS
+from plaid.model.network import ARCHITECTURES, DEFAULT_ARCHITECTURE, DEFAULT_FROZEN_LAYERS, PatchClassifier, build_model
 from plaid.options import dataclass_from_mapping
 from plaid.patches.prepared import PatchSettings, PreparedImage, Problem, patch_index_for
 from plaid.patches.sampling import BalancedSampler, PatchIndex
@@ -86,6 +87,8 @@ class TrainConfig:
     inserted_positives: int = 0
     hard_negative_fraction: float = 0.0
     tta_flips: bool = False
+    architecture: str = DEFAULT_ARCHITECTURE
+    input_filter: str = DEFAULT_INPUT_FILTER
 
     def patch_settings(self) -> PatchSettings:
         """The tiling/labelling part of the config."""
@@ -120,6 +123,15 @@ class TrainConfig:
         for name, ok in checks.items():
             if not ok:
                 raise PlaidInputError(f"training option {name}={getattr(self, name)!r} is out of range")
+        if self.architecture not in ARCHITECTURES:
+            raise PlaidInputError(f"training option architecture={self.architecture!r} is unknown "
+                                  f"(known: {', '.join(ARCHITECTURES)})")
+        if self.input_filter not in INPUT_FILTERS:
+            raise PlaidInputError(f"training option input_filter={self.input_filter!r} is unknown "
+                                  f"(known: {', '.join(INPUT_FILTERS)})")
+        if self.frozen_layers and self.architecture != DEFAULT_ARCHITECTURE:
+            raise PlaidInputError(f"training option frozen_layers={self.frozen_layers} counts Keras ResNet50 layers; "
+                                  f"with architecture={self.architecture!r} set frozen_layers to 0")
         if self.device != "auto":
             try:
                 torch.device(self.device)
@@ -288,14 +300,23 @@ class PatchTrainer:
         """ImageNet-initialised ResNet50, or the weights of ``init_checkpoint`` (fine-tuning) when it exists."""
         config = self.config
         if config.init_checkpoint and Path(config.init_checkpoint).is_file():
-            model = build_model(0, pretrained=False)
-            model.load_state_dict(read_checkpoint(config.init_checkpoint)["state_dict"])
+            stored = read_checkpoint(config.init_checkpoint)
+            for option in ("architecture", "input_filter"):
+                trained_with = stored.get(option, getattr(TrainConfig, option))
+                if trained_with != getattr(config, option):
+                    raise PlaidInputError(f"training option {option}={getattr(config, option)!r} differs from the "
+                                          f"model being fine-tuned ({option}={trained_with!r}); set it to match or "
+                                          "train without fine-tuning")
+            model = build_model(0, pretrained=False, architecture=config.architecture,
+                                input_filter=config.input_filter)
+            model.load_state_dict(stored["state_dict"])
             model.freeze_first_layers(config.frozen_layers)
             model.frozen_bn_eval = True
             model.initialisation = f"checkpoint:{config.init_checkpoint}"
             logger.info("fine-tuning from %s", config.init_checkpoint)
             return model
-        return build_model(config.frozen_layers, config.pretrained, config.weights_path, config.offline)
+        return build_model(config.frozen_layers, config.pretrained, config.weights_path, config.offline,
+                           architecture=config.architecture, input_filter=config.input_filter)
 
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
