@@ -23,6 +23,7 @@ from plaid.io.labels import read_label_mask
 from plaid.serving import REPO_ROOT, start_label_server
 
 UNLABELED_FOR_DEMO = 2
+DEMO_RECIPE = REPO_ROOT / "recipes" / "sample-data-demo.json"
 
 
 def prepare_studies(source: Path, studies: Path) -> None:
@@ -62,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / "model")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "demo-output")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--train-epochs", type=int, default=20, help="brief training when no model exists")
+    parser.add_argument("--recipe", type=Path, default=DEMO_RECIPE,
+                        help="training settings of the brief training (a recipe file, see recipes/)")
+    parser.add_argument("--train-epochs", type=int, help="brief training's epochs (default: the recipe's)")
     parser.add_argument("--exit", action="store_true", help="stop the server after the inference")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -71,15 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     args.model_dir.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     server = start_label_server(
-        args.studies, conf={"model_dir": str(args.model_dir), "batch_size": "16"}, port=args.port,
+        args.studies, conf={"model_dir": str(args.model_dir), "recipe": str(args.recipe)}, port=args.port,
         log_path=args.out / "monailabel.log",
     )
     try:
         client = MONAILabelClient(server.url, tmpdir=str(args.out))
         if not (args.model_dir / "calcification.pt").is_file():
-            print(f"No model in {args.model_dir}: training {args.train_epochs} epochs on the sample data "
-                  "through MONAI Label's trainer...", flush=True)
-            client.train_start("calcification", {"epochs": args.train_epochs})
+            request = {} if args.train_epochs is None else {"epochs": args.train_epochs}
+            print(f"No model in {args.model_dir}: brief training ({args.recipe.name}, {request or 'its epochs'}) on "
+                  "the sample data through MONAI Label's trainer...", flush=True)
+            client.train_start("calcification", request)
             status = wait_for_training(client)
             if status.get("status") != "DONE":
                 print(f"Training failed: {status}. See {server.log_path}", file=sys.stderr)

@@ -33,12 +33,13 @@ from plaid.serving import REPO_ROOT, start_label_server
 USER = "plaid"
 
 
-def train_briefly(sample_data: Path, model_path: Path, epochs: int) -> None:
-    """Train on the sample data with `plaid train` and publish the best checkpoint to ``model_path``."""
+def train_briefly(sample_data: Path, model_path: Path, recipe: Path, epochs: int | None) -> None:
+    """Train on the sample data with `plaid train --recipe` and publish the best checkpoint to ``model_path``."""
     with tempfile.TemporaryDirectory() as folder:
-        print(f"No model at {model_path}: training {epochs} epochs on {sample_data} (plaid train)...", flush=True)
+        print(f"No model at {model_path}: brief training ({recipe.name}) on {sample_data} (plaid train)...", flush=True)
+        epochs_flag = [] if epochs is None else ["--epochs", str(epochs)]
         subprocess.run([sys.executable, "-m", "plaid.cli", "train", str(sample_data), "--out", folder,
-                        "--epochs", str(epochs)], check=True)
+                        "--recipe", str(recipe), *epochs_flag], check=True)
         model_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(Path(folder) / "best.pt", model_path)
 
@@ -52,14 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orthanc-port", type=int, default=8042)
     parser.add_argument("--port", type=int, default=8000, help="MONAI Label port")
     parser.add_argument("--ohif-port", type=int, default=3000)
-    parser.add_argument("--train-epochs", type=int, default=20, help="brief training when no model exists")
+    parser.add_argument("--recipe", type=Path, default=REPO_ROOT / "recipes" / "sample-data-demo.json",
+                        help="training settings of the brief training when no model exists")
+    parser.add_argument("--train-epochs", type=int, help="brief training's epochs (default: the recipe's)")
     parser.add_argument("--exit", action="store_true", help="stop everything after the inference")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     model_path = args.model_dir / "calcification.pt"
     if not model_path.is_file():
-        train_briefly(args.sample_data, model_path, args.train_epochs)
+        train_briefly(args.sample_data, model_path, args.recipe, args.train_epochs)
 
     password = secrets.token_urlsafe(12)
     orthanc = start_orthanc(port=args.orthanc_port, users={USER: password}, log_path=args.out / "orthanc.log")

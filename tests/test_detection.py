@@ -1,8 +1,9 @@
 """A short training on the shipped sample data learns to mark a strong calcification cluster.
 
-This test checks what the model learns, not only that the code runs: it trains the real ResNet50
-(random initialisation: no ImageNet weights are available offline) on the committed sample data for a
-few dozen optimiser steps, then scores a new synthetic mammogram with a strong cluster.
+This test checks what the model learns, not only that the code runs: it trains with the demo's recipe
+(recipes/sample-data-demo.json: a ResNet18 with the contrast front end, random initialisation since no
+ImageNet weights are available offline) on the committed sample data for a few epochs, then scores a new
+synthetic mammogram with a strong cluster.
 """
 
 from __future__ import annotations
@@ -18,19 +19,20 @@ from plaid.io.datalist import load_records
 from plaid.patches.labels import patch_labels_from_mask
 from plaid.serving import REPO_ROOT
 from plaid.synth.generator import synthesize_case
-from plaid.train.loop import TrainConfig
+from plaid.train.recipes import config_with_overrides
 from plaid.train.records import train_from_records
 
 pytestmark = pytest.mark.slow
 
-DETECTION_EPOCHS = 30
+DETECTION_EPOCHS = 6
+DEMO_RECIPE = REPO_ROOT / "recipes" / "sample-data-demo.json"
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("sample") / "data"
     shutil.copytree(REPO_ROOT / "sample-data", data)
-    config = TrainConfig(epochs=DETECTION_EPOCHS, batch_size=8, val_fraction=0.2, seed=0)
+    config = config_with_overrides(DEMO_RECIPE, {"epochs": DETECTION_EPOCHS, "val_fraction": 0.2, "seed": 0})
     result = train_from_records(load_records(data), config, data.parent / "run", progress=False)
     assert result.best_checkpoint is not None
     return result.best_checkpoint

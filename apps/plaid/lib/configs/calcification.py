@@ -19,6 +19,7 @@ from lib.trainers.calcification import CalcificationTrainer
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.options import dataclass_from_mapping, parse_bool
 from plaid.train.loop import TrainConfig
+from plaid.train.recipes import read_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,10 @@ class Calcification(TaskConfig):
         self.path = os.path.join(model_dir, f"{name}.pt")
         values = {CONF_RENAMES.get(key, key): value for key, value in conf.items()}
         values.pop("init_checkpoint", None)
+        recipe = values.pop("recipe", None)
         self.infer_config = dataclass_from_mapping(InferConfig, values)
-        self.train_defaults = TrainConfig.from_mapping(values)
+        # a recipe file sets the training defaults; a --conf key given beside it wins
+        self.train_defaults = TrainConfig.from_mapping({**(read_recipe(recipe) if recipe else {}), **values}).validate()
         self.finetune = parse_bool(conf.get("finetune", "true"))
         self.predictor = PatchPredictor(self.path, self.infer_config)
         logger.info("calcification model: %s (present: %s)", self.path, os.path.isfile(self.path))
