@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Learning research on mini-MIAS (docs/real-data.md): import, then patient-split cross-validation runs.
 # Usage: benchmarks/real_mias.sh STEP...
-#   steps: import e1 e2 pretrain e3 paper v1 tta v1-contrast v1-resnet18 r18-contrast r18-none
+#   steps: import e1 e2 pretrain e3 paper v1 tta v1-contrast v1-resnet18 r18-contrast r18-none paper4 paper8
 # v1 is the shipped recipe's 5-fold run (--normal-images 6); e1-e3, paper and tta compare options around it.
 # r18-contrast and r18-none (ResNet18, 30 epochs, with / without the contrast front end) score every film.
+# paper4 and paper8: plaid train's defaults (the paper's 224-pixel recipe) for 4 and 8 epochs, 5 folds.
 # MIAS=path to mini-MIAS (default ../shared/data/mini-mias), WORK=output folder (default /tmp/plaid-mias).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,7 @@ for step in "$@"; do
           --architecture resnet18 --folds 5 "${SCORE[@]}" ;;
     r18-none|r18-contrast) plaid crossval "$DATA" --out "$WORK/$step-30" --recipe recipes/mini-mias.json \
           --architecture resnet18 --input-filter "${step#r18-}" --epochs 30 "${ALL[@]}" ;;
+    paper4|paper8) plaid crossval "$DATA" --out "$WORK/$step" --epochs "${step#paper}" --folds 5 "${SCORE[@]}" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
