@@ -20,10 +20,9 @@ from monailabel.client import MONAILabelClient
 from plaid.evaluate.overlays import render_overlay
 from plaid.io.images import read_mammogram
 from plaid.io.labels import read_label_mask
-from plaid.serving import REPO_ROOT, start_label_server
+from plaid.serving import DEMO_RECIPE, REPO_ROOT, start_label_server
 
 UNLABELED_FOR_DEMO = 2
-DEMO_RECIPE = REPO_ROOT / "recipes" / "sample-data-demo.json"
 
 
 def prepare_studies(source: Path, studies: Path) -> None:

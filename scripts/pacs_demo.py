@@ -28,7 +28,7 @@ from monailabel.client import MONAILabelClient
 
 from plaid.pacs.ohif import OhifUnavailable, start_ohif
 from plaid.pacs.orthanc import start_orthanc
-from plaid.serving import REPO_ROOT, start_label_server
+from plaid.serving import DEMO_RECIPE, REPO_ROOT, start_label_server
 
 USER = "plaid"
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orthanc-port", type=int, default=8042)
     parser.add_argument("--port", type=int, default=8000, help="MONAI Label port")
     parser.add_argument("--ohif-port", type=int, default=3000)
-    parser.add_argument("--recipe", type=Path, default=REPO_ROOT / "recipes" / "sample-data-demo.json",
+    parser.add_argument("--recipe", type=Path, default=DEMO_RECIPE,
                         help="training settings of the brief training when no model exists")
     parser.add_argument("--train-epochs", type=int, help="brief training's epochs (default: the recipe's)")
     parser.add_argument("--exit", action="store_true", help="stop everything after the inference")

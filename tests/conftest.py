@@ -1,4 +1,4 @@
-"""Shared fixtures: small synthetic images written to temporary folders."""
+"""Shared fixtures: a seeded generator, quiet third-party logs, and MONAI Label's client for a module's server."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from monailabel.client import MONAILabelClient
+
+from plaid.serving import LabelServer
 
 CHECKOUT_LIB = Path(__file__).resolve().parents[1] / "lib"
 
@@ -35,3 +38,9 @@ def rng() -> np.random.Generator:
 @pytest.fixture(autouse=True)
 def _quiet_third_party_logs() -> None:
     logging.getLogger("PIL").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def client(server: LabelServer) -> MONAILabelClient:
+    """MONAI Label's Python client for the requesting module's ``server`` fixture (downloads beside its log)."""
+    return MONAILabelClient(server.url, tmpdir=str(server.log_path.parent))

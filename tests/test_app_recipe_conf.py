@@ -9,14 +9,12 @@ from pathlib import Path
 import pytest
 
 from plaid.errors import PlaidInputError
-from plaid.serving import APP_DIR, REPO_ROOT
+from plaid.serving import APP_DIR, DEMO_RECIPE
 
 if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
 from lib.configs.calcification import Calcification  # noqa: E402
-
-DEMO_RECIPE = REPO_ROOT / "recipes" / "sample-data-demo.json"
 
 
 def _configured(model_dir: Path, conf: dict[str, str]) -> Calcification:

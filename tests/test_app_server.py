@@ -48,14 +48,8 @@ def server(studies: Path, tmp_path_factory: pytest.TempPathFactory) -> LabelServ
         log_path=model_dir.parent / "server.log",
         env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"},
     )
-    handle.model_dir = model_dir  # type: ignore[attr-defined]
     yield handle
     handle.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server: LabelServer) -> MONAILabelClient:
-    return MONAILabelClient(server.url, tmpdir=str(server.log_path.parent))
 
 
 def _image_ids(client: MONAILabelClient) -> dict[str, dict]:
@@ -132,7 +126,7 @@ def test_training_publishes_model_and_infer_returns_grid_aligned_mask(
     client.train_start("calcification", {"epochs": 1, "batch_size": 8})
     status = _wait_for_training(client)
     assert status["status"] == "DONE", status
-    published = server.model_dir / "calcification.pt"  # type: ignore[attr-defined]
+    published = server.model_dir / "calcification.pt"
     assert published.is_file()
 
     image_id = _labelled(client, False)[0]
@@ -186,7 +180,7 @@ def test_saved_correction_is_used_by_the_next_training(client: MONAILabelClient,
 
     client.train_start("calcification", {"epochs": 1, "batch_size": 8})
     assert _wait_for_training(client)["status"] == "DONE"
-    runs = sorted((server.model_dir / "runs").iterdir())  # type: ignore[attr-defined]
+    runs = sorted((server.model_dir / "runs").iterdir())
     trained_on = json.loads((runs[-1] / "patch_labels.json").read_text())
     assert image_id in trained_on
     expected = np.flatnonzero(patch_labels_from_mask(edit, PatchGrid(*image.shape)))

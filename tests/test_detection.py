@@ -17,7 +17,7 @@ import pytest
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import load_records
 from plaid.patches.labels import patch_labels_from_mask
-from plaid.serving import REPO_ROOT
+from plaid.serving import DEMO_RECIPE, REPO_ROOT
 from plaid.synth.generator import synthesize_case
 from plaid.train.recipes import config_with_overrides
 from plaid.train.records import train_from_records
@@ -25,7 +25,6 @@ from plaid.train.records import train_from_records
 pytestmark = pytest.mark.slow
 
 DETECTION_EPOCHS = 6
-DEMO_RECIPE = REPO_ROOT / "recipes" / "sample-data-demo.json"
 
 
 @pytest.fixture(scope="module")

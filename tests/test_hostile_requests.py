@@ -49,7 +49,6 @@ def server(studies: Path) -> LabelServer:
     handle = start_label_server(studies, conf={"model_dir": str(model_dir), "epochs": "1"},
                                 log_path=studies.parent / "server.log",
                                 env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"})
-    handle.model_dir = model_dir  # type: ignore[attr-defined]
     yield handle
     handle.stop()
 
@@ -81,7 +80,7 @@ def _assert_clean(response: requests.Response, server: LabelServer, studies: Pat
     assert 400 <= response.status_code < 500, (response.status_code, response.text[:500])
     if expected is not None:
         assert response.status_code == expected, response.text[:500]
-    for secret in (str(studies), str(server.model_dir), f"{tempfile.gettempdir()}/tmp"):  # type: ignore[attr-defined]
+    for secret in (str(studies), str(server.model_dir), f"{tempfile.gettempdir()}/tmp"):
         assert secret not in response.text, response.text[:500]
     assert "Traceback" not in response.text
 
@@ -184,7 +183,7 @@ def test_hostile_requests_get_4xx_and_leave_the_studies_folder_unchanged(
 
 def test_corrupt_or_incompatible_checkpoint_is_a_409_without_paths(server: LabelServer, studies: Path) -> None:
     image_id = _image_ids(studies)[0]
-    published = server.model_dir / "calcification.pt"  # type: ignore[attr-defined]
+    published = server.model_dir / "calcification.pt"
     published.parent.mkdir(parents=True, exist_ok=True)
     try:
         for content in ("garbage", "foreign"):

@@ -73,14 +73,8 @@ def server(work: Path, port: int) -> LabelServer:
         env={"MONAI_LABEL_DATASTORE_USERNAME": USER, "MONAI_LABEL_DATASTORE_PASSWORD": PASSWORD,
              "MONAI_LABEL_DATASTORE_CACHE_PATH": str(work / "cache")},
     )
-    handle.model_dir = model_dir  # type: ignore[attr-defined]
     yield handle
     handle.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server: LabelServer) -> MONAILabelClient:
-    return MONAILabelClient(server.url, tmpdir=str(server.log_path.parent))
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +222,7 @@ def test_ohif_label_map_seg_becomes_a_training_label(client: MONAILabelClient, s
     while client.train_status().get("status") not in ("DONE", "ERROR") and time.monotonic() < deadline:
         time.sleep(2)
     assert client.train_status()["status"] == "DONE", client.train_status()
-    runs = sorted((server.model_dir / "runs").iterdir())  # type: ignore[attr-defined]
+    runs = sorted((server.model_dir / "runs").iterdir())
     trained_on = json.loads((runs[-1] / "patch_labels.json").read_text())
     expected = np.flatnonzero(patch_labels_from_mask(edit, PatchGrid(int(source.Rows), int(source.Columns))))
     assert list(trained_on) == [_sop(path)]

@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = REPO_ROOT / "apps" / "plaid"
+# The brief training `make demo` and `make pacs-demo` run when no model exists (README: what it gives).
+DEMO_RECIPE = REPO_ROOT / "recipes" / "sample-data-demo.json"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -30,11 +32,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @dataclass
 class LabelServer:
-    """A running `monailabel start_server` process."""
+    """A running `monailabel start_server` process (``model_dir``: its `--conf model_dir`, when given)."""
 
     process: subprocess.Popen
     url: str
     log_path: Path
+    model_dir: Path | None = None
 
     def healthy(self) -> bool:
         """True when the process runs and /info/ answers."""
@@ -95,7 +98,9 @@ def start_label_server(
     with log_path.open("ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
                                    start_new_session=True)
-    server = LabelServer(process=process, url=f"http://{host}:{port}", log_path=log_path)
+    model_dir = (conf or {}).get("model_dir")
+    server = LabelServer(process=process, url=f"http://{host}:{port}", log_path=log_path,
+                         model_dir=Path(model_dir) if model_dir else None)
     failure = wait_until_healthy(server, "MONAI Label", startup_timeout, poll_s=1.0)
     if failure:
         raise RuntimeError(failure)
