@@ -1,7 +1,8 @@
 """Print a markdown table of crossval.json results: one row per run, each metric as mean ± sd (folds run).
 
 Usage: python benchmarks/crossval_table.py NAME=CROSSVAL_DIR[:N] ...   (:N keeps only the first N folds, so
-runs can be compared on the same folds; CPU and wall minutes are then those of the whole run)
+runs can be compared on the same folds; CPU and wall minutes are then those of the whole run). The brightness
+columns are the same folds' baseline (patches scored by mean intensity); n/a for runs made before it existed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from plaid.evaluate.crossval import METRICS, mean_sd
+from plaid.evaluate.crossval import BASELINE_METRICS, METRICS, mean_sd
+
+COLUMNS = METRICS + BASELINE_METRICS
 
 
 def row(name: str, folder: Path, first: int | None = None) -> str:
@@ -19,11 +22,11 @@ def row(name: str, folder: Path, first: int | None = None) -> str:
     folds = report["folds"][:first]
     if first is not None:
         report["folds_run"] = len(folds)
-        report["summary"] = {m: mean_sd([f[m] if f[m] is not None else float("nan") for f in folds])
-                             for m in METRICS}
+        report["summary"] = {m: mean_sd([f[m] if f.get(m) is not None else float("nan") for f in folds])
+                             for m in COLUMNS}
     cells = []
-    for metric in METRICS:
-        item = report["summary"][metric]
+    for metric in COLUMNS:
+        item = report["summary"].get(metric, {"mean": None, "sd": None})
         sd = "n/a" if item["sd"] is None or item["sd"] != item["sd"] else f"{item['sd']:.2f}"
         cells.append("n/a" if item["mean"] is None else f"{item['mean']:.2f} ± {sd}")
     timing = report["timing"]
@@ -33,8 +36,8 @@ def row(name: str, folder: Path, first: int | None = None) -> str:
 
 def main(arguments: list[str]) -> None:
     """Print the header and one row per NAME=FOLDER argument."""
-    print("| run | folds | " + " | ".join(METRICS) + " | CPU min | wall min |")
-    print("| --- " * (len(METRICS) + 4) + "|")
+    print("| run | folds | " + " | ".join(COLUMNS) + " | CPU min | wall min |")
+    print("| --- " * (len(COLUMNS) + 4) + "|")
     for argument in arguments:
         name, folder = argument.split("=", 1)
         folder, _, first = folder.partition(":")

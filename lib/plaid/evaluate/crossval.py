@@ -5,6 +5,11 @@ calcified patches plus as many random tissue patches), the realistic protocol (e
 natural prevalence), the image-level AUC (calcified image or not, scored by its highest patch; images whose
 calcifications are known only at image level count here), and false-positive patches per image at the
 model's operating point. The summary gives each metric as mean and sample standard deviation across folds.
+
+Beside the model's figures each fold reports a brightness baseline on the same patches and images: the paper
+protocol and image-level AUC when a patch is scored by nothing but its mean intensity. On film, dense tissue
+and calcified regions are both bright, so a model that does not beat this reference has learnt density, not
+calcification.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from plaid.train.splits import split_by_group
 logger = logging.getLogger(__name__)
 
 METRICS = ("paper_auc", "realistic_auc", "image_auc", "fp_per_image", "patch_sensitivity")
+BASELINE_METRICS = ("brightness_paper_auc", "brightness_image_auc")
 SUMMARY_FILE = "crossval.json"
 
 
@@ -50,13 +56,15 @@ def patient_folds(records: Sequence[CaseRecord], folds: int, seed: int = 0,
 
 @dataclass
 class ScoredFoldImage:
-    """One held-out image: patch probabilities, tissue and calcified patches, image-level truth."""
+    """One held-out image: patch probabilities and mean intensities, tissue and calcified patches, image-level
+    truth."""
 
     image_id: str
     probabilities: np.ndarray
     tissue: np.ndarray
     labels: np.ndarray | None
     calcified: bool
+    brightness: np.ndarray
 
 
 def image_truth(image: PreparedImage) -> bool:
@@ -67,15 +75,18 @@ def image_truth(image: PreparedImage) -> bool:
 
 
 def score_fold_images(predictor: PatchPredictor, images: Sequence[PreparedImage]) -> list[ScoredFoldImage]:
-    """Score every tissue patch (and every calcified patch) of the held-out images."""
+    """Score every tissue patch (and every calcified patch) of the held-out images, and note each one's mean
+    intensity for the brightness baseline."""
     scored = []
     for image in images:
         wanted = image.tissue | (image.labels if image.labels is not None else False)
         probabilities = np.zeros(len(image.grid), dtype=np.float64)
+        brightness = np.zeros(len(image.grid), dtype=np.float64)
         indices = np.flatnonzero(wanted)
         probabilities[indices] = predictor.score(image, indices)
+        brightness[indices] = image.patches(indices).mean(axis=(1, 2)) if len(indices) else 0.0
         scored.append(ScoredFoldImage(image.record.image_id, probabilities, image.tissue, image.labels,
-                                      image_truth(image)))
+                                      image_truth(image), brightness))
     return scored
 
 
@@ -90,17 +101,25 @@ def test_images(images: Sequence[PreparedImage], normal_images: int | None, seed
 
 
 def fold_metrics(images: Sequence[ScoredFoldImage], threshold: float, seed: int) -> dict[str, float]:
-    """Paper and realistic patch AUCs, image-level AUC, FP patches per image and patch sensitivity at ``threshold``."""
+    """Paper and realistic patch AUCs, image-level AUC, FP patches per image and patch sensitivity at
+    ``threshold``, and the brightness baseline's paper and image-level AUCs on the same patches and images."""
     located = [image for image in images if image.labels is not None]
     labels = np.concatenate([image.labels[image.tissue | image.labels] for image in located]).astype(int)
-    scores = np.concatenate([np.where(image.tissue, image.probabilities, 0.0)[image.tissue | image.labels]
-                             for image in located])
+
+    def patch_values(values_of: str) -> np.ndarray:
+        return np.concatenate([np.where(image.tissue, getattr(image, values_of), 0.0)[image.tissue | image.labels]
+                               for image in located])
+
+    def image_values(values_of: str) -> np.ndarray:
+        return np.array([getattr(image, values_of)[image.tissue].max() if image.tissue.any() else 0.0
+                         for image in images])
+
+    scores, brightness = patch_values("probabilities"), patch_values("brightness")
     rng = np.random.default_rng(seed)
     positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     paper = np.concatenate([positives, rng.choice(negatives, min(len(positives), len(negatives)), replace=False)])
     image_labels = np.array([image.calcified for image in images], dtype=int)
-    image_scores = np.array([image.probabilities[image.tissue].max() if image.tissue.any() else 0.0
-                             for image in images])
+    image_scores = image_values("probabilities")
     false_positives = [int((image.tissue & ~image.labels & (image.probabilities >= threshold)).sum())
                        for image in located]
     return {
@@ -109,6 +128,8 @@ def fold_metrics(images: Sequence[ScoredFoldImage], threshold: float, seed: int)
         "image_auc": safe_auc(image_labels, image_scores),
         "fp_per_image": float(np.mean(false_positives)) if false_positives else float("nan"),
         "patch_sensitivity": float(np.mean(scores[positives] >= threshold)) if len(positives) else float("nan"),
+        "brightness_paper_auc": safe_auc(labels[paper], brightness[paper]),
+        "brightness_image_auc": safe_auc(image_labels, image_values("brightness")),
         "test_images": len(images),
         "test_calcified_patches": int(len(positives)),
         "test_calcified_images": int(image_labels.sum()),
@@ -184,7 +205,7 @@ def run_crossval(records: Sequence[CaseRecord], config: TrainConfig, out_dir: st
                        test_patients=sorted({r.group for r in held_out}))
         logger.info("fold %d: %s", number + 1, {k: round(metrics[k], 4) for k in METRICS})
         result.folds.append(metrics)
-    result.summary = {name: mean_sd([fold[name] for fold in result.folds]) for name in METRICS}
+    result.summary = {name: mean_sd([fold[name] for fold in result.folds]) for name in METRICS + BASELINE_METRICS}
     timing = {"wall_s": round(time.perf_counter() - started_wall, 1),
               "process_cpu_s": round(time.process_time() - started_cpu, 1),
               "torch_threads": torch.get_num_threads()}
