@@ -72,3 +72,44 @@ def test_findings_masks_mark_hard_negative_patches(tmp_path: Path) -> None:
     index = patch_index_for([image])
     rows = hard_negative_rows([image], index, 0.3)
     assert [int(index.patch[r]) for r in rows] == [11] and hard_negative_rows([image], index, 0.0) is None
+
+
+def test_pretext_with_the_contrast_front_end_learns_to_spot_pasted_clusters(tmp_path: Path) -> None:
+    from plaid.io.datalist import load_records
+    from plaid.model.network import PatchClassifier
+    from plaid.patches.prepared import PatchSettings, prepare_images
+    from plaid.train.pretrain import PretrainConfig, pretext_batch, run_pretext, tissue_rows
+
+    generate_dataset(tmp_path, 4, seed=5, height=256, width=192, formats=("png",), calcified_fraction=0.0)
+    images, _ = prepare_images(load_records(tmp_path), PatchSettings(patch_size=32), with_label=False,
+                               progress=False)
+    rows = tissue_rows(images)
+    torch.manual_seed(0)
+    model = PatchClassifier(frozen_layers=0, architecture="resnet18", input_filter="contrast")
+    config = PretrainConfig(patch_size=32, steps=60, batch_size=16, architecture="resnet18", input_filter="contrast")
+    run_pretext(model, images, rows, config, torch.device("cpu"))
+    model.eval()
+    patches, targets = pretext_batch(images, rows, PretrainConfig(patch_size=32, batch_size=64),
+                                     np.random.default_rng(99))     # patches and clusters it never saw
+    with torch.no_grad():
+        accuracy = float(((model(patches) >= 0) == (targets == 1)).float().mean())
+    assert accuracy >= 0.7
+
+
+def test_train_pretrains_only_a_randomly_initialised_model(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    generate_dataset(data, 4, seed=5, height=256, width=192, formats=("png",), calcified_fraction=0.5,
+                     max_clusters=1)
+    common = ["--epochs", "1", "--patch-size", "64", "--batch-size", "4", "--architecture", "resnet18",
+              "--frozen-layers", "0", "--val-fraction", "0", "--pretrain-steps", "2", "--no-progress"]
+    assert main(["train", str(data), "--out", str(tmp_path / "random"), *common]) == 0
+    stored = json.loads((tmp_path / "random" / "train_config.json").read_text())
+    assert stored["pretrain_steps"] == 2
+    assert stored["initialisation"].startswith("random, then 2 steps of synthetic-cluster pretraining")
+
+    weights = tmp_path / "pre.pth"
+    assert main(["pretrain", str(data), "--out", str(weights), "--steps", "1", "--batch-size", "4",
+                 "--architecture", "resnet18", "--no-progress"]) == 0
+    assert main(["train", str(data), "--out", str(tmp_path / "loaded"), "--weights", str(weights), *common]) == 0
+    stored = json.loads((tmp_path / "loaded" / "train_config.json").read_text())
+    assert stored["initialisation"] == f"pretrained:{weights}"     # loaded weights are not pretrained again

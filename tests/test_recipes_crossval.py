@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from plaid.cli import build_parser, main
 from plaid.commands.train import config_from_args
 from plaid.errors import PlaidInputError
-from plaid.evaluate.crossval import patient_folds
+from plaid.evaluate.crossval import ScoredFoldImage, fold_metrics, patient_folds
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.synth.generator import generate_dataset
 from plaid.train.recipes import config_with_overrides, read_recipe
@@ -99,9 +100,32 @@ def test_crossval_command_reports_mean_and_sd_per_metric(tiny_data: Path, tmp_pa
     assert main(["crossval", str(tiny_data), "--out", str(out), "--folds", "2", "--epochs", "1",
                  "--patch-size", "64", "--batch-size", "16", "--val-fraction", "0", "--no-progress"]) == 0
     report = json.loads((out / "crossval.json").read_text())
-    assert set(report["summary"]) >= {"paper_auc", "realistic_auc", "image_auc", "fp_per_image"}
+    assert set(report["summary"]) >= {"paper_auc", "realistic_auc", "image_auc", "fp_per_image",
+                                      "brightness_paper_auc", "brightness_image_auc"}
     assert all(set(item) == {"mean", "sd", "folds"} for item in report["summary"].values())
     held = [set(fold["test_patients"]) for fold in report["folds"]]
     assert len(held) == 2 and not held[0] & held[1]
     assert held[0] | held[1] == {r.group for r in load_records(tiny_data)}
     assert report["config"]["patch_size"] == 64 and report["timing"]["process_cpu_s"] > 0
+
+
+def _scored(image_id: str, probabilities: list[float], brightness: list[float], labels: list[bool],
+            calcified: bool) -> ScoredFoldImage:
+    size = len(probabilities)
+    return ScoredFoldImage(image_id, np.array(probabilities), np.ones(size, dtype=bool), np.array(labels),
+                           calcified, np.array(brightness))
+
+
+def test_brightness_baseline_scores_the_same_patches_by_mean_intensity() -> None:
+    # the model ranks the calcified patches perfectly; brightness ranks them last (they sit in fatty tissue)
+    images = [
+        _scored("calcified", [0.9, 0.8, 0.1, 0.2], [0.2, 0.3, 0.8, 0.9], [True, True, False, False], True),
+        _scored("normal", [0.3, 0.1, 0.2, 0.1], [0.95, 0.7, 0.6, 0.5], [False] * 4, False),
+    ]
+    metrics = fold_metrics(images, threshold=0.5, seed=0)
+    assert metrics["paper_auc"] == 1.0 and metrics["image_auc"] == 1.0
+    assert metrics["brightness_paper_auc"] == 0.0
+    assert metrics["brightness_image_auc"] == 0.0  # the normal film holds the brightest patch
+    flipped = [_scored(i.image_id, list(i.brightness), list(i.probabilities), list(i.labels), i.calcified)
+               for i in images]
+    assert fold_metrics(flipped, threshold=0.5, seed=0)["brightness_paper_auc"] == 1.0

@@ -6,13 +6,15 @@ import argparse
 from pathlib import Path
 
 from plaid.io.datalist import load_records
+from plaid.model.input_filter import INPUT_FILTERS
+from plaid.model.network import ARCHITECTURES
 from plaid.train.pretrain import TASKS, PretrainConfig, pretrain
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `pretrain` sub-command."""
     parser = subparsers.add_parser(
-        "pretrain", help="pretrain the ResNet50 backbone offline on normal tissue patches",
+        "pretrain", help="pretrain the backbone offline on normal tissue patches",
         description="Pretrain on tissue patches of images without calcification: 'inserted' tells plain patches "
                     "from patches with a synthetic calcification cluster, 'rotation' predicts a 90-degree "
                     "rotation (self-supervised). Writes torchvision-format weights for `plaid train --weights`.",
@@ -29,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--target-spacing-mm", type=float)
     parser.add_argument("--pixel-spacing-mm", type=float)
+    parser.add_argument("--architecture", choices=tuple(ARCHITECTURES), default=defaults.architecture,
+                        help="backbone to pretrain; `plaid train` must use the same one")
+    parser.add_argument("--input-filter", choices=INPUT_FILTERS, default=defaults.input_filter,
+                        help="fixed front end during pretraining (contrast makes the inserted task learnable "
+                             "from random initialisation in a few hundred steps)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(handler=run)
 
@@ -38,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     config = PretrainConfig(task=args.task, patch_size=args.patch_size, steps=args.steps,
                             batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
                             device=args.device, target_spacing_mm=args.target_spacing_mm,
-                            pixel_spacing_mm=args.pixel_spacing_mm)
+                            pixel_spacing_mm=args.pixel_spacing_mm, architecture=args.architecture,
+                            input_filter=args.input_filter)
     summary = pretrain(load_records(args.data), config, args.out, progress=args.progress)
     print(f"pretrained on {summary['tissue_patches']} tissue patches of {summary['images']} normal images "
           f"({summary['seconds']} s); final pretext accuracy {summary['final_accuracy']:.3f}")

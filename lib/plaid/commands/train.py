@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "frozen_layers", "negative_ratio", "val_fraction", "seed",
                 "device", "weights_path", "pretrained", "offline", "patch_size", "target_spacing_mm",
                 "pixel_spacing_mm", "class_weighted_loss", "inserted_positives", "hard_negative_fraction",
-                "tta_flips", "architecture", "input_filter")
+                "tta_flips", "architecture", "input_filter", "pretrain_steps", "pretrain_learning_rate")
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +68,11 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                         help="synthetic calcification clusters pasted into normal patches, per epoch (default 0)")
     parser.add_argument("--hard-negative-fraction", type=float,
                         help="share of negatives drawn over masses and other findings (findings/ masks)")
+    parser.add_argument("--pretrain-steps", type=int,
+                        help="from random initialisation: steps spotting synthetic clusters pasted into the "
+                             "training images' normal patches before the real epochs (default 0)")
+    parser.add_argument("--pretrain-lr", type=float, dest="pretrain_learning_rate",
+                        help="Adam learning rate of those pretraining steps (default 0.001)")
     parser.add_argument("--patch-size", type=int, help="patch side in pixels (default 224)")
     parser.add_argument("--target-spacing-mm", type=float, help="resample images to this pixel spacing first")
     parser.add_argument("--pixel-spacing-mm", type=float,

@@ -33,6 +33,7 @@ from plaid.serialization import read_json_object, write_json
 from plaid.train.dataset import PatchDataset
 from plaid.train.hard_negatives import hard_negative_rows
 from plaid.train.insertion import InsertedPositives, normal_rows
+from plaid.train.pretrain import PretrainConfig, run_pretext
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class TrainConfig:
     tta_flips: bool = False
     architecture: str = DEFAULT_ARCHITECTURE
     input_filter: str = DEFAULT_INPUT_FILTER
+    pretrain_steps: int = 0
+    pretrain_learning_rate: float = 1e-3
 
     def patch_settings(self) -> PatchSettings:
         """The tiling/labelling part of the config."""
@@ -119,6 +122,9 @@ class TrainConfig:
             "val_fraction": 0.0 <= self.val_fraction < 1.0,
             "seed": 0 <= self.seed < 2**32,
             "num_workers": 0 <= self.num_workers <= 256,
+            "pretrain_steps": 0 <= self.pretrain_steps <= 1_000_000,
+            "pretrain_learning_rate": (math.isfinite(self.pretrain_learning_rate)
+                                       and 0.0 < self.pretrain_learning_rate <= 1.0),
         }
         for name, ok in checks.items():
             if not ok:
@@ -318,6 +324,27 @@ class PatchTrainer:
         return build_model(config.frozen_layers, config.pretrained, config.weights_path, config.offline,
                            architecture=config.architecture, input_filter=config.input_filter)
 
+    def _pretrain_on_inserted_clusters(self, model: PatchClassifier, images: Sequence[PreparedImage],
+                                       index: PatchIndex) -> None:
+        """``pretrain_steps`` steps of the ``inserted`` pretext task (`plaid.train.pretrain`) on the normal
+        patches of the training images, for a randomly initialised model; its head then starts the real
+        training already answering "cluster present"."""
+        config = self.config
+        rows = normal_rows(index)
+        if not len(rows):
+            logger.warning("no normal training patch to pretrain on; pretrain_steps=%d skipped", config.pretrain_steps)
+            return
+        pretext = PretrainConfig(task="inserted", patch_size=config.patch_size, steps=config.pretrain_steps,
+                                 batch_size=config.batch_size, learning_rate=config.pretrain_learning_rate,
+                                 seed=config.seed, amp=config.amp, architecture=config.architecture,
+                                 input_filter=config.input_filter)
+        measured = run_pretext(model, images, rows, pretext, self.device, progress=self.progress)
+        model.initialisation = (f"random, then {config.pretrain_steps} steps of synthetic-cluster pretraining "
+                                f"(pretext accuracy {measured['final_accuracy']:.3f})")
+        if self.main:
+            logger.info("pretrained on inserted clusters for %d steps: pretext accuracy %.3f over the last tenth",
+                        config.pretrain_steps, measured["final_accuracy"])
+
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
@@ -355,12 +382,14 @@ class PatchTrainer:
 
         torch.manual_seed(config.seed)
         model = self._initial_model().to(self.device)
+        last_path = self.out_dir / LAST_CHECKPOINT
+        if config.pretrain_steps and model.initialisation == "random" and not (resume and last_path.is_file()):
+            self._pretrain_on_inserted_clusters(model, train_images, train_index)
         if self.device.type == "cuda":  # channels_last convolutions under bf16 autocast use the tensor cores
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
         history: list[EpochStats] = []
         start_epoch = 0
-        last_path = self.out_dir / LAST_CHECKPOINT
         if resume and last_path.is_file():
             state = read_checkpoint(last_path)
             model.load_state_dict(state["state_dict"])

@@ -1,4 +1,4 @@
-"""Offline pretraining of the ResNet50 backbone on unlabelled tissue patches: no download, no annotation.
+"""Offline pretraining of the backbone on tissue patches: no download, no annotation.
 
 Two pretext tasks, chosen with ``task``:
 
@@ -6,9 +6,11 @@ Two pretext tasks, chosen with ``task``:
   pasted in (`plaid.train.insertion`), a task close to the real one;
 - ``rotation``: self-supervised, predict which of four 90-degree rotations a tissue patch was given.
 
-Only images known to have no calcification are used (metadata ``calcified`` 0, or an empty mask), so no
-real calcification is ever shown as "plain". The result is a torchvision-format ResNet50 state dict (no
-classifier head) that `plaid train --weights FILE` loads like ImageNet weights.
+`plaid pretrain` uses only images known to have no calcification (metadata ``calcified`` 0, or an empty
+mask), so no real calcification is ever shown as "plain", and writes a torchvision-format state dict (no
+classifier head) that `plaid train --weights FILE` loads like ImageNet weights. `run_pretext` is the loop
+itself; the training loop also calls it (``pretrain_steps``) on the normal patches of its own training
+images, so each cross-validation fold pretrains without seeing its held-out women.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from torch import nn
 from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord
 from plaid.model.device import autocast_for, select_device
-from plaid.model.network import PatchClassifier
+from plaid.model.input_filter import DEFAULT_INPUT_FILTER, INPUT_FILTERS
+from plaid.model.network import ARCHITECTURES, DEFAULT_ARCHITECTURE, PatchClassifier
 from plaid.patches.prepared import PatchSettings, PreparedImage, prepare_images
 from plaid.serialization import write_json
 from plaid.train.dataset import augment_patch
@@ -51,10 +54,18 @@ class PretrainConfig:
     amp: bool = True
     target_spacing_mm: float | None = None
     pixel_spacing_mm: float | None = None
+    architecture: str = DEFAULT_ARCHITECTURE
+    input_filter: str = DEFAULT_INPUT_FILTER
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise PlaidInputError(f"pretrain task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise PlaidInputError(f"pretrain architecture must be one of {', '.join(ARCHITECTURES)}, "
+                                  f"got {self.architecture!r}")
+        if self.input_filter not in INPUT_FILTERS:
+            raise PlaidInputError(f"pretrain input_filter must be one of {', '.join(INPUT_FILTERS)}, "
+                                  f"got {self.input_filter!r}")
 
 
 def is_normal(record: CaseRecord) -> bool:
@@ -100,6 +111,45 @@ def backbone_state(model: PatchClassifier) -> dict[str, torch.Tensor]:
             if not key.startswith("fc.")}
 
 
+def run_pretext(model: PatchClassifier, images: Sequence[PreparedImage], rows: np.ndarray,
+                config: PretrainConfig, device: torch.device, progress: bool = False) -> dict[str, float]:
+    """Train ``model`` in place for ``config.steps`` steps of the pretext task on the patches ``rows`` (image
+    number, patch number) of ``images``, with its own Adam optimiser.
+
+    For ``inserted`` the model's one-logit head learns "cluster present"; for ``rotation`` the caller gives the
+    backbone a four-way head first. Returns the loss and accuracy over the last tenth of the steps.
+    """
+    rng = np.random.default_rng(config.seed)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    loss_fn = nn.BCEWithLogitsLoss() if config.task == "inserted" else nn.CrossEntropyLoss()
+    model.train()
+    steps = range(config.steps)
+    if progress:
+        from tqdm import tqdm
+
+        steps = tqdm(steps, desc=f"pretraining ({config.task})", unit="step")
+    losses, correct = [], []
+    for _ in steps:
+        patches, targets = pretext_batch(images, rows, config, rng)
+        patches, targets = patches.to(device), targets.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_for(device, config.amp):
+            logits = model(patches).float()
+        if config.task == "inserted":
+            loss = loss_fn(logits, targets.float())
+            hits = ((logits >= 0) == (targets == 1)).float().mean()
+        else:
+            loss = loss_fn(logits, targets)
+            hits = (logits.argmax(1) == targets).float().mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        correct.append(float(hits))
+    tail = max(1, len(losses) // 10)
+    return {"final_loss": float(np.mean(losses[-tail:])) if losses else float("nan"),
+            "final_accuracy": float(np.mean(correct[-tail:])) if correct else float("nan")}
+
+
 def pretrain(records: Sequence[CaseRecord], config: PretrainConfig, out: str | Path,
              progress: bool = True) -> dict:
     """Pretrain on the tissue patches of the normal images in ``records``; writes the backbone to ``out``."""
@@ -113,45 +163,19 @@ def pretrain(records: Sequence[CaseRecord], config: PretrainConfig, out: str | P
     if not len(rows):
         raise PlaidInputError("the normal images have no tissue patch")
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     device = select_device(config.device)
-    model = PatchClassifier(frozen_layers=0)
-    classes = 1 if config.task == "inserted" else 4
-    model.backbone.fc = nn.Linear(model.backbone.fc.in_features, classes)
-    model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    loss_fn = nn.BCEWithLogitsLoss() if classes == 1 else nn.CrossEntropyLoss()
-    steps = range(config.steps)
-    if progress:
-        from tqdm import tqdm
-
-        steps = tqdm(steps, desc=f"pretraining ({config.task})", unit="step")
-    started, losses, correct = time.perf_counter(), [], []
-    for _ in steps:
-        patches, targets = pretext_batch(images, rows, config, rng)
-        patches, targets = patches.to(device).contiguous(memory_format=torch.channels_last), targets.to(device)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast_for(device, config.amp):
-            normalised = (patches.expand(-1, 3, -1, -1) - model.mean) / model.std
-            logits = model.backbone(normalised).float()
-        if classes == 1:
-            loss = loss_fn(logits.squeeze(1), targets.float())
-            hits = ((logits.squeeze(1) >= 0) == (targets == 1)).float().mean()
-        else:
-            loss = loss_fn(logits, targets)
-            hits = (logits.argmax(1) == targets).float().mean()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        correct.append(float(hits))
+    model = PatchClassifier(frozen_layers=0, architecture=config.architecture, input_filter=config.input_filter)
+    if config.task == "rotation":
+        model.backbone.fc = nn.Linear(model.backbone.fc.in_features, 4)
+    model.to(device)
+    started = time.perf_counter()
+    measured = run_pretext(model, images, rows, config, device, progress)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(backbone_state(model), str(out))
-    tail = max(1, len(losses) // 10)
     summary = {
         "weights": str(out), "config": asdict(config), "images": len(images), "tissue_patches": int(len(rows)),
-        "final_loss": float(np.mean(losses[-tail:])), "final_accuracy": float(np.mean(correct[-tail:])),
-        "seconds": round(time.perf_counter() - started, 1), "skipped": [p.path for p in problems],
+        **measured, "seconds": round(time.perf_counter() - started, 1), "skipped": [p.path for p in problems],
     }
     write_json(out.with_suffix(".json"), summary)
     logger.info("pretrained backbone written to %s (last-10%% accuracy %.3f)", out, summary["final_accuracy"])
