@@ -50,6 +50,8 @@ def test_only_images_known_to_be_normal_are_used(tmp_path: Path) -> None:
         from plaid.train.pretrain import PretrainConfig
 
         PretrainConfig(task="jigsaw")
+    with pytest.raises(ValueError, match="pretrain option architecture='vgg16' is unknown"):
+        PretrainConfig(architecture="vgg16")
 
 
 def test_findings_masks_mark_hard_negative_patches(tmp_path: Path) -> None:

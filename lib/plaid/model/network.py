@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights, resnet18, resnet34, resnet50
 from torchvision.models.resnet import Bottleneck
 
-from plaid.model.input_filter import DEFAULT_INPUT_FILTER, build_input_filter
+from plaid.model.input_filter import DEFAULT_INPUT_FILTER, INPUT_FILTERS, build_input_filter
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,16 @@ ARCHITECTURES = {
     "resnet34": (resnet34, (ResNet34_Weights.IMAGENET1K_V1,)),
     "resnet18": (resnet18, (ResNet18_Weights.IMAGENET1K_V1,)),
 }
+
+
+def unknown_model_option(architecture: str, input_filter: str) -> str | None:
+    """``name=value is unknown (known: ...)`` for the first of ``architecture`` and ``input_filter`` that is not
+    a known backbone or front end, else None."""
+    for name, value, known in (("architecture", architecture, tuple(ARCHITECTURES)),
+                               ("input_filter", input_filter, INPUT_FILTERS)):
+        if value not in known:
+            return f"{name}={value!r} is unknown (known: {', '.join(known)})"
+    return None
 
 
 def check_architecture(name: str) -> str:

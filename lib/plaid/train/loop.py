@@ -24,8 +24,14 @@ from plaid.errors import PlaidInputError
 from plaid.evaluate.metrics import confusion_at, operating_point, safe_auc
 from plaid.model.checkpoint import read_checkpoint, save_checkpoint
 from plaid.model.device import cpu_supports_bf16, select_device
-from plaid.model.input_filter import DEFAULT_INPUT_FILTER, INPUT_FILTERS
-from plaid.model.network import ARCHITECTURES, DEFAULT_ARCHITECTURE, DEFAULT_FROZEN_LAYERS, PatchClassifier, build_model
+from plaid.model.input_filter import DEFAULT_INPUT_FILTER
+from plaid.model.network import (
+    DEFAULT_ARCHITECTURE,
+    DEFAULT_FROZEN_LAYERS,
+    PatchClassifier,
+    build_model,
+    unknown_model_option,
+)
 from plaid.options import dataclass_from_mapping
 from plaid.patches.prepared import PatchSettings, PreparedImage, Problem, patch_index_for
 from plaid.patches.sampling import BalancedSampler, PatchIndex
@@ -129,12 +135,9 @@ class TrainConfig:
         for name, ok in checks.items():
             if not ok:
                 raise PlaidInputError(f"training option {name}={getattr(self, name)!r} is out of range")
-        if self.architecture not in ARCHITECTURES:
-            raise PlaidInputError(f"training option architecture={self.architecture!r} is unknown "
-                                  f"(known: {', '.join(ARCHITECTURES)})")
-        if self.input_filter not in INPUT_FILTERS:
-            raise PlaidInputError(f"training option input_filter={self.input_filter!r} is unknown "
-                                  f"(known: {', '.join(INPUT_FILTERS)})")
+        unknown = unknown_model_option(self.architecture, self.input_filter)
+        if unknown:
+            raise PlaidInputError(f"training option {unknown}")
         if self.frozen_layers and self.architecture != DEFAULT_ARCHITECTURE:
             raise PlaidInputError(f"training option frozen_layers={self.frozen_layers} counts Keras ResNet50 layers; "
                                   f"with architecture={self.architecture!r} set frozen_layers to 0")

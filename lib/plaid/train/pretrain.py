@@ -28,8 +28,8 @@ from torch import nn
 from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord
 from plaid.model.device import autocast_for, select_device
-from plaid.model.input_filter import DEFAULT_INPUT_FILTER, INPUT_FILTERS
-from plaid.model.network import ARCHITECTURES, DEFAULT_ARCHITECTURE, PatchClassifier
+from plaid.model.input_filter import DEFAULT_INPUT_FILTER
+from plaid.model.network import DEFAULT_ARCHITECTURE, PatchClassifier, unknown_model_option
 from plaid.patches.prepared import PatchSettings, PreparedImage, prepare_images
 from plaid.serialization import write_json
 from plaid.train.dataset import augment_patch
@@ -60,12 +60,9 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise PlaidInputError(f"pretrain task must be one of {', '.join(TASKS)}, got {self.task!r}")
-        if self.architecture not in ARCHITECTURES:
-            raise PlaidInputError(f"pretrain architecture must be one of {', '.join(ARCHITECTURES)}, "
-                                  f"got {self.architecture!r}")
-        if self.input_filter not in INPUT_FILTERS:
-            raise PlaidInputError(f"pretrain input_filter must be one of {', '.join(INPUT_FILTERS)}, "
-                                  f"got {self.input_filter!r}")
+        unknown = unknown_model_option(self.architecture, self.input_filter)
+        if unknown:
+            raise PlaidInputError(f"pretrain option {unknown}")
 
 
 def is_normal(record: CaseRecord) -> bool:
