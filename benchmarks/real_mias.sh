@@ -2,7 +2,7 @@
 # Learning research on mini-MIAS (docs/real-data.md): import, then patient-split cross-validation runs.
 # Usage: benchmarks/real_mias.sh STEP...
 #   steps: import e1 e2 pretrain e3 paper v1 tta v1-contrast v1-resnet18 r18-contrast r18-none paper4 paper8
-#          v1-seed1 ins150 r18c8 r18c8-pretext
+#          v1-seed1 ins150 r18c8 r18c8-pretext r18c8-pretext480
 # v1 is the first shipped recipe's 5-fold run (--normal-images 6; its flags pin that recipe's backbone, filter,
 # epochs and no pretraining, so it runs as measured on the current file); e1-e3, paper and tta compare options
 # around it. The recipe shipped now is r18c8-pretext (its step names every value that differs from v1).
@@ -10,7 +10,8 @@
 # paper4 and paper8: plaid train's defaults (the paper's 224-pixel recipe) for 4 and 8 epochs, 5 folds.
 # v1-seed1: the shipped recipe with seed 1 (other folds, other sampling); ins150: 150 inserted clusters, 8 epochs.
 # r18c8 / r18c8-pretext: ResNet18 + contrast, 8 epochs, without / with 240 steps of per-fold synthetic-cluster
-# pretraining (pretrain_steps); SEED=1 runs them on seed 1's folds and sampling (output folder suffix -seed1).
+# pretraining (pretrain_steps; r18c8-pretext480: 480 steps). SEED=1 runs them on seed 1's folds and sampling
+# (output folder suffix -seed1).
 # MIAS=path to mini-MIAS (default ../shared/data/mini-mias), WORK=output folder (default /tmp/plaid-mias).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +49,8 @@ for step in "$@"; do
           --folds 5 "${SCORE[@]}" ;;
     ins150) plaid crossval "$DATA" --out "$WORK/$step" --recipe recipes/mini-mias.json "${V1[@]}" --epochs 8 \
           --inserted-positives 150 --folds 5 "${SCORE[@]}" ;;
-    r18c8|r18c8-pretext) steps=0; [ "$step" = r18c8-pretext ] && steps=240
+    r18c8|r18c8-pretext|r18c8-pretext480) steps=${step#r18c8-pretext}; steps=${steps:-240}
+          [ "$step" = r18c8 ] && steps=0
           plaid crossval "$DATA" --out "$WORK/$step${SEED:+-seed$SEED}" --recipe recipes/mini-mias.json \
           --architecture resnet18 --input-filter contrast --epochs 8 --pretrain-steps "$steps" --seed "${SEED:-0}" \
           --folds 5 "${SCORE[@]}" ;;
