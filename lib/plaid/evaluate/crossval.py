@@ -84,7 +84,7 @@ def score_fold_images(predictor: PatchPredictor, images: Sequence[PreparedImage]
         brightness = np.zeros(len(image.grid), dtype=np.float64)
         indices = np.flatnonzero(wanted)
         probabilities[indices] = predictor.score(image, indices)
-        brightness[indices] = image.patches(indices).mean(axis=(1, 2)) if len(indices) else 0.0
+        brightness[indices] = image.patches(indices).mean(axis=(1, 2))
         scored.append(ScoredFoldImage(image.record.image_id, probabilities, image.tissue, image.labels,
                                       image_truth(image), brightness))
     return scored
