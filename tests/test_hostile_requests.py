@@ -157,8 +157,9 @@ def test_hostile_requests_get_4xx_and_leave_the_studies_folder_unchanged(
         assert response.json()["available"], kind
     assert "calcification" in requests.post(f"{server.url}/infer/x", params={"image": dicom_id},
                                             timeout=TIMEOUT).json()["available"]
-    for body in ({"epochs": "abc"}, {"epochs": 0}, {"name": "../../etc"}, {"frozen_layers": 999},
-                 {"learning_rate": -1}, {"val_fraction": 1.5}, {"amp": "maybe"}, {"device": "gpu-please"}):
+    for body in ({"epochs": "abc"}, {"epochs": 0}, {"epochs": 2.5}, {"batch_size": True}, {"name": "../../etc"},
+                 {"frozen_layers": 999}, {"learning_rate": -1}, {"val_fraction": 1.5}, {"amp": "maybe"},
+                 {"device": "gpu-please"}):
         response = requests.post(f"{server.url}/train/calcification", json=body, timeout=TIMEOUT)
         _assert_clean(response, server, studies, 422)
         assert next(iter(body)) in response.json()["detail"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord
 from plaid.train.loop import TrainConfig
 from plaid.train.splits import split_by_group
@@ -47,3 +48,11 @@ def test_train_config_from_request_strings() -> None:
                                        "unknown_key": 1, "weights_path": None})
     assert config.epochs == 3 and config.amp is False and config.learning_rate == pytest.approx(1e-3)
     assert config.stride == 112 and config.batch_size == 32 and config.frozen_layers == 100
+
+
+def test_whole_number_options_refuse_fractions_and_booleans() -> None:
+    assert TrainConfig.from_mapping({"epochs": 4.0, "batch_size": "16"}).epochs == 4
+    for values, name in (({"epochs": 2.5}, "epochs"), ({"batch_size": True}, "batch_size"),
+                         ({"patch_size": "64.5"}, "patch_size")):
+        with pytest.raises(PlaidInputError, match=name):
+            TrainConfig.from_mapping(values)

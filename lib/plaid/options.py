@@ -37,9 +37,23 @@ def coerce(value: Any, annotation: str) -> Any:
     kind = annotation.split("|")[0].strip()
     if kind == "bool":
         return strict_bool(value)
-    if kind in ("int", "float", "str"):
-        return {"int": int, "float": float, "str": str}[kind](value)
+    if kind == "int":
+        return whole_number(value)
+    if kind in ("float", "str"):
+        return {"float": float, "str": str}[kind](value)
     return value
+
+
+def whole_number(value: Any) -> int:
+    """An integer option: an int, a float with no fractional part, or a string of digits; else ValueError
+    (2.5 is not quietly cut to 2, and true is not 1)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"expected a whole number, got {value!r}")
+        return int(value)
+    return int(value)
 
 
 def dataclass_from_mapping(cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
