@@ -115,3 +115,31 @@ def test_train_pretrains_only_a_randomly_initialised_model(tmp_path: Path) -> No
     assert main(["train", str(data), "--out", str(tmp_path / "loaded"), "--weights", str(weights), *common]) == 0
     stored = json.loads((tmp_path / "loaded" / "train_config.json").read_text())
     assert stored["initialisation"] == f"pretrained:{weights}"     # loaded weights are not pretrained again
+
+
+def test_pretext_scales_the_loss_where_half_precision_needs_it(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU without bf16 the pretext runs in fp16, whose small gradients vanish unless the loss is scaled."""
+    from plaid.io.datalist import load_records
+    from plaid.model.network import PatchClassifier
+    from plaid.patches.prepared import PatchSettings, prepare_images
+    from plaid.train import pretrain
+
+    steps_taken: list[float] = []
+
+    class CountingScaler(torch.amp.GradScaler):
+        def step(self, optimizer, *args, **kwargs):  # type: ignore[no-untyped-def]
+            steps_taken.append(self.get_scale())
+            return super().step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(pretrain, "training_precision", lambda device, amp: (None, True))
+    monkeypatch.setattr(torch.amp, "GradScaler", CountingScaler)
+    generate_dataset(tmp_path, 2, seed=5, height=256, width=192, formats=("png",), calcified_fraction=0.0)
+    images, _ = prepare_images(load_records(tmp_path), PatchSettings(patch_size=32), with_label=False,
+                               progress=False)
+    model = PatchClassifier(frozen_layers=0, architecture="resnet18", input_filter="contrast")
+    config = pretrain.PretrainConfig(patch_size=32, steps=3, batch_size=8, architecture="resnet18",
+                                     input_filter="contrast")
+    result = pretrain.run_pretext(model, images, pretrain.tissue_rows(images), config, torch.device("cpu"))
+    assert len(steps_taken) == 3 and all(scale > 1 for scale in steps_taken)
+    assert np.isfinite(result["final_loss"])

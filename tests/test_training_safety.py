@@ -22,6 +22,7 @@ from plaid.io.datalist import CaseRecord, load_records
 from plaid.io.images import read_mammogram
 from plaid.io.labels import write_label_png
 from plaid.model.checkpoint import read_checkpoint
+from plaid.model.device import training_precision
 from plaid.patches.prepared import PatchSettings, patch_settings_from_dict, prepare_images
 from plaid.synth.generator import generate_dataset
 from plaid.train import loop
@@ -32,7 +33,6 @@ from plaid.train.loop import (
     PatchTrainer,
     TrainConfig,
     is_better,
-    training_precision,
 )
 from plaid.train.records import train_from_records
 from plaid.train.splits import split_by_group

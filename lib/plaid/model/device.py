@@ -38,16 +38,22 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def autocast_for(device: torch.device, amp: bool = True) -> ContextManager:
-    """Mixed-precision context for inference/training on ``device`` (a no-op when ``amp`` is False)."""
+def training_precision(device: torch.device, amp: bool) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, whether to scale the loss): bf16 where the device has it, else fp16 + GradScaler
+    on CUDA, else full precision."""
     if not amp:
-        return contextlib.nullcontext()
+        return None, False
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
     if device.type == "cpu" and cpu_supports_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return torch.bfloat16, False
+    return None, False
 
+
+def autocast_for(device: torch.device, amp: bool = True) -> ContextManager:
+    """Mixed-precision context for ``device`` in the dtype `training_precision` picks (a no-op without one)."""
+    dtype, _ = training_precision(device, amp)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def default_batch_size(device: torch.device) -> int:

@@ -23,7 +23,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSamp
 from plaid.errors import PlaidInputError
 from plaid.evaluate.metrics import confusion_at, operating_point, safe_auc
 from plaid.model.checkpoint import read_checkpoint, save_checkpoint
-from plaid.model.device import cpu_supports_bf16, select_device
+from plaid.model.device import select_device, training_precision
 from plaid.model.input_filter import DEFAULT_INPUT_FILTER
 from plaid.model.network import (
     DEFAULT_ARCHITECTURE,
@@ -188,17 +188,6 @@ def _key_metric(stats: EpochStats) -> tuple[float, float]:
 def is_better(stats: EpochStats, best: EpochStats | None) -> bool:
     """True when ``stats`` should replace ``best`` (ties go to the later epoch, so NaN runs still move on)."""
     return best is None or _key_metric(stats) >= _key_metric(best)
-
-
-def training_precision(device: torch.device, amp: bool) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, whether to scale the loss): bf16 where the device has it, else fp16 + GradScaler."""
-    if not amp:
-        return None, False
-    if device.type == "cuda":
-        return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
-    if device.type == "cpu" and cpu_supports_bf16():
-        return torch.bfloat16, False
-    return None, False
 
 
 def _both_classes(index: PatchIndex) -> bool:

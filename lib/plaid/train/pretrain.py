@@ -27,7 +27,7 @@ from torch import nn
 
 from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord
-from plaid.model.device import autocast_for, select_device
+from plaid.model.device import select_device, training_precision
 from plaid.model.input_filter import DEFAULT_INPUT_FILTER
 from plaid.model.network import DEFAULT_ARCHITECTURE, PatchClassifier, unknown_model_option
 from plaid.patches.prepared import PatchSettings, PreparedImage, prepare_images
@@ -119,6 +119,8 @@ def run_pretext(model: PatchClassifier, images: Sequence[PreparedImage], rows: n
     rng = np.random.default_rng(config.seed)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     loss_fn = nn.BCEWithLogitsLoss() if config.task == "inserted" else nn.CrossEntropyLoss()
+    dtype, scale_loss = training_precision(device, config.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=scale_loss)  # fp16 gradients underflow without it
     model.train()
     steps = range(config.steps)
     if progress:
@@ -130,7 +132,7 @@ def run_pretext(model: PatchClassifier, images: Sequence[PreparedImage], rows: n
         patches, targets = pretext_batch(images, rows, config, rng)
         patches, targets = patches.to(device), targets.to(device)
         optimizer.zero_grad(set_to_none=True)
-        with autocast_for(device, config.amp):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(patches).float()
         if config.task == "inserted":
             loss = loss_fn(logits, targets.float())
@@ -138,8 +140,9 @@ def run_pretext(model: PatchClassifier, images: Sequence[PreparedImage], rows: n
         else:
             loss = loss_fn(logits, targets)
             hits = (logits.argmax(1) == targets).float().mean()
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         losses.append(float(loss.detach()))
         correct.append(float(hits))
     tail = max(1, len(losses) // 10)
