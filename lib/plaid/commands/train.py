@@ -62,8 +62,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frozen-layers", type=int,
                         help="Keras-counted ResNet50 layers to freeze (default 100; only pretrained layers freeze)")
     parser.add_argument("--negative-ratio", type=float, help="normal patches per calcified patch (default 1)")
-    parser.add_argument("--class-weighted-loss", action="store_true", default=None,
-                        help="weigh positives by the negative ratio in the loss")
+    parser.add_argument("--class-weighted-loss", action=argparse.BooleanOptionalAction, default=None,
+                        help="weigh positives by the negative ratio in the loss (--no-... turns a recipe's off)")
     parser.add_argument("--inserted-positives", type=int,
                         help="synthetic calcification clusters pasted into normal patches, per epoch (default 0)")
     parser.add_argument("--hard-negative-fraction", type=float,
@@ -77,8 +77,9 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-spacing-mm", type=float, help="resample images to this pixel spacing first")
     parser.add_argument("--pixel-spacing-mm", type=float,
                         help="spacing of images whose header and metadata give none")
-    parser.add_argument("--tta-flips", action="store_true", default=None,
-                        help="score patches averaged over flips (stored with the model)")
+    parser.add_argument("--tta-flips", action=argparse.BooleanOptionalAction, default=None,
+                        help="score patches averaged over flips (stored with the model; --no-... turns a "
+                             "recipe's off)")
     parser.add_argument("--architecture", choices=tuple(ARCHITECTURES),
                         help="ResNet backbone (default resnet50, the paper's; others need --frozen-layers 0)")
     parser.add_argument("--input-filter", choices=INPUT_FILTERS,
