@@ -34,7 +34,8 @@ class CalcificationTrainer(TrainTask):
     """Trains with PLAID's shared training loop and publishes the best checkpoint for the infer task."""
 
     def __init__(self, model_dir: str, publish_path: str, defaults: TrainConfig, finetune: bool = True) -> None:
-        super().__init__("Balanced-patch ResNet50 training on the saved final labels (validation AUC selects)")
+        super().__init__(f"Balanced-patch {defaults.architecture} training on the saved final labels "
+                         "(validation AUC selects)")
         self.model_dir = Path(model_dir)
         self.publish_path = Path(publish_path)
         self.defaults = defaults
