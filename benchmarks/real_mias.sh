@@ -2,16 +2,19 @@
 # Learning research on mini-MIAS (docs/real-data.md): import, then patient-split cross-validation runs.
 # Usage: benchmarks/real_mias.sh STEP...
 #   steps: import e1 e2 pretrain e3 paper v1 tta v1-contrast v1-resnet18 r18-contrast r18-none paper4 paper8
-#          v1-seed1 ins150 r18c8 r18c8-pretext r18c8-pretext480
+#          v1-seed1 ins150 r18c8 r18c8-pretext r18c8-pretext480 r18c8-pretext-e24 r18c8-pretext480-e24 recipe
+#          rescore:RUN
 # v1 is the first shipped recipe's 5-fold run (--normal-images 6; its flags pin that recipe's backbone, filter,
 # epochs and no pretraining, so it runs as measured on the current file); e1-e3, paper and tta compare options
 # around it. The recipe shipped now is r18c8-pretext (its step names every value that differs from v1).
 # r18-contrast and r18-none (ResNet18, 30 epochs, with / without the contrast front end) score every film.
 # paper4 and paper8: plaid train's defaults (the paper's 224-pixel recipe) for 4 and 8 epochs, 5 folds.
-# v1-seed1: the shipped recipe with seed 1 (other folds, other sampling); ins150: 150 inserted clusters, 8 epochs.
+# v1-seed1: the first recipe with seed 1 (other folds, other sampling); ins150: 150 inserted clusters, 8 epochs.
 # r18c8 / r18c8-pretext: ResNet18 + contrast, 8 epochs, without / with 240 steps of per-fold synthetic-cluster
 # pretraining (pretrain_steps; r18c8-pretext480: 480 steps). SEED=1 runs them on seed 1's folds and sampling
-# (output folder suffix -seed1).
+# (output folder suffix -seed1). The -e24 steps train 24 epochs instead of 8. recipe: recipes/mini-mias.json
+# exactly as the file stands. rescore:RUN rescores the fold models of WORK/RUN without and with flip TTA on
+# the films the run scored and on every held-out film (benchmarks/rescore_crossval.py); tta is rescore:v1.
 # MIAS=path to mini-MIAS (default ../shared/data/mini-mias), WORK=output folder (default /tmp/plaid-mias).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +25,7 @@ DATA=$WORK/data
 export PLAID_OFFLINE=1 PYTHONPATH=$PWD/lib OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 plaid() { /usr/bin/time -f "%e s wall, %U s user CPU" "$PY" -m plaid.cli "$@"; }
 SCORE=(--checkpoint last --normal-images 6 --no-progress)
-V1=(--architecture resnet50 --input-filter none --epochs 4 --pretrain-steps 0)
+V1=(--architecture resnet50 --input-filter none --epochs 4 --pretrain-steps 0 --no-tta-flips)
 CHOOSE=(--folds 5 --only-folds 2 "${V1[@]}" "${SCORE[@]}")
 ALL=(--folds 5 --checkpoint last --no-progress)
 for step in "$@"; do
@@ -38,13 +41,14 @@ for step in "$@"; do
     paper) plaid crossval "$DATA" --out "$WORK/paper-defaults-4-epochs" --epochs 4 --folds 5 --only-folds 1 \
           "${SCORE[@]}" ;;
     v1) plaid crossval "$DATA" --out "$WORK/v1" --recipe recipes/mini-mias.json "${V1[@]}" --folds 5 "${SCORE[@]}" ;;
-    tta) "$PY" benchmarks/tta_paper_protocol.py "$WORK/v1" "$DATA" ;;
+    tta) "$PY" benchmarks/rescore_crossval.py "$WORK/v1" "$DATA" ;;
     v1-contrast) plaid crossval "$DATA" --out "$WORK/v1-contrast" --recipe recipes/mini-mias.json "${V1[@]}" \
           --input-filter contrast --folds 5 "${SCORE[@]}" ;;
     v1-resnet18) plaid crossval "$DATA" --out "$WORK/v1-resnet18" --recipe recipes/mini-mias.json "${V1[@]}" \
           --architecture resnet18 --folds 5 "${SCORE[@]}" ;;
     r18-none|r18-contrast) plaid crossval "$DATA" --out "$WORK/$step-30" --recipe recipes/mini-mias.json \
-          --architecture resnet18 --input-filter "${step#r18-}" --epochs 30 --pretrain-steps 0 "${ALL[@]}" ;;
+          --architecture resnet18 --input-filter "${step#r18-}" --epochs 30 --pretrain-steps 0 --no-tta-flips \
+          "${ALL[@]}" ;;
     v1-seed1) plaid crossval "$DATA" --out "$WORK/$step" --recipe recipes/mini-mias.json "${V1[@]}" --seed 1 \
           --folds 5 "${SCORE[@]}" ;;
     ins150) plaid crossval "$DATA" --out "$WORK/$step" --recipe recipes/mini-mias.json "${V1[@]}" --epochs 8 \
@@ -52,8 +56,15 @@ for step in "$@"; do
     r18c8|r18c8-pretext|r18c8-pretext480) steps=${step#r18c8-pretext}; steps=${steps:-240}
           [ "$step" = r18c8 ] && steps=0
           plaid crossval "$DATA" --out "$WORK/$step${SEED:+-seed$SEED}" --recipe recipes/mini-mias.json \
-          --architecture resnet18 --input-filter contrast --epochs 8 --pretrain-steps "$steps" --seed "${SEED:-0}" \
-          --folds 5 "${SCORE[@]}" ;;
+          --architecture resnet18 --input-filter contrast --epochs 8 --pretrain-steps "$steps" --no-tta-flips \
+          --seed "${SEED:-0}" --folds 5 "${SCORE[@]}" ;;
+    r18c8-pretext-e24|r18c8-pretext480-e24) steps=${step#r18c8-pretext}; steps=${steps%-e24}; steps=${steps:-240}
+          plaid crossval "$DATA" --out "$WORK/$step${SEED:+-seed$SEED}" --recipe recipes/mini-mias.json \
+          --architecture resnet18 --input-filter contrast --epochs 24 --pretrain-steps "$steps" --no-tta-flips \
+          --seed "${SEED:-0}" --folds 5 "${SCORE[@]}" ;;
+    recipe) plaid crossval "$DATA" --out "$WORK/recipe${SEED:+-seed$SEED}" --recipe recipes/mini-mias.json \
+          --seed "${SEED:-0}" --folds 5 "${SCORE[@]}" ;;
+    rescore:*) "$PY" benchmarks/rescore_crossval.py "$WORK/${step#rescore:}" "$DATA" ;;
     paper4|paper8) plaid crossval "$DATA" --out "$WORK/$step" --epochs "${step#paper}" --folds 5 "${SCORE[@]}" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

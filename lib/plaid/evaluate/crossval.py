@@ -155,7 +155,7 @@ class CrossvalResult:
     problems: list[Problem] = field(default_factory=list)
 
 
-def _prepare(record: CaseRecord, config: TrainConfig) -> PreparedImage:
+def prepare_case(record: CaseRecord, config: TrainConfig) -> PreparedImage:
     """A labelled image, or an image-level-only one (calcified, no mask) prepared without patch labels."""
     return prepare_image(record, config.patch_settings(), with_label=bool(record.label))
 
@@ -175,7 +175,7 @@ def run_crossval(records: Sequence[CaseRecord], config: TrainConfig, out_dir: st
     if not usable:
         raise PlaidInputError("no image has a mask or an image-level calcification label")
     started_wall, started_cpu = time.perf_counter(), time.process_time()
-    prepared, problems = process_records(usable, lambda r: _prepare(r, config), progress=progress,
+    prepared, problems = process_records(usable, lambda r: prepare_case(r, config), progress=progress,
                                          description="preparing images")
     positive_groups = {p.record.group for p in prepared if image_truth(p)}
     by_id = {p.record.image_id: p for p in prepared}
