@@ -47,12 +47,8 @@ def coerce(value: Any, annotation: str) -> Any:
 def whole_number(value: Any) -> int:
     """An integer option: an int, a float with no fractional part, or a string of digits; else ValueError
     (2.5 is not quietly cut to 2, and true is not 1)."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
         raise ValueError(f"expected a whole number, got {value!r}")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise ValueError(f"expected a whole number, got {value!r}")
-        return int(value)
     return int(value)
 
 
