@@ -53,14 +53,11 @@ for step in "$@"; do
           --folds 5 "${SCORE[@]}" ;;
     ins150) plaid crossval "$DATA" --out "$WORK/$step" --recipe recipes/mini-mias.json "${V1[@]}" --epochs 8 \
           --inserted-positives 150 --folds 5 "${SCORE[@]}" ;;
-    r18c8|r18c8-pretext|r18c8-pretext480) steps=${step#r18c8-pretext}; steps=${steps:-240}
-          [ "$step" = r18c8 ] && steps=0
+    r18c8|r18c8-pretext|r18c8-pretext480|r18c8-pretext-e24|r18c8-pretext480-e24)
+          name=${step%-e24}; epochs=8; [ "$name" != "$step" ] && epochs=24
+          steps=${name#r18c8-pretext}; steps=${steps:-240}; [ "$name" = r18c8 ] && steps=0
           plaid crossval "$DATA" --out "$WORK/$step${SEED:+-seed$SEED}" --recipe recipes/mini-mias.json \
-          --architecture resnet18 --input-filter contrast --epochs 8 --pretrain-steps "$steps" --no-tta-flips \
-          --seed "${SEED:-0}" --folds 5 "${SCORE[@]}" ;;
-    r18c8-pretext-e24|r18c8-pretext480-e24) steps=${step#r18c8-pretext}; steps=${steps%-e24}; steps=${steps:-240}
-          plaid crossval "$DATA" --out "$WORK/$step${SEED:+-seed$SEED}" --recipe recipes/mini-mias.json \
-          --architecture resnet18 --input-filter contrast --epochs 24 --pretrain-steps "$steps" --no-tta-flips \
+          --architecture resnet18 --input-filter contrast --epochs "$epochs" --pretrain-steps "$steps" --no-tta-flips \
           --seed "${SEED:-0}" --folds 5 "${SCORE[@]}" ;;
     recipe) plaid crossval "$DATA" --out "$WORK/recipe${SEED:+-seed$SEED}" --recipe recipes/mini-mias.json \
           --seed "${SEED:-0}" --folds 5 "${SCORE[@]}" ;;

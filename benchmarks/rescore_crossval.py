@@ -67,7 +67,8 @@ def main() -> None:
     print(f"| films, TTA | {' | '.join(SHOWN)} | per fold ({' / '.join(SHOWN)}) |")
     print(f"| --- | {' | '.join('---' for _ in SHOWN)} | --- |")
     for label, metrics in results.items():
-        cells = [f"{mean_sd(metrics[name])['mean']:.2f} ± {mean_sd(metrics[name])['sd']:.2f}" for name in SHOWN]
+        summaries = [mean_sd(metrics[name]) for name in SHOWN]
+        cells = [f"{summary['mean']:.2f} ± {summary['sd']:.2f}" for summary in summaries]
         folds = ", ".join(" / ".join(f"{metrics[name][k]:.2f}" for name in SHOWN)
                           for k in range(len(metrics[SHOWN[0]])))
         print(f"| {label} | {' | '.join(cells)} | {folds} |")
