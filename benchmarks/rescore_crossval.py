@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +41,10 @@ def rescore(crossval_dir: Path, data: Path) -> dict[str, dict[str, list[float]]]
         held = [image for image in prepared if image.record.group in set(fold["test_patients"])]
         chosen = {image.record.image_id
                   for image in test_images(held, report.get("normal_images_per_fold"), config.seed + number)}
+        infer = InferConfig(patch_size=config.patch_size, stride=config.stride, batch_size=128, device="cpu")
+        predictor = PatchPredictor(crossval_dir / f"fold-{fold['fold']}" / checkpoint, infer, checkpoint_settings=False)
         for tta in (False, True):
-            infer = InferConfig(patch_size=config.patch_size, stride=config.stride, batch_size=128, device="cpu",
-                                tta_flips=tta)
-            predictor = PatchPredictor(crossval_dir / f"fold-{fold['fold']}" / checkpoint, infer,
-                                       checkpoint_settings=False)
+            predictor.config = replace(infer, tta_flips=tta)  # one model load and runtime export per fold
             scored = score_fold_images(predictor, held)
             for films, subset in (("scored films", [s for s in scored if s.image_id in chosen]),
                                   ("all held-out films", scored)):
