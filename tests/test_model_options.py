@@ -87,7 +87,7 @@ def test_unknown_values_are_refused_by_name(tmp_path: Path, capsys: pytest.Captu
     recipe.write_text(json.dumps({"input_filter": "Contrast"}))
     with pytest.raises(PlaidInputError, match="input_filter='Contrast'"):
         config_with_overrides(recipe, {}).validate()
-    with pytest.raises(ValueError, match="unknown input_filter 'sobel'"):
+    with pytest.raises(ValueError, match="input_filter='sobel' is unknown"):
         PatchClassifier(input_filter="sobel")
     with pytest.raises(SystemExit):
         main(["train", str(tmp_path), "--out", str(tmp_path / "o"), "--architecture", "vgg16"])

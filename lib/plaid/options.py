@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
 
@@ -50,6 +50,12 @@ def whole_number(value: Any) -> int:
     if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
         raise ValueError(f"expected a whole number, got {value!r}")
     return int(value)
+
+
+def unknown_choice(name: str, value: Any, known: Iterable[str]) -> str | None:
+    """``name=value is unknown (known: ...)`` when ``value`` is not one of ``known``, else None."""
+    known = tuple(known)
+    return None if value in known else f"{name}={value!r} is unknown (known: {', '.join(known)})"
 
 
 def dataclass_from_mapping(cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:

@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "frozen_layers", "negative_ratio", "val_fraction", "seed",
                 "device", "weights_path", "pretrained", "offline", "patch_size", "target_spacing_mm",
                 "pixel_spacing_mm", "class_weighted_loss", "inserted_positives", "hard_negative_fraction",
-                "tta_flips", "architecture", "input_filter", "pretrain_steps", "pretrain_learning_rate")
+                "mined_negative_fraction", "tta_flips", "architecture", "input_filter", "pretrain_steps",
+                "pretrain_learning_rate")
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +69,9 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                         help="synthetic calcification clusters pasted into normal patches, per epoch (default 0)")
     parser.add_argument("--hard-negative-fraction", type=float,
                         help="share of negatives drawn over masses and other findings (findings/ masks)")
+    parser.add_argument("--mined-negative-fraction", type=float,
+                        help="from halfway through the epochs, share of each epoch's negatives drawn from the normal "
+                             "training patches the model then scores highest (default 0)")
     parser.add_argument("--pretrain-steps", type=int,
                         help="from random initialisation: steps spotting synthetic clusters pasted into the "
                              "training images' normal patches before the real epochs (default 0)")

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plaid.options import unknown_choice
+
 NONE = "none"
 CONTRAST = "contrast"
 INPUT_FILTERS = (NONE, CONTRAST)
@@ -84,8 +86,9 @@ class ContrastChannels(nn.Module):
 
 def check_input_filter(name: str) -> str:
     """``name`` when it is a known input filter, else ValueError naming it and the known ones."""
-    if name not in INPUT_FILTERS:
-        raise ValueError(f"unknown input_filter {name!r} (known: {', '.join(INPUT_FILTERS)})")
+    problem = unknown_choice("input_filter", name, INPUT_FILTERS)
+    if problem:
+        raise ValueError(problem)
     return name
 
 

@@ -22,6 +22,7 @@ from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weig
 from torchvision.models.resnet import Bottleneck
 
 from plaid.model.input_filter import DEFAULT_INPUT_FILTER, INPUT_FILTERS, build_input_filter
+from plaid.options import unknown_choice
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +42,15 @@ ARCHITECTURES = {
 def unknown_model_option(architecture: str, input_filter: str) -> str | None:
     """``name=value is unknown (known: ...)`` for the first of ``architecture`` and ``input_filter`` that is not
     a known backbone or front end, else None."""
-    for name, value, known in (("architecture", architecture, tuple(ARCHITECTURES)),
-                               ("input_filter", input_filter, INPUT_FILTERS)):
-        if value not in known:
-            return f"{name}={value!r} is unknown (known: {', '.join(known)})"
-    return None
+    return unknown_choice("architecture", architecture, ARCHITECTURES) or unknown_choice("input_filter", input_filter,
+                                                                                       INPUT_FILTERS)
 
 
 def check_architecture(name: str) -> str:
     """``name`` when it is a known backbone, else ValueError naming it and the known ones."""
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r} (known: {', '.join(ARCHITECTURES)})")
+    problem = unknown_choice("architecture", name, ARCHITECTURES)
+    if problem:
+        raise ValueError(problem)
     return name
 
 

@@ -93,6 +93,7 @@ class TrainConfig:
     class_weighted_loss: bool = False
     inserted_positives: int = 0
     hard_negative_fraction: float = 0.0
+    mined_negative_fraction: float = 0.0
     tta_flips: bool = False
     architecture: str = DEFAULT_ARCHITECTURE
     input_filter: str = DEFAULT_INPUT_FILTER
@@ -128,6 +129,8 @@ class TrainConfig:
             "val_fraction": 0.0 <= self.val_fraction < 1.0,
             "seed": 0 <= self.seed < 2**32,
             "num_workers": 0 <= self.num_workers <= 256,
+            "hard_negative_fraction": 0.0 <= self.hard_negative_fraction <= 1.0,
+            "mined_negative_fraction": 0.0 <= self.mined_negative_fraction <= 1.0,
             "pretrain_steps": 0 <= self.pretrain_steps <= 1_000_000,
             "pretrain_learning_rate": (math.isfinite(self.pretrain_learning_rate)
                                        and 0.0 < self.pretrain_learning_rate <= 1.0),
@@ -163,6 +166,7 @@ class EpochStats:
     train_patches: int
     val_patches: int
     seconds: float
+    mined_negatives: int = 0
 
 
 @dataclass
@@ -337,6 +341,29 @@ class PatchTrainer:
             logger.info("pretrained on inserted clusters for %d steps: pretext accuracy %.3f over the last tenth",
                         config.pretrain_steps, measured["final_accuracy"])
 
+    def _mine_negatives(self, model: PatchClassifier, images: Sequence[PreparedImage], index: PatchIndex,
+                        sampler: BalancedSampler, finding_rows: np.ndarray | None) -> int:
+        """Score every normal training patch and make the highest-scoring ones the sampler's hard pool.
+
+        The pool holds twice the ``mined_negative_fraction`` share of an epoch's negatives, so the sampler
+        draws half of it each epoch; patches over findings (``hard_negative_fraction``) stay in the pool and
+        the two shares add up. Returns the number of mined patches.
+        """
+        config = self.config
+        negatives = np.flatnonzero(index.label == 0)
+        wanted = int(round((len(sampler.positive_rows) + sampler.extra_positives) * sampler.negative_ratio))
+        size = min(len(negatives), 2 * int(round(wanted * config.mined_negative_fraction)))
+        if not size:
+            return 0
+        _, scores, _ = self._score(model, self._data_loader(images, index.subset(negatives), False, 0))
+        mined = negatives[np.argsort(-scores, kind="stable")[:size]]
+        sampler.hard_rows = mined if finding_rows is None else np.union1d(mined, finding_rows)
+        sampler.hard_fraction = min(1.0, config.hard_negative_fraction + config.mined_negative_fraction)
+        if self.main:
+            logger.info("mined %d hard negatives from %d normal training patches (their scores %.3f-%.3f)", size,
+                        len(negatives), float(scores.max()), float(np.sort(scores)[-size]))
+        return size
+
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
@@ -403,6 +430,9 @@ class PatchTrainer:
 
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
+            mined = 0
+            if config.mined_negative_fraction > 0 and epoch >= mining_start(config.epochs):
+                mined = self._mine_negatives(model, train_images, train_index, sampler, hard_rows)
             epoch_index = sampler.epoch_index(epoch)
             inserted = InsertedPositives(train_images, normal_rows(train_index), config.inserted_positives,
                                          seed=config.seed + 1000 * epoch, augment=config.augment)
@@ -417,7 +447,7 @@ class PatchTrainer:
                 epoch=epoch + 1, train_loss=train_loss, train_accuracy=train_acc, val_loss=val_loss,
                 val_accuracy=float(np.mean((val_scores >= 0.5) == val_labels)) if len(val_labels) else float("nan"),
                 val_auc=safe_auc(val_labels, val_scores), train_patches=len(epoch_index) + len(inserted),
-                val_patches=len(val_index), seconds=time.perf_counter() - started,
+                val_patches=len(val_index), seconds=time.perf_counter() - started, mined_negatives=mined,
             )
             history.append(stats)
             if not self.main:
@@ -490,6 +520,12 @@ class PatchTrainer:
             return np.zeros(0), np.zeros(0), float("nan")
         labels_all = np.concatenate(labels_out).astype(np.int64)
         return labels_all, np.concatenate(scores_out), loss_sum / len(labels_all)
+
+
+def mining_start(epochs: int) -> int:
+    """The first (0-based) epoch that draws mined hard negatives: halfway through, once the model has learnt
+    enough for its false positives to mean something."""
+    return max(1, epochs // 2)
 
 
 def positive_weight(config: TrainConfig) -> torch.Tensor:
