@@ -394,6 +394,9 @@ class PatchTrainer:
                                   extra_positives=config.inserted_positives,
                                   hard_rows=hard_rows,
                                   hard_fraction=config.hard_negative_fraction)
+        if config.mined_negative_fraction > 0 and mining_start(config.epochs) >= config.epochs and self.main:
+            logger.warning("mined_negative_fraction=%s has no effect with %d epoch(s): mining starts at epoch %d",
+                           config.mined_negative_fraction, config.epochs, mining_start(config.epochs) + 1)
         val_images, val_index, validation = self._validation_index(train_index, val_images, train_images)
         marks = {**self.checkpoint_extra, "config": config.to_dict(), "validation": validation,
                  "patch_settings": asdict(config.patch_settings())}
