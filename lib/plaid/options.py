@@ -58,6 +58,14 @@ def unknown_choice(name: str, value: Any, known: Iterable[str]) -> str | None:
     return None if value in known else f"{name}={value!r} is unknown (known: {', '.join(known)})"
 
 
+def require_choice(name: str, value: str, known: Iterable[str]) -> str:
+    """``value`` when it is one of ``known``, else ValueError with `unknown_choice`'s message."""
+    problem = unknown_choice(name, value, known)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 def dataclass_from_mapping(cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
     """Build dataclass ``cls`` from option strings: unknown keys are ignored, empty/'none' keep the default."""
     kwargs: dict[str, Any] = {}

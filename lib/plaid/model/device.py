@@ -50,10 +50,14 @@ def training_precision(device: torch.device, amp: bool) -> tuple[torch.dtype | N
     return None, False
 
 
+def autocast_in(device: torch.device, dtype: torch.dtype | None) -> ContextManager:
+    """Autocast to ``dtype`` on ``device``; a no-op when ``dtype`` is None (full precision)."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
 def autocast_for(device: torch.device, amp: bool = True) -> ContextManager:
     """Mixed-precision context for ``device`` in the dtype `training_precision` picks (a no-op without one)."""
-    dtype, _ = training_precision(device, amp)
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+    return autocast_in(device, training_precision(device, amp)[0])
 
 
 def default_batch_size(device: torch.device) -> int:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plaid.options import unknown_choice
+from plaid.options import require_choice
 
 NONE = "none"
 CONTRAST = "contrast"
@@ -86,10 +86,7 @@ class ContrastChannels(nn.Module):
 
 def check_input_filter(name: str) -> str:
     """``name`` when it is a known input filter, else ValueError naming it and the known ones."""
-    problem = unknown_choice("input_filter", name, INPUT_FILTERS)
-    if problem:
-        raise ValueError(problem)
-    return name
+    return require_choice("input_filter", name, INPUT_FILTERS)
 
 
 def build_input_filter(name: str = DEFAULT_INPUT_FILTER) -> nn.Module:

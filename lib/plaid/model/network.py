@@ -22,7 +22,7 @@ from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weig
 from torchvision.models.resnet import Bottleneck
 
 from plaid.model.input_filter import DEFAULT_INPUT_FILTER, INPUT_FILTERS, build_input_filter
-from plaid.options import unknown_choice
+from plaid.options import require_choice, unknown_choice
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,7 @@ def unknown_model_option(architecture: str, input_filter: str) -> str | None:
 
 def check_architecture(name: str) -> str:
     """``name`` when it is a known backbone, else ValueError naming it and the known ones."""
-    problem = unknown_choice("architecture", name, ARCHITECTURES)
-    if problem:
-        raise ValueError(problem)
-    return name
+    return require_choice("architecture", name, ARCHITECTURES)
 
 
 class PatchClassifier(nn.Module):

@@ -98,11 +98,16 @@ class BalancedSampler:
             kept.append(rows)
         return np.sort(np.concatenate(kept)) if kept else self.negative_rows[:0]
 
+    def negatives_per_epoch(self) -> int:
+        """How many negatives an epoch asks for: ``negative_ratio`` per positive, extra positives included (fewer
+        are drawn when the pool runs short)."""
+        return int(round((len(self.positive_rows) + self.extra_positives) * self.negative_ratio))
+
     def draw(self, epoch: int = 0) -> np.ndarray:
         """Row numbers (into the index) for one epoch, positives and negatives shuffled together."""
         rng = np.random.default_rng([self.seed, epoch if self.redraw_each_epoch else 0])
         pool = self._negative_pool(rng)
-        wanted = int(round((len(self.positive_rows) + self.extra_positives) * self.negative_ratio))
+        wanted = self.negatives_per_epoch()
         hard = np.intersect1d(pool, self.hard_rows)
         hard_count = min(int(round(wanted * self.hard_fraction)), len(hard))
         chosen_hard = rng.choice(hard, hard_count, replace=False) if hard_count else hard[:0]

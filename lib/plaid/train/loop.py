@@ -23,7 +23,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSamp
 from plaid.errors import PlaidInputError
 from plaid.evaluate.metrics import confusion_at, operating_point, safe_auc
 from plaid.model.checkpoint import read_checkpoint, save_checkpoint
-from plaid.model.device import select_device, training_precision
+from plaid.model.device import autocast_in, select_device, training_precision
 from plaid.model.input_filter import DEFAULT_INPUT_FILTER
 from plaid.model.network import (
     DEFAULT_ARCHITECTURE,
@@ -351,21 +351,21 @@ class PatchTrainer:
         """
         config = self.config
         negatives = np.flatnonzero(index.label == 0)
-        wanted = int(round((len(sampler.positive_rows) + sampler.extra_positives) * sampler.negative_ratio))
-        size = min(len(negatives), 2 * int(round(wanted * config.mined_negative_fraction)))
+        size = min(len(negatives), 2 * int(round(sampler.negatives_per_epoch() * config.mined_negative_fraction)))
         if not size:
             return 0
         _, scores, _ = self._score(model, self._data_loader(images, index.subset(negatives), False, 0))
-        mined = negatives[np.argsort(-scores, kind="stable")[:size]]
+        highest = np.argsort(-scores, kind="stable")[:size]
+        mined = negatives[highest]
         sampler.hard_rows = mined if finding_rows is None else np.union1d(mined, finding_rows)
         sampler.hard_fraction = min(1.0, config.hard_negative_fraction + config.mined_negative_fraction)
         if self.main:
             logger.info("mined %d hard negatives from %d normal training patches (their scores %.3f-%.3f)", size,
-                        len(negatives), float(scores.max()), float(np.sort(scores)[-size]))
+                        len(negatives), float(scores[highest[0]]), float(scores[highest[-1]]))
         return size
 
     def _autocast(self) -> Any:
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+        return autocast_in(self.device, self.autocast_dtype)
 
     def _validation_index(self, train_index: PatchIndex, val_images: Sequence[PreparedImage],
                           train_images: Sequence[PreparedImage]) -> tuple[Sequence[PreparedImage], PatchIndex, str]:

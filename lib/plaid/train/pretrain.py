@@ -27,7 +27,7 @@ from torch import nn
 
 from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord
-from plaid.model.device import select_device, training_precision
+from plaid.model.device import autocast_in, select_device, training_precision
 from plaid.model.input_filter import DEFAULT_INPUT_FILTER
 from plaid.model.network import DEFAULT_ARCHITECTURE, PatchClassifier, unknown_model_option
 from plaid.patches.prepared import PatchSettings, PreparedImage, prepare_images
@@ -132,7 +132,7 @@ def run_pretext(model: PatchClassifier, images: Sequence[PreparedImage], rows: n
         patches, targets = pretext_batch(images, rows, config, rng)
         patches, targets = patches.to(device), targets.to(device)
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        with autocast_in(device, dtype):
             logits = model(patches).float()
         if config.task == "inserted":
             loss = loss_fn(logits, targets.float())
