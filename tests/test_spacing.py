@@ -17,6 +17,7 @@ from plaid.model.checkpoint import save_checkpoint
 from plaid.model.network import build_model
 from plaid.patches.prepared import PatchSettings, prepare_image
 from plaid.patches.spacing import image_spacing, resample_image, resample_mask, target_shape, to_original_grid
+from plaid.train.insertion import InsertedPositives, insert_cluster
 
 
 def test_spacing_comes_from_header_then_metadata_then_flag() -> None:
@@ -69,6 +70,27 @@ def test_prepare_image_tiles_at_the_target_spacing(tmp_path: Path) -> None:
     native = prepare_image(CaseRecord(image=str(image), label=str(label), pixel_spacing_mm=0.2),
                            PatchSettings(patch_size=112))
     assert native.pixels.shape == shape
+    assert prepared.spacing_mm_tiled == 0.1 and native.spacing_mm_tiled == 0.2
+
+
+def test_inserted_clusters_are_sized_for_the_grid_the_patches_were_cut_from(tmp_path: Path) -> None:
+    """Specks pasted into a 0.2 mm film resampled to 0.1 mm are drawn with 0.1 mm pixels (twice as many
+    pixels across), not with the file's own spacing."""
+    shape = (300, 260)
+    image = tmp_path / "a.png"
+    Image.fromarray(_film(shape).astype(np.uint16)).save(image)
+    record = CaseRecord(image=str(image), pixel_spacing_mm=0.2)
+    prepared = prepare_image(record, PatchSettings(patch_size=112, target_spacing_mm=0.1), with_label=False)
+    rows = np.stack([np.zeros(int(prepared.tissue.sum()), dtype=np.int64), np.flatnonzero(prepared.tissue)], axis=1)
+    inserted = InsertedPositives([prepared], rows, count=4, seed=3, augment=False)
+    for item in range(len(inserted)):
+        patch, target = inserted[item]
+        rng = np.random.default_rng([3, item])
+        _, patch_number = rows[int(rng.integers(len(rows)))]
+        tissue = prepared.patches([int(patch_number)])[0]
+        expected, _ = insert_cluster(tissue, 0.1, rng)
+        assert float(target) == 1.0
+        np.testing.assert_array_equal(patch[0].numpy(), expected)
 
 
 def test_predictor_infers_at_the_checkpoint_spacing_and_maps_back(tmp_path: Path) -> None:

@@ -55,6 +55,11 @@ class PatchSettings:
         """The size the image is tiled at: resampled to ``target_spacing_mm`` when set, else its own."""
         return target_shape(shape, self.spacing_of(record, meta), self.target_spacing_mm)
 
+    def working_spacing(self, record: CaseRecord, meta: ImageMeta) -> float | None:
+        """The pixel spacing the image is tiled at: ``target_spacing_mm`` when it is resampled, else its own."""
+        spacing = self.spacing_of(record, meta)
+        return float(self.target_spacing_mm) if spacing and self.target_spacing_mm else spacing
+
 
 def patch_settings_from_dict(values: Mapping[str, Any]) -> PatchSettings:
     """`PatchSettings` from a checkpoint's ``patch_settings`` dict: unknown keys ignored, missing keys default."""
@@ -70,7 +75,8 @@ class PreparedImage:
     grid, so every patch is an O(1) view of it. ``tissue`` flags the patches the app scores; ``labels``
     (when a mask was given) flags the calcified patches; ``label_mask`` keeps the full-size mask only
     when asked for (evaluation's region scores). ``source_shape`` is the file's own size when the image was
-    resampled to a target spacing before tiling (results map back to it), else None.
+    resampled to a target spacing before tiling (results map back to it), else None. ``spacing_mm_tiled`` is
+    the pixel spacing of the grid the patches were cut from (after any resampling), when known.
     """
 
     padded: np.ndarray
@@ -81,6 +87,7 @@ class PreparedImage:
     labels: np.ndarray | None = None
     label_mask: np.ndarray | None = None
     source_shape: tuple[int, int] | None = None
+    spacing_mm_tiled: float | None = None
     _view: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -184,6 +191,7 @@ def prepare_image(
             raise PlaidInputError(f"image {record.image_id} has no annotation mask", record.image)
         mask = resample_mask(read_label_mask(record.label, image.shape), shape)
     prepared = prepare(pixels, settings, meta=image.meta, record=record, mask=mask, keep_mask=keep_mask)
+    prepared.spacing_mm_tiled = settings.working_spacing(record, image.meta)
     if shape != image.shape:
         prepared.source_shape = image.shape
     return prepared

@@ -73,8 +73,8 @@ class InsertedPositives(Dataset):
         rng = np.random.default_rng([self.seed, item])
         image_number, patch_number = self.rows[int(rng.integers(len(self.rows)))]
         image = self.images[int(image_number)]
-        spacing = image.record.pixel_spacing_mm or DEFAULT_SPACING_MM
-        patch, _ = insert_cluster(image.patches([int(patch_number)])[0], spacing, rng)
+        patch, _ = insert_cluster(image.patches([int(patch_number)])[0], image.spacing_mm_tiled or DEFAULT_SPACING_MM,
+                                  rng)
         if self.augment:
             patch = augment_patch(patch, rng)
         return torch.from_numpy(np.ascontiguousarray(patch)).unsqueeze(0), torch.tensor(1.0)

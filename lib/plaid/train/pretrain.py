@@ -33,7 +33,7 @@ from plaid.model.network import DEFAULT_ARCHITECTURE, PatchClassifier, unknown_m
 from plaid.patches.prepared import PatchSettings, PreparedImage, prepare_images
 from plaid.serialization import write_json
 from plaid.train.dataset import augment_patch
-from plaid.train.insertion import insert_cluster
+from plaid.train.insertion import DEFAULT_SPACING_MM, insert_cluster
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def pretext_batch(images: Sequence[PreparedImage], rows: np.ndarray, config: Pre
         if config.task == "inserted":
             target = int(rng.integers(2))
             if target:
-                patch, _ = insert_cluster(patch, image.record.pixel_spacing_mm or 0.1, rng)
+                patch, _ = insert_cluster(patch, image.spacing_mm_tiled or DEFAULT_SPACING_MM, rng)
         else:
             target = int(rng.integers(4))
             patch = np.rot90(patch, target)
