@@ -11,7 +11,7 @@ import pytest
 from plaid.cli import build_parser, main
 from plaid.commands.train import config_from_args
 from plaid.errors import PlaidInputError
-from plaid.evaluate.crossval import ScoredFoldImage, fold_metrics, patient_folds
+from plaid.evaluate.crossval import ScoredFoldImage, film_results, fold_metrics, patient_folds
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.synth.generator import generate_dataset
 from plaid.train.recipes import config_with_overrides, read_recipe
@@ -110,6 +110,10 @@ def test_crossval_command_reports_mean_and_sd_per_metric(tiny_data: Path, tmp_pa
     assert len(held) == 2 and not held[0] & held[1]
     assert held[0] | held[1] == {r.group for r in load_records(tiny_data)}
     assert report["config"]["patch_size"] == 64 and report["timing"]["process_cpu_s"] > 0
+    for fold in report["folds"]:
+        films = fold["films"]
+        assert len(films) == fold["test_images"] and sum(f["calcified"] for f in films) == fold["test_calcified_images"]
+        assert all(0.0 <= f["image_score"] <= 1.0 for f in films)
 
 
 def _scored(image_id: str, probabilities: list[float], brightness: list[float], labels: list[bool],
@@ -132,3 +136,17 @@ def test_brightness_baseline_scores_the_same_patches_by_mean_intensity() -> None
     flipped = [_scored(i.image_id, list(i.brightness), list(i.probabilities), list(i.labels), i.calcified)
                for i in images]
     assert fold_metrics(flipped, threshold=0.5, seed=0)["brightness_paper_auc"] == 1.0
+
+
+def test_film_rows_name_each_films_score_top_patch_and_marks() -> None:
+    images = [
+        _scored("calcified", [0.9, 0.4, 0.7, 0.2], [0.5] * 4, [True, True, False, False], True),
+        _scored("normal", [0.3, 0.6, 0.2, 0.55], [0.5] * 4, [False] * 4, False),
+    ]
+    calcified, normal = film_results(images, threshold=0.5)
+    assert calcified == {"image_id": "calcified", "calcified": True, "image_score": 0.9, "top_patch": 0,
+                         "calcified_patches": 2, "calcified_patches_found": 1, "false_patches": 1}
+    assert normal["image_score"] == 0.6 and normal["top_patch"] == 1 and normal["false_patches"] == 2
+    spread = ScoredFoldImage("spread", np.array([0.1, 0.8]), np.array([True, False]), None, True, np.zeros(2))
+    row = film_results([spread], threshold=0.5)[0]   # image-level truth only: no patch counts; non-tissue ignored
+    assert row["image_score"] == 0.1 and row["calcified_patches"] is None and row["false_patches"] == 0

@@ -100,6 +100,33 @@ def test_images(images: Sequence[PreparedImage], normal_images: int | None, seed
     return [image for number, image in enumerate(images) if image_truth(image) or number in keep]
 
 
+def highest_tissue_value(values: np.ndarray, tissue: np.ndarray) -> float:
+    """An image's score under a per-patch value: its highest tissue patch (0 when it has no tissue patch)."""
+    return float(values[tissue].max()) if tissue.any() else 0.0
+
+
+def film_results(images: Sequence[ScoredFoldImage], threshold: float) -> list[dict[str, Any]]:
+    """One row per scored film, for finding which films a fold's image-level AUC rests on: its truth, image
+    score (highest tissue patch), the grid index of that patch, and its calcified patches found and normal
+    tissue patches marked at ``threshold``."""
+    rows = []
+    for image in images:
+        marked = image.tissue & (image.probabilities >= threshold)
+        calcified = image.labels if image.labels is not None else np.zeros_like(image.tissue)
+        rows.append({
+            "image_id": image.image_id,
+            "calcified": bool(image.calcified),
+            "image_score": round(highest_tissue_value(image.probabilities, image.tissue), 4),
+            "top_patch": int(np.flatnonzero(image.tissue)[np.argmax(image.probabilities[image.tissue])])
+            if image.tissue.any() else None,
+            "calcified_patches": int(calcified.sum()) if image.labels is not None else None,
+            "calcified_patches_found": int((calcified & (image.probabilities >= threshold)).sum())
+            if image.labels is not None else None,
+            "false_patches": int((marked & ~calcified).sum()),
+        })
+    return rows
+
+
 def fold_metrics(images: Sequence[ScoredFoldImage], threshold: float, seed: int) -> dict[str, float]:
     """Paper and realistic patch AUCs, image-level AUC, FP patches per image and patch sensitivity at
     ``threshold``, and the brightness baseline's paper and image-level AUCs on the same patches and images."""
@@ -111,8 +138,7 @@ def fold_metrics(images: Sequence[ScoredFoldImage], threshold: float, seed: int)
                                for image in located])
 
     def image_values(values_of: str) -> np.ndarray:
-        return np.array([getattr(image, values_of)[image.tissue].max() if image.tissue.any() else 0.0
-                         for image in images])
+        return np.array([highest_tissue_value(getattr(image, values_of), image.tissue) for image in images])
 
     scores, brightness = patch_values("probabilities"), patch_values("brightness")
     rng = np.random.default_rng(seed)
@@ -198,9 +224,11 @@ def run_crossval(records: Sequence[CaseRecord], config: TrainConfig, out_dir: st
         meta = predictor.model()[1]
         scored = score_fold_images(predictor, test_images([by_id[r.image_id] for r in held_out], normal_images,
                                                           config.seed + number))
-        metrics = fold_metrics(scored, float(meta.get("threshold", 0.5)), seed=config.seed + number)
+        threshold = float(meta.get("threshold", 0.5))
+        metrics = fold_metrics(scored, threshold, seed=config.seed + number)
         metrics.update(fold=number + 1, patients=len({r.group for r in held_out}),
                        best_epoch=int(meta.get("epoch", 0)), epochs=len(trained.history),
+                       films=film_results(scored, threshold),
                        seconds=round(time.perf_counter() - fold_started, 1),
                        test_patients=sorted({r.group for r in held_out}))
         logger.info("fold %d: %s", number + 1, {k: round(metrics[k], 4) for k in METRICS})
