@@ -8,18 +8,31 @@ and each fold's model, prepares DATA's films once and prints per fold and as mea
 paper-protocol, realistic and image-level AUC twice: on the films the cross-validation itself scored (every
 held-out calcified film plus the same seeded choice of normal ones, so the first row repeats crossval.json)
 and on all held-out films. Nothing is trained, so it shows what a scoring option changes on the same models.
+With --films FILE it also writes one row per held-out film, scored with TTA (`film_results`' fields plus the
+fold and how many of the fold's normal films score at least as high as each calcified one).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from plaid.evaluate.crossval import fold_metrics, image_truth, mean_sd, prepare_case, score_fold_images, test_images
+from plaid.evaluate.crossval import (
+    ScoredFoldImage,
+    film_results,
+    fold_metrics,
+    image_truth,
+    mean_sd,
+    prepare_case,
+    score_fold_images,
+    test_images,
+)
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import load_records
 from plaid.patches.prepared import process_records
@@ -28,8 +41,21 @@ from plaid.train.loop import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainConfig
 SHOWN = ("paper_auc", "realistic_auc", "image_auc")
 
 
-def rescore(crossval_dir: Path, data: Path) -> dict[str, dict[str, list[float]]]:
-    """{"<films>, TTA <off|on>": {metric: per-fold values}} for the run's scored films and all held-out films."""
+def ranked_films(scored: Sequence[ScoredFoldImage], threshold: float, fold: int) -> list[dict[str, Any]]:
+    """`film_results` rows of one fold, each with the fold and, for a calcified film, the number of the fold's
+    normal films whose image score is at least its own."""
+    rows = film_results(scored, threshold)
+    normal = np.array([row["image_score"] for row in rows if not row["calcified"]])
+    for row in rows:
+        row.update(fold=fold, normal_films=len(normal),
+                   normal_films_at_or_above=int((normal >= row["image_score"]).sum()) if row["calcified"] else None)
+    return rows
+
+
+def rescore(crossval_dir: Path, data: Path,
+            film_rows: list[dict[str, Any]] | None = None) -> dict[str, dict[str, list[float]]]:
+    """{"<films>, TTA <off|on>": {metric: per-fold values}} for the run's scored films and all held-out films;
+    appends the TTA-on rows of every held-out film to ``film_rows`` when given."""
     report = json.loads((crossval_dir / "crossval.json").read_text())
     config = TrainConfig.from_mapping(report["config"])
     records = [r for r in load_records(data) if r.label or r.calcified]
@@ -46,6 +72,8 @@ def rescore(crossval_dir: Path, data: Path) -> dict[str, dict[str, list[float]]]
         for tta in (False, True):
             predictor.config = replace(infer, tta_flips=tta)  # one model load and runtime export per fold
             scored = score_fold_images(predictor, held)
+            if tta and film_rows is not None:
+                film_rows.extend(ranked_films(scored, 0.5, fold["fold"]))
             for films, subset in (("scored films", [s for s in scored if s.image_id in chosen]),
                                   ("all held-out films", scored)):
                 metrics = fold_metrics(subset, 0.5, seed=config.seed + number)
@@ -62,8 +90,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("crossval_dir", type=Path)
     parser.add_argument("data", type=Path)
+    parser.add_argument("--films", type=Path, help="write every held-out film's TTA row to this JSON file")
     args = parser.parse_args()
-    results = rescore(args.crossval_dir, args.data)
+    films: list[dict[str, Any]] | None = [] if args.films else None
+    results = rescore(args.crossval_dir, args.data, films)
+    if args.films:
+        args.films.write_text(json.dumps(films, indent=1))
     print(f"| films, TTA | {' | '.join(SHOWN)} | per fold ({' / '.join(SHOWN)}) |")
     print(f"| --- | {' | '.join('---' for _ in SHOWN)} | --- |")
     for label, metrics in results.items():
