@@ -111,7 +111,7 @@ def film_results(images: Sequence[ScoredFoldImage], threshold: float) -> list[di
     tissue patches marked at ``threshold``."""
     rows = []
     for image in images:
-        marked = image.tissue & (image.probabilities >= threshold)
+        above = image.probabilities >= threshold
         calcified = image.labels if image.labels is not None else np.zeros_like(image.tissue)
         rows.append({
             "image_id": image.image_id,
@@ -120,9 +120,8 @@ def film_results(images: Sequence[ScoredFoldImage], threshold: float) -> list[di
             "top_patch": int(np.flatnonzero(image.tissue)[np.argmax(image.probabilities[image.tissue])])
             if image.tissue.any() else None,
             "calcified_patches": int(calcified.sum()) if image.labels is not None else None,
-            "calcified_patches_found": int((calcified & (image.probabilities >= threshold)).sum())
-            if image.labels is not None else None,
-            "false_patches": int((marked & ~calcified).sum()),
+            "calcified_patches_found": int((calcified & above).sum()) if image.labels is not None else None,
+            "false_patches": int((image.tissue & above & ~calcified).sum()),
         })
     return rows
 
