@@ -16,8 +16,8 @@
 # exactly as the file stands; recipe-mined adds mined hard negatives (mined_negative_fraction 0.5); recipe-x2 resamples
 # to 0.1 mm with 128-pixel patches (the same 12.8 mm), first 2 folds only. rescore:RUN
 # rescores the fold models of WORK/RUN without and with flip TTA on the films the run scored and on every
-# held-out film (benchmarks/rescore_crossval.py; every held-out film's TTA row goes to WORK/RUN/films-tta.json);
-# tta is rescore:v1.
+# held-out film (benchmarks/rescore_crossval.py; every held-out film's TTA row goes to WORK/RUN/films-tta.json),
+# and prints each fold's paper-protocol AUC over 1000 draws of its negatives; tta is rescore:v1.
 # MIAS=path to mini-MIAS (default ../shared/data/mini-mias), WORK=output folder (default /tmp/plaid-mias).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,7 +69,7 @@ for step in "$@"; do
     recipe-x2) plaid crossval "$DATA" --out "$WORK/$step${SEED:+-seed$SEED}" --recipe recipes/mini-mias.json \
           --target-spacing-mm 0.1 --patch-size 128 --seed "${SEED:-0}" --folds 5 --only-folds 2 "${SCORE[@]}" ;;
     rescore:*) "$PY" benchmarks/rescore_crossval.py "$WORK/${step#rescore:}" "$DATA" \
-          --films "$WORK/${step#rescore:}/films-tta.json" ;;
+          --films "$WORK/${step#rescore:}/films-tta.json" --paper-draws 1000 ;;
     paper4|paper8) plaid crossval "$DATA" --out "$WORK/$step" --epochs "${step#paper}" --folds 5 "${SCORE[@]}" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

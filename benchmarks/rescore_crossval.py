@@ -9,7 +9,10 @@ paper-protocol, realistic and image-level AUC twice: on the films the cross-vali
 held-out calcified film plus the same seeded choice of normal ones, so the first row repeats crossval.json)
 and on all held-out films. Nothing is trained, so it shows what a scoring option changes on the same models.
 With --films FILE it also writes one row per held-out film, scored with TTA (`film_results`' fields plus the
-fold and how many of the fold's normal films score at least as high as each calcified one).
+fold and how many of the fold's normal films score at least as high as each calcified one). With
+--paper-draws N it also prints, per fold and TTA setting, the mean and sd of the paper-protocol AUC over N
+draws of the negatives: how far one draw (the paper's protocol, and crossval's figure) can land from the
+realistic AUC that the draws average to.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ from plaid.evaluate.crossval import (
     fold_metrics,
     image_truth,
     mean_sd,
+    paper_sample,
+    pooled_patches,
     prepare_case,
     score_fold_images,
     test_images,
 )
+from plaid.evaluate.metrics import safe_auc
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import load_records
 from plaid.patches.prepared import process_records
@@ -52,10 +58,22 @@ def ranked_films(scored: Sequence[ScoredFoldImage], threshold: float, fold: int)
     return rows
 
 
-def rescore(crossval_dir: Path, data: Path,
-            film_rows: list[dict[str, Any]] | None = None) -> dict[str, dict[str, list[float]]]:
+def paper_auc_draws(scored: Sequence[ScoredFoldImage], draws: int, seed: int) -> np.ndarray:
+    """The paper-protocol AUC of ``draws`` independent balanced draws of negatives from the same patches."""
+    labels, scores = pooled_patches(scored)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(draws):
+        chosen = paper_sample(labels, rng)
+        values.append(safe_auc(labels[chosen], scores[chosen]))
+    return np.array(values)
+
+
+def rescore(crossval_dir: Path, data: Path, film_rows: list[dict[str, Any]] | None = None,
+            paper_draws: int = 0) -> dict[str, dict[str, list[float]]]:
     """{"<films>, TTA <off|on>": {metric: per-fold values}} for the run's scored films and all held-out films;
-    appends the TTA-on rows of every held-out film to ``film_rows`` when given."""
+    appends the TTA-on rows of every held-out film to ``film_rows`` when given, and prints each fold's
+    paper-protocol AUC over ``paper_draws`` draws when that is above 0."""
     report = json.loads((crossval_dir / "crossval.json").read_text())
     config = TrainConfig.from_mapping(report["config"])
     records = [r for r in load_records(data) if r.label or r.calcified]
@@ -80,6 +98,12 @@ def rescore(crossval_dir: Path, data: Path,
                 row = results.setdefault(f"{films}, TTA {'on' if tta else 'off'}", {name: [] for name in SHOWN})
                 for name in SHOWN:
                     row[name].append(metrics[name])
+                if paper_draws:
+                    values = paper_auc_draws(subset, paper_draws, config.seed + number)
+                    print(f"fold {fold['fold']}, {films}, TTA {'on' if tta else 'off'}: paper AUC over {paper_draws} "
+                          f"draws {np.nanmean(values):.3f} ± {np.nanstd(values):.3f} (5-95% "
+                          f"{np.nanquantile(values, 0.05):.2f}-{np.nanquantile(values, 0.95):.2f}), one draw "
+                          f"{metrics['paper_auc']:.3f}, realistic {metrics['realistic_auc']:.3f}", flush=True)
         print(f"fold {fold['fold']}: {len(held)} held-out films, {sum(image_truth(i) for i in held)} calcified, "
               f"{len(chosen)} scored by the run", flush=True)
     return results
@@ -91,9 +115,11 @@ def main() -> None:
     parser.add_argument("crossval_dir", type=Path)
     parser.add_argument("data", type=Path)
     parser.add_argument("--films", type=Path, help="write every held-out film's TTA row to this JSON file")
+    parser.add_argument("--paper-draws", type=int, default=0, metavar="N",
+                        help="also print each fold's paper-protocol AUC as mean and sd over N draws of negatives")
     args = parser.parse_args()
     films: list[dict[str, Any]] | None = [] if args.films else None
-    results = rescore(args.crossval_dir, args.data, films)
+    results = rescore(args.crossval_dir, args.data, films, args.paper_draws)
     if args.films:
         args.films.write_text(json.dumps(films, indent=1))
     print(f"| films, TTA | {' | '.join(SHOWN)} | per fold ({' / '.join(SHOWN)}) |")

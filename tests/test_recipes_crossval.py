@@ -11,7 +11,15 @@ import pytest
 from plaid.cli import build_parser, main
 from plaid.commands.train import config_from_args
 from plaid.errors import PlaidInputError
-from plaid.evaluate.crossval import ScoredFoldImage, film_results, fold_metrics, patient_folds
+from plaid.evaluate.crossval import (
+    ScoredFoldImage,
+    film_results,
+    fold_metrics,
+    paper_sample,
+    patient_folds,
+    pooled_patches,
+)
+from plaid.evaluate.metrics import safe_auc
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.synth.generator import generate_dataset
 from plaid.train.recipes import config_with_overrides, read_recipe
@@ -150,3 +158,24 @@ def test_film_rows_name_each_films_score_top_patch_and_marks() -> None:
     spread = ScoredFoldImage("spread", np.array([0.1, 0.8]), np.array([True, False]), None, True, np.zeros(2))
     row = film_results([spread], threshold=0.5)[0]   # image-level truth only: no patch counts; non-tissue ignored
     assert row["image_score"] == 0.1 and row["calcified_patches"] is None and row["false_patches"] == 0
+
+
+def test_paper_protocol_draws_every_calcified_patch_and_average_to_the_realistic_auc() -> None:
+    # one film of 3 calcified and 197 normal tissue patches, plus a non-tissue calcified patch scoring 0
+    rng = np.random.default_rng(5)
+    probabilities = rng.random(201)
+    labels = np.zeros(201, dtype=bool)
+    labels[[3, 50, 120, 200]] = True
+    tissue = np.ones(201, dtype=bool)
+    tissue[200] = False
+    images = [ScoredFoldImage("film", probabilities, tissue, labels, True, np.zeros(201))]
+    pooled_labels, pooled_scores = pooled_patches(images)
+    assert pooled_labels.sum() == 4 and len(pooled_labels) == 201 and pooled_scores[-1] == 0.0
+    chosen = paper_sample(pooled_labels, np.random.default_rng(0))
+    assert set(np.flatnonzero(pooled_labels)) <= set(chosen.tolist())
+    assert len(set(chosen.tolist())) == 8 and pooled_labels[chosen].sum() == 4
+    draws = [safe_auc(pooled_labels[c], pooled_scores[c])
+             for c in (paper_sample(pooled_labels, np.random.default_rng(seed)) for seed in range(3000))]
+    realistic = fold_metrics(images, threshold=0.5, seed=0)["realistic_auc"]
+    assert np.std(draws) > 0.05  # one draw is luck with 4 calcified patches...
+    assert abs(np.mean(draws) - realistic) < 0.01  # ...but the draws average to the realistic AUC
