@@ -126,8 +126,8 @@ def film_results(images: Sequence[ScoredFoldImage], threshold: float) -> list[di
     return rows
 
 
-def pooled_patches(images: Sequence[ScoredFoldImage], values_of: str = "probabilities") -> tuple[np.ndarray,
-                                                                                                   np.ndarray]:
+def pooled_patches(images: Sequence[ScoredFoldImage],
+                   values_of: str = "probabilities") -> tuple[np.ndarray, np.ndarray]:
     """The patches the patch metrics rank, pooled over the images with a mask: every tissue patch and every
     calcified one, as (labels 0/1, values); ``values_of`` names the per-patch field (a calcified patch outside
     the tissue scores 0)."""
