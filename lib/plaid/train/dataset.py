@@ -38,10 +38,15 @@ class PatchDataset(Dataset):
         return tensor, torch.tensor(float(self.index.label[row]))
 
 
-def augment_patch(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random flips and 90-degree rotations: label-preserving for patch classification."""
+def flip_patch(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random left-right and up-down flips."""
     if rng.random() < 0.5:
         patch = patch[:, ::-1]
     if rng.random() < 0.5:
         patch = patch[::-1, :]
-    return np.rot90(patch, int(rng.integers(0, 4)))
+    return patch
+
+
+def augment_patch(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random flips and 90-degree rotations: label-preserving for patch classification."""
+    return np.rot90(flip_patch(patch, rng), int(rng.integers(0, 4)))

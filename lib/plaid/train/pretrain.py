@@ -32,7 +32,7 @@ from plaid.model.input_filter import DEFAULT_INPUT_FILTER
 from plaid.model.network import DEFAULT_ARCHITECTURE, PatchClassifier, unknown_model_option
 from plaid.patches.prepared import PatchSettings, PreparedImage, prepare_images
 from plaid.serialization import write_json
-from plaid.train.dataset import augment_patch
+from plaid.train.dataset import augment_patch, flip_patch
 from plaid.train.insertion import DEFAULT_SPACING_MM, insert_cluster
 
 logger = logging.getLogger(__name__)
@@ -89,14 +89,15 @@ def pretext_batch(images: Sequence[PreparedImage], rows: np.ndarray, config: Pre
     patches, targets = [], []
     for image_number, patch_number in rows[rng.integers(len(rows), size=config.batch_size)]:
         image = images[int(image_number)]
-        patch = augment_patch(image.patches([int(patch_number)])[0], rng)
+        patch = image.patches([int(patch_number)])[0]
         if config.task == "inserted":
+            patch = augment_patch(patch, rng)
             target = int(rng.integers(2))
             if target:
                 patch, _ = insert_cluster(patch, image.spacing_mm_tiled or DEFAULT_SPACING_MM, rng)
-        else:
+        else:  # flips only: a random quarter turn before the target's would leave nothing to predict
             target = int(rng.integers(4))
-            patch = np.rot90(patch, target)
+            patch = np.rot90(flip_patch(patch, rng), target)
         patches.append(np.ascontiguousarray(patch, dtype=np.float32))
         targets.append(target)
     return torch.from_numpy(np.stack(patches)).unsqueeze(1), torch.tensor(targets)
