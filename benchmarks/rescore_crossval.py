@@ -32,13 +32,11 @@ from plaid.evaluate.crossval import (
     fold_metrics,
     image_truth,
     mean_sd,
-    paper_sample,
-    pooled_patches,
+    paper_auc_draws,
     prepare_case,
     score_fold_images,
     test_images,
 )
-from plaid.evaluate.metrics import safe_auc
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import load_records
 from plaid.patches.prepared import process_records
@@ -56,17 +54,6 @@ def ranked_films(scored: Sequence[ScoredFoldImage], threshold: float, fold: int)
         row.update(fold=fold, normal_films=len(normal),
                    normal_films_at_or_above=int((normal >= row["image_score"]).sum()) if row["calcified"] else None)
     return rows
-
-
-def paper_auc_draws(scored: Sequence[ScoredFoldImage], draws: int, seed: int) -> np.ndarray:
-    """The paper-protocol AUC of ``draws`` independent balanced draws of negatives from the same patches."""
-    labels, scores = pooled_patches(scored)
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(draws):
-        chosen = paper_sample(labels, rng)
-        values.append(safe_auc(labels[chosen], scores[chosen]))
-    return np.array(values)
 
 
 def rescore(crossval_dir: Path, data: Path, film_rows: list[dict[str, Any]] | None = None,

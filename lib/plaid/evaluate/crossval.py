@@ -146,6 +146,15 @@ def paper_sample(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([positives, rng.choice(negatives, min(len(positives), len(negatives)), replace=False)])
 
 
+def paper_auc_draws(images: Sequence[ScoredFoldImage], draws: int, seed: int) -> np.ndarray:
+    """The paper-protocol AUC of ``draws`` independent balanced draws of negatives from the same patches: how
+    far one draw can land from the realistic AUC they average to."""
+    labels, scores = pooled_patches(images)
+    rng = np.random.default_rng(seed)
+    return np.array([safe_auc(labels[chosen], scores[chosen])
+                     for chosen in (paper_sample(labels, rng) for _ in range(draws))])
+
+
 def fold_metrics(images: Sequence[ScoredFoldImage], threshold: float, seed: int) -> dict[str, float]:
     """Paper and realistic patch AUCs, image-level AUC, FP patches per image and patch sensitivity at
     ``threshold``, and the brightness baseline's paper and image-level AUCs on the same patches and images.
