@@ -30,7 +30,8 @@ APP_DIR = Path(__file__).resolve().parents[1] / "apps" / "plaid"
 if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
-from lib.datastore import CheckedLocalDatastore, ImageExistsError, InvalidNameError  # noqa: E402
+from lib.datastore import CheckedLocalDatastore, ImageExistsError  # noqa: E402
+from lib.names import InvalidNameError  # noqa: E402
 
 SHAPE = (256, 240)
 RACE_ROUNDS = 300  # a 1% race shows up in 300 rounds with probability 1 - 0.99**300 = 95%

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,18 @@ from lib import server
 from lib.activelearning.recency import RecencyWeightedRandom
 from lib.datastore import CheckedLocalDatastore
 from lib.errors import UnknownTaskError
+from lib.request_checks import (
+    MAX_TASK_JSON_BYTES,
+    check_bool,
+    check_device,
+    check_json_object,
+    check_same,
+    check_strategy_params,
+    check_text,
+    check_whole,
+)
+from lib.request_files import is_current_upload
+from plaid.errors import PlaidInputError
 from plaid.options import parse_bool
 
 logger = logging.getLogger(__name__)
@@ -121,14 +132,39 @@ class PlaidApp(MONAILabelApp):
             raise UnknownTaskError(kind, name, list(tasks))
         return tasks[name]
 
+    def _load_sessions(self, load: bool = False) -> None:
+        """No MONAI Label sessions: inference reads datastore images and same-request uploads only."""
+        return None
+
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
-        """MONAI Label's infer for a served model on a datastore image (or a file uploaded with the request)."""
-        self._task("model", self._infers, request.get("model"))
+        """MONAI Label's infer for a served model on a datastore image (or the file uploaded with this request),
+        once every option is checked: a bad one is refused before the model runs."""
+        self._task("model", self._infers, request.get("model")).validate_request(request)
         image = request.get("image")
         store = datastore or self.datastore()
-        if not isinstance(image, str) or not image or not (store.get_image_uri(image) or is_request_upload(image)):
-            raise ImageNotFoundException(f"image {image!r} is not in the datastore")
+        if not isinstance(image, str) or not image or not (is_current_upload(image) or store.get_image_uri(image)):
+            shown = image[:128] if isinstance(image, str) else image
+            raise ImageNotFoundException(f"image {shown!r} is not in the datastore")
         return super().infer(request, datastore)
+
+    def check_task_request(self, kind: str, request: dict[str, Any], params: Any) -> None:
+        """Check a training, scoring or batch-inference request before MONAI Label starts its process.
+
+        MONAI Label merges ``params`` over ``request`` (which holds the name from the URL), so ``params`` may
+        not rename the task; the merged request is what the task reads.
+        """
+        values = check_json_object(params if params is not None else {}, "params", MAX_TASK_JSON_BYTES)
+        key = {"train": "model", "scoring": "method", "batch_infer": "model"}.get(kind)
+        if key is None:
+            return
+        check_same(values, key, request.get(key))
+        merged = {**request, **values}
+        if kind == "train":
+            self.check_train_request(request.get(key), merged)
+        elif kind == "scoring":
+            self.check_scoring_request(request.get(key), merged)
+        else:
+            self.check_batch_infer_request(request.get(key), merged)
 
     def train(self, request: dict[str, Any]) -> dict[str, Any]:
         """MONAI Label's train for a served trainer."""
@@ -140,13 +176,39 @@ class PlaidApp(MONAILabelApp):
         self._task("trainer", self._trainers, model).validate_request(params or {})
 
     def check_scoring_request(self, method: Any, params: dict[str, Any] | None = None) -> None:
-        """Raise `UnknownTaskError` for an unknown scoring method."""
+        """Raise `UnknownTaskError` for an unknown scoring method, `PlaidInputError` for a bad ``force``."""
         self._task("scoring method", self._scoring_methods, method)
+        if params and "force" in params:
+            check_bool(params["force"], "force")
+
+    def check_batch_infer_request(self, model: Any, params: dict[str, Any]) -> None:
+        """Raise `UnknownTaskError` / `PlaidInputError` for an unknown model or a bad batch-inference option."""
+        task = self._task("model", self._infers, model)
+        if not isinstance(params.get("images", "all"), str) or params.get("images", "all") not in BATCH_IMAGES:
+            raise PlaidInputError(f"images must be one of {', '.join(BATCH_IMAGES)} (a query parameter)")
+        if "device" in params:
+            check_device(params["device"])
+        if check_bool(params.get("multi_gpu", False), "multi_gpu") and not _gpu_count():
+            raise PlaidInputError("multi_gpu: this server has no GPU; send multi_gpu false")
+        gpus = params.get("gpus", "all")
+        if not isinstance(gpus, str) or not (gpus == "all" or all(p.isdigit() for p in gpus.split(","))):
+            raise PlaidInputError(f"gpus must be 'all' or GPU numbers such as '0,1', got {str(gpus)[:40]!r}")
+        if params.get("logging") is not None and check_text(params["logging"], "logging", 16) not in LOG_LEVELS:
+            raise PlaidInputError(f"logging must be one of {', '.join(LOG_LEVELS)}")
+        for key, high in (("max_workers", 64), ("max_batch_size", 1_000_000)):
+            if key in params:
+                check_whole(params[key], key, 0, high)
+        task.validate_request({**params, "save_label": True})
 
     def scoring(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         """MONAI Label's scoring for a served scoring method."""
         self.check_scoring_request(request.get("method"), request)
         return super().scoring(request, datastore)
+
+    def check_strategy_request(self, strategy: Any, params: dict[str, Any] | None) -> dict[str, Any]:
+        """Raise `UnknownTaskError` / `PlaidInputError` for an unknown strategy or a bad next-sample option."""
+        self._task("strategy", self._strategies, strategy)
+        return check_strategy_params(strategy, params)
 
     def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:
         """The strategy's next image id; ``{"id": None, "message": ...}`` when no image is left to label."""
@@ -161,8 +223,13 @@ class PlaidApp(MONAILabelApp):
         return result
 
 
-def is_request_upload(path: str) -> bool:
-    """True for the temporary file MONAI Label's infer endpoint writes for an image uploaded with the request."""
-    candidate = Path(path)
-    return (candidate.is_absolute() and candidate.name.startswith("tmp")
-            and candidate.parent == Path(tempfile.gettempdir()) and candidate.is_file())
+
+BATCH_IMAGES = ("all", "labeled", "unlabeled")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _gpu_count() -> int:
+    """CUDA devices visible to the server."""
+    import torch
+
+    return torch.cuda.device_count()

@@ -39,8 +39,14 @@ def coerce(value: Any, annotation: str) -> Any:
         return strict_bool(value)
     if kind == "int":
         return whole_number(value)
-    if kind in ("float", "str"):
-        return {"float": float, "str": str}[kind](value)
+    if kind == "float":
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        return float(value)
+    if kind == "str":
+        if isinstance(value, (bool, list, dict)):
+            raise ValueError(f"expected text, got {type(value).__name__}")
+        return str(value)
     return value
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.exception import ImageNotFoundException
 
+from lib.names import check_name
+from lib.stored_info import CheckedInfo, check_image_info, check_label_info
 from plaid.errors import PlaidError, PlaidInputError
 from plaid.io.datalist import METADATA_FILES
 from plaid.io.images import read_mammogram
@@ -27,30 +28,11 @@ logger = logging.getLogger(__name__)
 
 IMAGE_PATTERNS = ["*.png", "*.tif", "*.tiff", "*.dcm", "*.pgm"]
 LABEL_PATTERNS = ["*.nrrd", "*.nii.gz", "*.nii", "*.png", "*.tif", "*.tiff"]
-NAME_RULE = re.compile(r"(?![.\- ])[^/\\\x00-\x1f\x7f]{1,128}(?<! )")
 DATASTORE_FILES = ("datastore_v2.json", ".lock", *METADATA_FILES)
-
-
-class InvalidNameError(PlaidInputError):
-    """A client-chosen image id or label tag is not a plain name (path separators, '..', odd characters)."""
 
 
 class ImageExistsError(PlaidError, FileExistsError):
     """An upload would replace an image already in the datastore."""
-
-
-def check_name(value: Any, what: str) -> str:
-    """``value`` if it is a plain file-name stem, else `InvalidNameError`.
-
-    A plain name has 1-128 characters, no path separator, no control character and no '..', does not start
-    with '.', '-' or a space and does not end with a space (Slicer's volume names such as 'MG 1' pass).
-    """
-    if not isinstance(value, str) or not NAME_RULE.fullmatch(value) or ".." in value:
-        raise InvalidNameError(
-            f"{what} {value!r} is not a valid name: up to 128 characters without '/', '\\', '..' or control "
-            "characters, not starting with '.', '-' or a space"
-        )
-    return value
 
 
 def matches(name: str, patterns: Sequence[str]) -> bool:
@@ -58,8 +40,9 @@ def matches(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
 
 
-class CheckedLocalDatastore(LocalDatastore):
-    """A `LocalDatastore` listing readable mammograms only and validating every upload with PLAID's readers."""
+class CheckedLocalDatastore(CheckedInfo, LocalDatastore):
+    """A `LocalDatastore` listing readable mammograms only and validating every upload and info with PLAID's
+    readers and `lib.stored_info`."""
 
     def __init__(self, datastore_path: str, *args: Any, min_image_size: int = 224,
                  image_patterns: Sequence[str] = tuple(IMAGE_PATTERNS),
@@ -111,6 +94,7 @@ class CheckedLocalDatastore(LocalDatastore):
         """Store an uploaded image only if its id is a plain name, it is new, and PLAID can read it."""
         derived_id, extension = self._to_id(os.path.basename(image_filename))
         image_id = check_name(image_id or derived_id, "image id")
+        image_info = check_image_info(image_info, "params")
         if not matches(f"{image_id}{extension}", self.image_patterns):
             raise PlaidInputError(f"unsupported image file type {extension!r}; expected one of "
                                   f"{' '.join(self.image_patterns)}")
@@ -122,6 +106,7 @@ class CheckedLocalDatastore(LocalDatastore):
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
         """Store a label only if its tag is a plain name and it is readable with its image's exact shape."""
         check_name(label_tag, "label tag")
+        label_info = check_label_info(label_info, "params")
         image_path = self.get_image_uri(image_id)
         if not image_path:
             raise ImageNotFoundException(f"Image {image_id} not found")

@@ -31,12 +31,14 @@ def parse_dicom_outputs(value: Any) -> list[str]:
     kinds = [str(item).strip().lower() for item in items if str(item).strip()]
     unknown = sorted(set(kinds) - set(DICOM_OUTPUTS))
     if unknown:
-        raise PlaidInputError(f"dicom_outputs must be among {list(DICOM_OUTPUTS)}, got {unknown}")
+        raise PlaidInputError(f"dicom_outputs must be among {list(DICOM_OUTPUTS)}, got "
+                              f"{[kind[:32] for kind in unknown[:5]]}")
     return [kind for kind in DICOM_OUTPUTS if kind in kinds]
 
 
-def _result_store():
-    """The running app's datastore when it can store DICOM results (the PLAID DICOMweb datastore)."""
+def require_result_store():
+    """The running app's datastore when it can store DICOM results (the PLAID DICOMweb datastore), else
+    `PlaidInputError` naming dicom_outputs."""
     from monailabel.interfaces.utils.app import app_instance
 
     store = app_instance().datastore()
@@ -49,7 +51,7 @@ def _result_store():
 def publish_dicom_results(image_path: str, mask: np.ndarray, positives: list[dict[str, Any]], kinds: list[str],
                           store=None) -> dict[str, dict[str, str]]:
     """Build the requested SEG / SR for the MG at ``image_path`` and store them; returns their UIDs by kind."""
-    store = store or _result_store()
+    store = store or require_result_store()
     try:
         source = pydicom.dcmread(image_path, stop_before_pixels=True)
     except Exception as exc:

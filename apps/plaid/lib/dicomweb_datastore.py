@@ -12,7 +12,10 @@ Unlike MONAI Label's stock `DICOMWebDatastore` it never converts to NIfTI and ne
   to the image, read with `plaid.pacs.seg.read_seg_mask`, or a label saved through MONAI Label (any
   PLAID mask format, a SEG file, or MONAI Label's raw `.bin`); a saved final label is also stored back
   to the PACS as a MANUAL SEG so the viewer shows it;
-- PLAID's own AUTOMATIC SEGs (inference results) are never taken as labels.
+- PLAID's own AUTOMATIC SEGs (inference results) are never taken as labels;
+- image ids must be DICOM UIDs and label tags plain names (`lib.names`) before anything reaches the PACS
+  or the cache; images come from the PACS only (no uploads through MONAI Label); info is checked like the
+  local datastore's (`lib.stored_info`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom.dataset import Dataset
 
 from lib.errors import http_error
-from plaid.errors import LabelShapeError, PlaidError
+from lib.names import check_name, is_uid
+from lib.stored_info import CheckedInfo, check_label_info
+from plaid.errors import LabelShapeError, PlaidError, PlaidInputError
 from plaid.io.dicom import read_dicom_mammogram
 from plaid.io.labels import label_suffix, read_label_mask, write_label_png
 from plaid.pacs import dicomweb
@@ -48,7 +53,7 @@ CORRECTION_SERIES = "PLAID calcification (correction)"
 HEADER_FIELDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID", "StudyDate", "Modality")
 
 
-class PlaidDICOMwebDatastore(DICOMWebDatastore):
+class PlaidDICOMwebDatastore(CheckedInfo, DICOMWebDatastore):
     """MONAI Label datastore over DICOMweb that hands PLAID one `.dcm` per MG instance (see module doc)."""
 
     def __init__(self, client, search_filter: dict[str, Any] | None = None, cache_path: str | None = None,
@@ -125,7 +130,7 @@ class PlaidDICOMwebDatastore(DICOMWebDatastore):
 
     def get_image_info(self, image_id: str) -> dict[str, Any]:
         """The cached image's info (header + scores), else what QIDO-RS says about it."""
-        info = LocalDatastore.get_image_info(self, image_id)
+        info = super().get_image_info(image_id)
         record = self._images.get(image_id)
         if record and not info:
             info = {"StudyInstanceUID": record.study_uid, "SeriesInstanceUID": record.series_uid,
@@ -134,7 +139,7 @@ class PlaidDICOMwebDatastore(DICOMWebDatastore):
 
     def json(self) -> dict[str, Any]:
         """The cache's objects plus every listed, not yet fetched image."""
-        content = LocalDatastore.json(self)
+        content = super().json()
         objects = content.setdefault("objects", {})
         for image_id in self.list_images():
             objects.setdefault(image_id, {"image": {"ext": ".dcm", "info": self.get_image_info(image_id)},
@@ -142,8 +147,16 @@ class PlaidDICOMwebDatastore(DICOMWebDatastore):
         return content
 
     # -- images ----------------------------------------------------------------------------------------
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        """Refused: this datastore's images are the PACS's MG instances (store new ones there by STOW-RS)."""
+        raise PlaidInputError("the DICOMweb datastore lists the PACS's images: store new images in the PACS "
+                              "(STOW-RS), not through MONAI Label")
+
     def get_image_uri(self, image_id: str) -> str:
-        """Path of the cached `.dcm` of an MG instance, fetched by WADO-RS first if needed ('' if unknown)."""
+        """Path of the cached `.dcm` of an MG instance, fetched by WADO-RS first if needed ('' if unknown; an id
+        that is not a DICOM UID is unknown without asking the PACS)."""
+        if not is_uid(image_id):
+            return ""
         cached = LocalDatastore.get_image_uri(self, image_id)
         if cached and os.path.isfile(cached):
             return cached
@@ -216,7 +229,7 @@ class PlaidDICOMwebDatastore(DICOMWebDatastore):
     def datalist(self, full_path: bool = True) -> list[dict[str, Any]]:
         """Image/label pairs for training, after turning new non-automatic SEGs of the PACS into labels."""
         for image_id, record in self._seg_labels().items():
-            current = LocalDatastore.get_label_info(self, image_id, DefaultLabelTag.FINAL) or {}
+            current = self.get_label_info(image_id, DefaultLabelTag.FINAL) or {}
             if current.get("seg_sop_instance_uid") == record.sop_uid or current.get("ts", 0) > _epoch(record):
                 continue
             try:
@@ -242,8 +255,10 @@ class PlaidDICOMwebDatastore(DICOMWebDatastore):
         """Validate a label against its image, store a final one in the PACS as a MANUAL SEG, cache it as PNG.
 
         Accepts PLAID's mask formats, a DICOM SEG file, and MONAI Label's raw `.bin` (rows x columns bytes).
-        Nothing is stored when the label is invalid or the PACS refuses the SEG.
+        Nothing is stored when the tag, info or label is invalid or the PACS refuses the SEG.
         """
+        check_name(label_tag, "label tag")
+        label_info = check_label_info(label_info, "params")
         image_path = self.get_image_uri(image_id)
         if not image_path:
             raise HTTPException(status_code=404, detail=f"image '{image_id}' is not in the datastore")
@@ -251,7 +266,7 @@ class PlaidDICOMwebDatastore(DICOMWebDatastore):
         try:
             source = pydicom.dcmread(image_path)
             mask = self._read_label(label_filename, source)
-            info = dict(label_info or {})
+            info = dict(label_info)
             if label_tag == DefaultLabelTag.FINAL:
                 seg = write_seg(source, mask, SeriesInfo(CORRECTION_SERIES, number=902), algorithm_type="MANUAL")
                 dicomweb.store(self._client, [seg])

@@ -10,6 +10,8 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
+from lib.stored_info import handed_out_at
+
 logger = logging.getLogger(__name__)
 
 
@@ -32,7 +34,7 @@ class RecencyWeightedRandom(Strategy):
         now = int(time.time())
         weights = []
         for image_id in images:
-            last = (datastore.get_image_info(image_id).get("strategy", {}).get(strategy, {}) or {}).get("ts", 0)
+            last = handed_out_at(datastore.get_image_info(image_id), strategy, f"image {image_id}")
             weights.append(max(1, now - int(last)))
         chosen = random.choices(range(len(images)), weights=weights)[0]
         logger.info("random: %s (weight %d of %d images)", images[chosen], weights[chosen], len(images))

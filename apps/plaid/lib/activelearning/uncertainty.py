@@ -8,6 +8,7 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
+from lib.stored_info import stored_uncertainty
 from plaid.infer.uncertainty import SCORE_KEY
 
 logger = logging.getLogger(__name__)
@@ -29,9 +30,8 @@ class PatchUncertaintyStrategy(Strategy):
             return {}
         scored = []
         for image_id in images:
-            info = datastore.get_image_info(image_id) or {}
-            value = info.get(SCORE_KEY)
-            scored.append((float(value) if value is not None else float("-inf"), image_id))
+            value = stored_uncertainty(datastore.get_image_info(image_id), f"image {image_id}")
+            scored.append((value if value is not None else float("-inf"), image_id))
         scored.sort(key=lambda item: (-item[0], item[1]))
         best_score, best_id = scored[0]
         logger.info("patch_uncertainty: %s (score %s) of %d unlabeled", best_id, best_score, len(images))

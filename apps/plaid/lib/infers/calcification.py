@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from lib.dicom_results import parse_dicom_outputs, publish_dicom_results
+from lib.dicom_results import parse_dicom_outputs, publish_dicom_results, require_result_store
+from lib.names import check_name
+from lib.request_checks import MAX_INFER_TIMEOUT_S, check_bool, check_client_id, check_device, check_number
+from lib.request_files import result_path
 from plaid.errors import ModelNotFoundError, PlaidInputError
 from plaid.infer.predictor import PatchPredictor
 from plaid.io.images import read_mammogram
@@ -27,9 +31,11 @@ def request_threshold(value: Any) -> float | None:
     if value is None or value == "":
         return None
     try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or len(str(value)) > 64:
+            raise TypeError(value)
         threshold = float(value)
     except (TypeError, ValueError):
-        raise PlaidInputError(f"threshold must be a number between 0 and 1, got {value!r}") from None
+        raise PlaidInputError(f"threshold must be a number between 0 and 1, got {str(value)[:64]!r}") from None
     if not 0.0 <= threshold <= 1.0:
         raise PlaidInputError(f"threshold must be between 0 and 1, got {value!r}")
     return threshold
@@ -39,7 +45,8 @@ def request_extension(value: Any) -> str:
     """The ``result_extension`` request parameter, one of `RESULT_EXTENSIONS`."""
     extension = value or DEFAULT_RESULT_EXTENSION
     if not isinstance(extension, str) or extension.lower() not in RESULT_EXTENSIONS:
-        raise PlaidInputError(f"result_extension must be one of {', '.join(RESULT_EXTENSIONS)}, got {value!r}")
+        raise PlaidInputError(f"result_extension must be one of {', '.join(RESULT_EXTENSIONS)}, "
+                              f"got {str(value)[:64]!r}")
     return extension.lower()
 
 
@@ -47,8 +54,50 @@ def request_label_output(value: Any) -> str:
     """The ``label_output`` request parameter, one of `LABEL_OUTPUTS`."""
     output = value or "mask"
     if not isinstance(output, str) or output.lower() not in LABEL_OUTPUTS:
-        raise PlaidInputError(f"label_output must be one of {', '.join(LABEL_OUTPUTS)}, got {value!r}")
+        raise PlaidInputError(f"label_output must be one of {', '.join(LABEL_OUTPUTS)}, got {str(value)[:64]!r}")
     return output.lower()
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    """The checked options of one infer request."""
+
+    label_output: str
+    threshold: float | None
+    extension: str
+    dicom_outputs: list[str]
+    save_label: bool
+
+
+def request_options(request: dict[str, Any]) -> InferOptions:
+    """Every option an infer request may carry, checked (`PlaidInputError` naming the first bad one).
+
+    Besides the task's own options this covers the keys MONAI Label reads around the task: ``save_label``
+    (a boolean; only a 0/1 mask may be saved), ``label_tag`` (a plain name other than 'final': a model
+    result is never a final label), ``timeout`` (seconds), ``device`` and ``client_id``.
+    """
+    options = InferOptions(
+        label_output=request_label_output(request.get("label_output")),
+        threshold=request_threshold(request.get("threshold")),
+        extension=request_extension(request.get("result_extension")),
+        dicom_outputs=parse_dicom_outputs(request.get("dicom_outputs")),
+        save_label=check_bool(request.get("save_label", False), "save_label"),
+    )
+    if options.dicom_outputs:
+        require_result_store()
+    if request.get("label_tag") is not None:
+        tag = check_name(request["label_tag"], "label_tag")
+        if tag == DefaultLabelTag.FINAL:
+            raise PlaidInputError("label_tag 'final' is refused: an inference result is not a final label")
+    if options.save_label and options.label_output != "mask":
+        raise PlaidInputError("save_label needs label_output 'mask' (a probability map is not a label)")
+    if request.get("timeout") is not None:
+        check_number(request["timeout"], "timeout", 0.0, MAX_INFER_TIMEOUT_S, low_open=True)
+    if request.get("device") is not None:
+        check_device(request["device"])
+    if "client_id" in request:
+        check_client_id(request["client_id"])
+    return options
 
 
 class CalcificationInfer(InferTask):
@@ -79,16 +128,17 @@ class CalcificationInfer(InferTask):
         path = self.predictor.checkpoint
         return None if validate and not path.is_file() else str(path)
 
+    def validate_request(self, request: dict[str, Any]) -> InferOptions:
+        """The request's checked options (see `request_options`); called by the app before inference too."""
+        return request_options(request)
+
     def __call__(self, request: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
         """Run the predictor on ``request['image']`` and write the label file (PLAID errors name the bad value)."""
         started = time.perf_counter()
         path = request.get("image")
         if not isinstance(path, str) or not path:
             raise PlaidInputError("request names no image")
-        label_output = request_label_output(request.get("label_output"))
-        threshold = request_threshold(request.get("threshold"))
-        extension = request_extension(request.get("result_extension"))
-        dicom_outputs = parse_dicom_outputs(request.get("dicom_outputs"))
+        options = self.validate_request(request)
         if not self.predictor.checkpoint.is_file():
             raise ModelNotFoundError(
                 "no trained calcification model yet. Start a training run (POST /train/calcification, or "
@@ -98,9 +148,9 @@ class CalcificationInfer(InferTask):
         image = read_mammogram(path, min_size=self.predictor.patch_settings().patch_size)
         read_s = time.perf_counter() - started
         spacing = image.meta.pixel_spacing_mm[0] if image.meta.pixel_spacing_mm else None
-        prediction = self.predictor.predict(image.pixels, threshold=threshold, spacing_mm=spacing)
-        result = prediction.label_mask() if label_output == "mask" else prediction.probability_map()
-        out_file = tempfile.NamedTemporaryFile(suffix=extension, delete=False).name
+        prediction = self.predictor.predict(image.pixels, threshold=options.threshold, spacing_mm=spacing)
+        result = prediction.label_mask() if options.label_output == "mask" else prediction.probability_map()
+        out_file = result_path(options.extension)
         write_started = time.perf_counter()
         write_label_image(out_file, result, reference=path, spacing_mm=image.meta.pixel_spacing_mm)
         summary = prediction.summary()
@@ -108,11 +158,11 @@ class CalcificationInfer(InferTask):
             read_s=round(read_s, 4), write_s=round(time.perf_counter() - write_started, 4),
             total_s=round(time.perf_counter() - started, 4),
         )
-        if dicom_outputs:
+        if options.dicom_outputs:
             summary["dicom_outputs"] = publish_dicom_results(path, prediction.label_mask(), summary["positives"],
-                                                             dicom_outputs)
+                                                             options.dicom_outputs)
         summary.update(
-            label_output=label_output,
+            label_output=options.label_output,
             image_shape=list(image.shape),
             label_names=self.labels,
             model=self.predictor.checkpoint.name,

@@ -14,7 +14,7 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
-from lib.datastore import check_name
+from lib.names import check_name
 from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord, attach_metadata
 from plaid.options import strict_bool

@@ -1,0 +1,214 @@
+"""Checks PLAID runs inside MONAI Label's endpoints, before MONAI Label acts on a client's values.
+
+MONAI Label's endpoint functions parse the client's JSON and act on it before any app code runs: they
+merge ``params`` into the request (a JSON list or string there is a 500), add the user name to an
+``info`` form (a list is a 500), name temporary files after the upload's file name, start training,
+scoring and batch inference in a child process after answering 200, and write the infer result where a
+same-host client saves its copy. Each module-level endpoint function named below is wrapped once, so
+the checks run inside the request and a bad value gets a 4xx naming it (via `lib.errors`):
+
+- infer: ``output``, ``params`` (an object), ``label`` and ``session_id`` (not used by PLAID), the upload's
+  file name; the upload and the result live in a private per-request folder (`lib.request_files`);
+- datastore: image ids, label tags, upload file names, ``params`` / ``info`` (`lib.stored_info`),
+  ``limit_cases`` of the dataset archive (removed after it is sent);
+- active learning: the strategy and its ``params``;
+- train, scoring, batch inference: every request goes through `AsyncTask.run`, checked by the app's
+  `check_task_request` before the process starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import HTTPException
+from starlette.background import BackgroundTask
+
+from lib import request_files
+from lib.names import check_name
+from lib.request_checks import check_text, check_whole, parse_json_object
+from lib.stored_info import check_image_info, check_label_info
+from plaid.errors import PlaidInputError
+from plaid.io.images import IMAGE_SUFFIXES
+
+MAX_FILE_NAME = 255
+MAX_ARCHIVE_CASES = 1_000_000
+
+
+def _app() -> Any:
+    from monailabel.interfaces.utils.app import app_instance
+
+    return app_instance()
+
+
+def _once(wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark ``wrapper`` so installing twice does not wrap twice."""
+    wrapper.plaid_checked = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _wrap(module_name: str, attribute: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Replace ``module.attribute`` by ``make(original)`` when the module is loaded and not yet wrapped."""
+    module = sys.modules.get(module_name)
+    original = getattr(module, attribute, None) if module else None
+    if original is not None and not getattr(original, "plaid_checked", False):
+        setattr(module, attribute, _once(functools.wraps(original)(make(original))))
+
+
+def check_file_name(name: Any, field: str) -> str:
+    """An uploaded file's name as MONAI Label uses it for a temporary file: printable, at most 255 characters."""
+    if name is None or name == "":
+        return ""
+    text = check_text(name, field, MAX_FILE_NAME)
+    if not text.isprintable():
+        raise PlaidInputError(f"{field} must be printable text")
+    if len("".join(Path(text).suffixes)) > 32:
+        raise PlaidInputError(f"{field} has an extension longer than 32 characters")
+    return text
+
+
+def upload_extension(name: Any) -> str:
+    """The extension an image uploaded for inference is stored with: one PLAID reads, or none (DICOM)."""
+    suffix = Path(check_file_name(name, "file name")).suffix.lower()
+    if suffix and suffix not in IMAGE_SUFFIXES:
+        raise PlaidInputError(f"file: unsupported image file type {suffix[:32]!r}; expected one of "
+                              f"{' '.join(IMAGE_SUFFIXES)}")
+    return suffix
+
+
+# -- infer -------------------------------------------------------------------------------------------------
+def _guarded_inference(run_inference: Callable[..., Any]) -> Callable[..., Any]:
+    def run(background_tasks: Any, model: str, image: str = "", session_id: str = "", params: str = "{}",
+            file: Any = None, label: Any = None, output: Any = None) -> Any:
+        if output is not None and str(getattr(output, "value", output)) == "dicom_seg":
+            raise PlaidInputError("output=dicom_seg is not served by PLAID: ask for output=json, image or all, "
+                                  "with params dicom_outputs 'seg' to store a DICOM SEG in the PACS")
+        parse_json_object(params, "params")
+        if label:
+            raise PlaidInputError("label: the calcification model takes no input label; leave it out")
+        if session_id:
+            raise PlaidInputError("session_id: PLAID serves no MONAI Label sessions; send a datastore image id "
+                                  "or upload the image with the request")
+        if not image and not file:
+            raise PlaidInputError("the request names no image: pass a datastore image id or upload a file")
+        extension = upload_extension(file.filename) if file else ""
+        folder, token = request_files.open_request()
+        try:
+            if file:
+                image = str(request_files.store_upload(folder, file.file, extension))
+            answer = run_inference(background_tasks, model, image, "", params, None, None, output)
+        except BaseException:
+            request_files.remove_folder(folder)
+            raise
+        finally:
+            request_files.close_request(token)
+        background_tasks.add_task(request_files.remove_folder, folder)
+        return answer
+
+    return run
+
+
+# -- datastore ---------------------------------------------------------------------------------------------
+def _guarded_add_image(add_image: Callable[..., Any]) -> Callable[..., Any]:
+    def run(background_tasks: Any, image: str | None = None, params: str = "{}", file: Any = None,
+            user: str | None = None) -> Any:
+        if image:
+            check_name(image, "image")
+        check_file_name(getattr(file, "filename", None), "file name")
+        info = check_image_info(parse_json_object(params, "params"), "params")
+        return add_image(background_tasks, image, json.dumps(info), file, user)
+
+    return run
+
+
+def _guarded_save_label(save_label: Callable[..., Any]) -> Callable[..., Any]:
+    def run(background_tasks: Any, image: str, params: str = "{}", tag: str = "final", label: Any = None,
+            user: str | None = None) -> Any:
+        check_text(image, "image", 1024)
+        if tag:
+            check_name(tag, "tag")
+        check_file_name(getattr(label, "filename", None), "label file name")
+        info = check_label_info(parse_json_object(params, "params"), "params")
+        return save_label(background_tasks, image, json.dumps(info), tag, label, user)
+
+    return run
+
+
+def _guarded_image_info(update_image_info: Callable[..., Any]) -> Callable[..., Any]:
+    def run(image: str, info: str = "{}", user: str | None = None) -> Any:
+        values = check_image_info(parse_json_object(info, "info"))
+        return update_image_info(image, json.dumps(values), user)
+
+    return run
+
+
+def _guarded_label_info(update_label_info: Callable[..., Any]) -> Callable[..., Any]:
+    def run(label: str, tag: str, info: str = "{}", user: str | None = None) -> Any:
+        values = check_label_info(parse_json_object(info, "info"))
+        return update_label_info(label, tag, json.dumps(values), user)
+
+    return run
+
+
+def _guarded_dataset(download_dataset: Callable[..., Any]) -> Callable[..., Any]:
+    def run(limit_cases: int | None = None) -> Any:
+        if limit_cases is not None:
+            check_whole(limit_cases, "limit_cases", 1, MAX_ARCHIVE_CASES)
+        if not _app().datastore().datalist():
+            raise HTTPException(status_code=404, detail="no image has a final label yet: nothing to archive")
+        response = download_dataset(limit_cases)
+        from monailabel.utils.others.generic import remove_file
+
+        response.background = BackgroundTask(remove_file, response.path)  # the archive is written to <tmp>
+        return response
+
+    return run
+
+
+# -- active learning, train, scoring, batch inference ------------------------------------------------------
+def _guarded_sample(sample: Callable[..., Any]) -> Callable[..., Any]:
+    def run(strategy: str, params: dict | None = None, user: str | None = None) -> Any:
+        return sample(strategy, _app().check_strategy_request(strategy, params), user)
+
+    return run
+
+
+def _guarded_async_run(task_run: Callable[..., Any]) -> Callable[..., Any]:
+    def run(method: str, request: dict | None = None, params: dict | None = None, force_sync: bool = False,
+            enqueue: bool = False) -> Any:
+        _app().check_task_request(method, dict(request or {}), params)
+        return task_run(method, request, params, force_sync, enqueue)
+
+    return run
+
+
+def _guarded_run_all(run_all: Callable[..., Any]) -> Callable[..., Any]:
+    """POST /train/ and /scoring/ (every task): each task's entry in ``params`` must be an object."""
+
+    def run(params: dict | None = None, run_sync: bool | None = False) -> Any:
+        for name, value in (params or {}).items():
+            if value is not None and not isinstance(value, dict):
+                raise PlaidInputError(f"params.{str(name)[:64]} must be a JSON object")
+        return run_all(params, run_sync)
+
+    return run
+
+
+def install() -> None:
+    """Wrap MONAI Label's endpoint functions (idempotent; a module not loaded is left alone)."""
+    _wrap("monailabel.endpoints.infer", "run_inference", _guarded_inference)
+    _wrap("monailabel.endpoints.datastore", "add_image", _guarded_add_image)
+    _wrap("monailabel.endpoints.datastore", "save_label", _guarded_save_label)
+    _wrap("monailabel.endpoints.datastore", "update_image_info", _guarded_image_info)
+    _wrap("monailabel.endpoints.datastore", "update_label_info", _guarded_label_info)
+    _wrap("monailabel.endpoints.datastore", "download_dataset", _guarded_dataset)
+    _wrap("monailabel.endpoints.activelearning", "sample", _guarded_sample)
+    _wrap("monailabel.endpoints.train", "run", _guarded_run_all)
+    _wrap("monailabel.endpoints.scoring", "run", _guarded_run_all)
+    tasks = sys.modules.get("monailabel.utils.async_tasks.task")
+    if tasks is not None and not getattr(tasks.AsyncTask.run, "plaid_checked", False):
+        tasks.AsyncTask.run = staticmethod(_once(_guarded_async_run(tasks.AsyncTask.run)))
