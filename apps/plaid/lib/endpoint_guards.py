@@ -10,7 +10,9 @@ the checks run inside the request and a bad value gets a 4xx naming it (via `lib
 - infer: ``output``, ``params`` (an object), ``label`` and ``session_id`` (not used by PLAID), the upload's
   file name; the upload and the result live in a private per-request folder (`lib.request_files`);
 - datastore: image ids, label tags, upload file names, ``params`` / ``info`` (`lib.stored_info`),
-  ``limit_cases`` of the dataset archive (removed after it is sent);
+  ``limit_cases`` of the dataset archive (removed after it is sent); image and label uploads are kept
+  in a private folder removed when the request ends, even when refused (MONAI Label's own temporary
+  file would stay behind, as its clean-up runs only after a successful answer);
 - active learning: the strategy and its ``params``;
 - train, scoring, batch inference: every request goes through `AsyncTask.run`, checked by the app's
   `check_task_request` before the process starts.
@@ -113,27 +115,56 @@ def _guarded_inference(run_inference: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # -- datastore ---------------------------------------------------------------------------------------------
-def _guarded_add_image(add_image: Callable[..., Any]) -> Callable[..., Any]:
+def _upload_suffix(name: str, default: str) -> str:
+    """The extension MONAI Label gives an upload's temporary file: every suffix of its name (``.nii.gz``)."""
+    return "".join(Path(name).suffixes) if name else default
+
+
+def _stored_upload(upload: Any, store: Callable[[str], Any], default_suffix: str) -> Any:
+    """Save ``upload`` in a private request folder as ``upload<its extension>``, call ``store(path)``, and
+    remove the folder whether or not the datastore took the file."""
+    name = check_file_name(getattr(upload, "filename", None), "file name")
+    folder, token = request_files.open_request()
+    try:
+        path = request_files.store_upload(folder, upload.file, _upload_suffix(name, default_suffix))
+        return store(str(path))
+    finally:
+        request_files.close_request(token)
+        request_files.remove_folder(folder)
+
+
+def _checked_add_image(add_image: Callable[..., Any]) -> Callable[..., Any]:
+    """PUT /datastore/image as MONAI Label answers it, with the id, file name and ``params`` checked first and the
+    upload kept in a private folder removed afterwards (also when the datastore refuses it)."""
+
     def run(background_tasks: Any, image: str | None = None, params: str = "{}", file: Any = None,
             user: str | None = None) -> Any:
-        if image:
-            check_name(image, "image")
-        check_file_name(getattr(file, "filename", None), "file name")
+        name = check_file_name(getattr(file, "filename", None), "file name")
+        suffix = _upload_suffix(name, ".nii.gz")
+        image_id = check_name(image or Path(name).name.replace(suffix, ""), "image")
         info = check_image_info(parse_json_object(params, "params"), "params")
-        return add_image(background_tasks, image, json.dumps(info), file, user)
+        if user:
+            info["user"] = user
+        stored = _stored_upload(file, lambda path: _app().datastore().add_image(image_id, path, info), ".nii.gz")
+        return {"image": stored}
 
     return run
 
 
-def _guarded_save_label(save_label: Callable[..., Any]) -> Callable[..., Any]:
+def _checked_save_label(save_label: Callable[..., Any]) -> Callable[..., Any]:
+    """PUT /datastore/label as MONAI Label answers it, with the image, tag, file name and ``params`` checked first
+    and the upload kept in a private folder removed afterwards (also when the datastore refuses it)."""
+
     def run(background_tasks: Any, image: str, params: str = "{}", tag: str = "final", label: Any = None,
             user: str | None = None) -> Any:
         check_text(image, "image", 1024)
-        if tag:
-            check_name(tag, "tag")
-        check_file_name(getattr(label, "filename", None), "label file name")
+        tag = check_name(tag or "final", "tag")
         info = check_label_info(parse_json_object(params, "params"), "params")
-        return save_label(background_tasks, image, json.dumps(info), tag, label, user)
+        app = _app()
+        label_id = _stored_upload(label, lambda path: app.datastore().save_label(image, path, tag, info), ".nii.gz")
+        answer = app.on_save_label(image, label_id) or {}
+        answer.update({"image": image, "label": label_id})
+        return answer
 
     return run
 
@@ -201,8 +232,8 @@ def _guarded_run_all(run_all: Callable[..., Any]) -> Callable[..., Any]:
 def install() -> None:
     """Wrap MONAI Label's endpoint functions (idempotent; a module not loaded is left alone)."""
     _wrap("monailabel.endpoints.infer", "run_inference", _guarded_inference)
-    _wrap("monailabel.endpoints.datastore", "add_image", _guarded_add_image)
-    _wrap("monailabel.endpoints.datastore", "save_label", _guarded_save_label)
+    _wrap("monailabel.endpoints.datastore", "add_image", _checked_add_image)
+    _wrap("monailabel.endpoints.datastore", "save_label", _checked_save_label)
     _wrap("monailabel.endpoints.datastore", "update_image_info", _guarded_image_info)
     _wrap("monailabel.endpoints.datastore", "update_label_info", _guarded_label_info)
     _wrap("monailabel.endpoints.datastore", "download_dataset", _guarded_dataset)
