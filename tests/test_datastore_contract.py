@@ -244,3 +244,38 @@ def test_interleaved_png_and_nrrd_saves_never_break_either_datastore(folders: tu
     _same(stock, checked)
     assert sorted(p.name for p in (folders[1] / "labels" / "final").iterdir()) == ["case0.png", "case1.nrrd",
                                                                                    "case1.png"]
+
+
+class _UnreachablePacs:
+    """A DICOMweb client stand-in that fails the test if the datastore asks the PACS anything."""
+
+    base_url = "http://127.0.0.1:9/dicom-web"
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the PACS was asked ({name}) before the request was checked")
+
+
+def test_both_datastores_refuse_the_same_names_and_info_before_writing(folders: tuple[Path, Path],
+                                                                       tmp_path: Path) -> None:
+    """Issue 21: one name rule (`lib.names`) for the local and the DICOMweb datastore."""
+    from lib.dicomweb_datastore import PlaidDICOMwebDatastore
+
+    _, checked = _open(*folders)
+    pacs = PlaidDICOMwebDatastore(_UnreachablePacs(), cache_path=str(tmp_path / "cache"))
+    before = _files(tmp_path)
+    label = str(_label(tmp_path / "z.nrrd", 5))
+    for tag in ("../../../x", "/tmp/x", "final/../../x", "..", ".hidden", "a\\b", "new\nline", "\ud800", "x" * 129):
+        for store, image_id in ((checked, "case1"), (pacs, "1.2.3.4")):
+            with pytest.raises(InvalidNameError):
+                store.save_label(image_id, label, tag, {})
+    for store, image_id in ((checked, "case1"), (pacs, "1.2.3.4")):
+        for info in ([1], {"ts": "yesterday"}, {"seg_sop_instance_uid": "../x"}, {"a": float("nan")}):
+            with pytest.raises(PlaidInputError):
+                store.save_label(image_id, label, "final", info)  # type: ignore[arg-type]
+    with pytest.raises(PlaidInputError):
+        checked.update_image_info("case1", {"plaid_uncertainty": float("inf")})
+    for hostile_id in ("*", "../../x", "1.2.3.4/../5", "1.2." + "3" * 70):
+        assert pacs.get_image_uri(hostile_id) == ""  # not a UID: unknown, without a PACS query
+    with pytest.raises(PlaidInputError, match="PACS"):
+        pacs.add_image("../../x", label, {})
+    assert _files(tmp_path) == {**before, "z.nrrd": _files(tmp_path)["z.nrrd"]}

@@ -8,6 +8,7 @@ becomes a training label -> a `.bin` correction is stored as a SEG -> Orthanc go
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -255,6 +256,56 @@ def test_bin_correction_is_stored_as_a_manual_seg(client: MONAILabelClient, orth
     stored = dicomweb.retrieve(pacs, new[0])
     assert stored.SegmentSequence[0].SegmentAlgorithmType == "MANUAL"
     assert np.array_equal(read_seg_mask(stored, _sop(path), edit.shape), edit)
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` except logs and MONAI Label's lock files."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.suffix != ".log" and p.name != ".lock"}
+
+
+def test_hostile_requests_are_4xx_and_write_nothing(server: LabelServer, orthanc: OrthancServer,
+                                                    files: dict[str, list[Path]], work: Path, tmp_path: Path) -> None:
+    """Issue 21 on the DICOMweb datastore: tags, ids, info and infer options are checked before anything is
+    written or asked of the PACS (the tag `../../../x` used to write `x/<SOPInstanceUID>.png` outside the cache)."""
+    image_id = _sop(files["mg"][2])  # cached by the test before
+    source = pydicom.dcmread(files["mg"][2], stop_before_pixels=True)
+    raw = tmp_path / "label.bin"
+    np.ones((source.Rows, source.Columns), dtype=np.uint8).tofile(raw)
+    cached = next((work / "cache").glob(f"*/{image_id}.dcm"))
+    before = _tree(work)
+    url = server.url
+    cases: list[tuple[str, int, str, str, dict]] = []
+    for tag in ("../../../x", "/tmp/x", "final/../../x", "..", "a\\b"):
+        cases.append(("tag '", 422, "PUT", "/datastore/label", {"params": {"image": image_id, "tag": tag}}))
+    for hostile_id in ("*", "../../x", str(cached), "1.2.3." + "4" * 80):
+        cases.append(("not in the datastore", 404, "PUT", "/datastore/label",
+                      {"params": {"image": hostile_id, "tag": "final"}}))
+        cases.append(("not in the datastore", 404, "POST", "/infer/calcification", {"params": {"image": hostile_id}}))
+    cases += [
+        ("PACS", 422, "PUT", "/datastore/image", {"params": {"image": "1.2.3"},
+                                                 "files": {"file": ("x.dcm", files["mg"][0].read_bytes())}}),
+        ("info", 422, "PUT", "/datastore/image/info", {"params": {"image": image_id}, "data": {"info": "[1]"}}),
+        ("plaid_uncertainty", 422, "PUT", "/datastore/image/info",
+         {"params": {"image": image_id}, "data": {"info": '{"plaid_uncertainty": NaN}'}}),
+        ("ts", 422, "PUT", "/datastore/label/info",
+         {"params": {"label": image_id, "tag": "final"}, "data": {"info": '{"ts": "later"}'}}),
+        ("params", 422, "POST", "/infer/calcification", {"params": {"image": image_id}, "data": {"params": "[1]"}}),
+        ("dicom_seg", 422, "POST", "/infer/calcification", {"params": {"image": image_id, "output": "dicom_seg"}}),
+        ("dicom_outputs", 422, "POST", "/infer/calcification",
+         {"params": {"image": image_id}, "data": {"params": '{"dicom_outputs": [{"seg": 1}]}'}}),
+        ("label_tag", 422, "POST", "/infer/calcification",
+         {"params": {"image": image_id}, "data": {"params": '{"save_label": true, "label_tag": "../../x"}'}}),
+    ]
+    for expected, status, method, path, kwargs in cases:
+        if path == "/datastore/label":
+            kwargs = {**kwargs, "files": {"label": ("label.bin", raw.read_bytes())}}
+        answer = requests.request(method, f"{url}{path}", timeout=60, **kwargs)
+        assert answer.status_code == status and expected in answer.text, (path, kwargs.get("params"), answer.text)
+    assert server.healthy()
+    assert _tree(work) == before
+    assert not (Path("/tmp/x") / f"{image_id}.png").exists()
+    assert "Traceback" not in server.log_path.read_text(errors="replace")
 
 
 def test_orthanc_going_down_during_inference_is_a_clear_4xx(client: MONAILabelClient, server: LabelServer,
