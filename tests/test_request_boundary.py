@@ -211,12 +211,27 @@ def _hostile_requests(url: str, image_id: str) -> list[tuple[str, requests.Reque
     cases.append(("limit_cases", requests.Request("GET", f"{url}/datastore/dataset", params={"limit_cases": -1})))
     cases.append(("final label", requests.Request("GET", f"{url}/datastore/dataset")))
     cases.append(("Session", requests.Request("PUT", f"{url}/session/", files={"files": ("a.png", png)})))
+    cases.append(("", requests.Request("HEAD", f"{url}/datastore/image",
+                                       params={"image": image_id, "check_sum": "\u00f1:abc"})))  # HEAD: no body
+    cases.append(("WSI", requests.Request("POST", f"{url}/infer/wsi_v2/calcification", params={"image": image_id},
+                                          files={"file": ("slide.png", png)})))
+    cases.append(("level", requests.Request("POST", f"{url}/infer/wsi_v2/calcification", params={"image": image_id},
+                                            data={"wsi": '{"level": "top"}'})))
+    cases.append(("checkpoint", requests.Request("PUT", f"{url}/model/calcification",
+                                                 files={"file": ("model.pt", b"PK\x03\x04 not a model")})))
+    for method, path in (("PUT", "/model/other"), ("GET", "/model/other"), ("GET", "/model/info/other"),
+                         ("DELETE", "/model/other")):
+        files = {"file": ("model.pt", b"0")} if method == "PUT" else None
+        cases.append(("unknown model 'other'", requests.Request(method, f"{url}{path}", files=files)))
+    if shutil.which("nvidia-smi") is None:
+        cases.append(("nvidia-smi", requests.Request("GET", f"{url}/logs/gpu")))
+        post_json("multi_gpu", batch, '{"threshold": 0.5}')  # MONAI Label's default multi_gpu needs a GPU
     return cases
 
 
 def test_hostile_values_get_4xx_naming_the_field(server: LabelServer, studies: Path, server_tmp: Path) -> None:
     image_id = _ids(studies)[2]
-    studies_before, tmp_before = _tree(studies), _tree(server_tmp)
+    studies_before, tmp_before, model_before = _tree(studies), _tree(server_tmp), _tree(server.model_dir)
     inferences_before = server.log_path.read_text(errors="replace").count(INFER_SUMMARY)
     with requests.Session() as session:
         for field, request in _hostile_requests(server.url, image_id):
@@ -228,6 +243,7 @@ def test_hostile_values_get_4xx_naming_the_field(server: LabelServer, studies: P
     time.sleep(1)  # background clean-ups run after the answers
     assert _tree(studies) == studies_before
     assert _tree(server_tmp) == tmp_before
+    assert _tree(server.model_dir) == model_before  # a bad upload never replaces the published model
 
 
 def test_inference_reads_datastore_images_and_same_request_uploads_only(server: LabelServer, studies: Path,
@@ -273,3 +289,17 @@ def test_same_host_client_with_default_tmpdir_keeps_every_result(server: LabelSe
     leftovers = [p.name for p in server_tmp.iterdir() if p.name.startswith("plaid-request-")]
     assert leftovers == []
     assert server.healthy()
+
+
+def test_a_valid_checkpoint_upload_replaces_the_model(server: LabelServer, studies: Path, work: Path) -> None:
+    replacement = work / "replacement.pt"
+    save_checkpoint(replacement, build_model(pretrained=False), threshold=0.25)
+    with replacement.open("rb") as upload:
+        answer = requests.put(f"{server.url}/model/calcification", files={"file": ("new.pt", upload)}, timeout=TIMEOUT)
+    assert answer.status_code == 200, answer.text[:300]
+    published = server.model_dir / "calcification.pt"
+    assert published.read_bytes() == replacement.read_bytes()
+    assert not list(server.model_dir.glob(".*upload"))
+    result = requests.post(f"{server.url}/infer/calcification", params={"image": _ids(studies)[0], "output": "json"},
+                           timeout=TIMEOUT)
+    assert result.status_code == 200 and result.json()["threshold"] == 0.25, result.text[:300]

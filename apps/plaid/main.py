@@ -188,7 +188,7 @@ class PlaidApp(MONAILabelApp):
             raise PlaidInputError(f"images must be one of {', '.join(BATCH_IMAGES)} (a query parameter)")
         if "device" in params:
             check_device(params["device"])
-        if check_bool(params.get("multi_gpu", False), "multi_gpu") and not _gpu_count():
+        if check_bool(params.get("multi_gpu", True), "multi_gpu") and not _gpu_count():  # MONAI Label's default
             raise PlaidInputError("multi_gpu: this server has no GPU; send multi_gpu false")
         gpus = params.get("gpus", "all")
         if not isinstance(gpus, str) or not (gpus == "all" or all(p.isdigit() for p in gpus.split(","))):

@@ -15,22 +15,33 @@ the checks run inside the request and a bad value gets a 4xx naming it (via `lib
   file would stay behind, as its clean-up runs only after a successful answer);
 - active learning: the strategy and its ``params``;
 - train, scoring, batch inference: every request goes through `AsyncTask.run`, checked by the app's
-  `check_task_request` before the process starts.
+  `check_task_request` before the process starts;
+- model files: only the served model's, and an upload replaces it only if it loads as a PLAID checkpoint;
+  whole-slide inference is refused (PLAID serves none); GET /logs/gpu is 404 without nvidia-smi.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
+import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import HTTPException
+from fastapi import Depends, HTTPException
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from monailabel.config import settings
+from monailabel.endpoints.user.auth import RBAC, User
 from starlette.background import BackgroundTask
 
 from lib import request_files
+from lib.errors import UnknownTaskError
 from lib.names import check_name
 from lib.request_checks import check_text, check_whole, parse_json_object
 from lib.stored_info import check_image_info, check_label_info
@@ -39,6 +50,7 @@ from plaid.io.images import IMAGE_SUFFIXES
 
 MAX_FILE_NAME = 255
 MAX_ARCHIVE_CASES = 1_000_000
+CHECKSUM_ALGORITHMS = ("SHA256", "SHA512", "MD5")  # what MONAI Label's file_checksum computes
 
 
 def _app() -> Any:
@@ -200,6 +212,78 @@ def _guarded_dataset(download_dataset: Callable[..., Any]) -> Callable[..., Any]
     return run
 
 
+def _checked_download_image(download_image: Callable[..., Any]) -> Callable[..., Any]:
+    """GET / HEAD /datastore/image: ``check_sum`` is ``[ALGORITHM:]hex digest`` with an algorithm MONAI Label has."""
+
+    def run(image: str, check_only: bool = False, check_sum: str | None = None) -> Any:
+        if check_sum:
+            algorithm = check_sum.split(":")[0] if ":" in check_sum else "SHA256"
+            if algorithm not in CHECKSUM_ALGORITHMS:
+                raise PlaidInputError(f"check_sum: unknown algorithm {algorithm[:16]!r}; use one of "
+                                      f"{', '.join(CHECKSUM_ALGORITHMS)} as ALGORITHM:digest")
+        return download_image(image, check_only, check_sum)
+
+    return run
+
+
+# -- whole-slide inference and model files -----------------------------------------------------------------
+def _no_wsi_inference(run_wsi_inference: Callable[..., Any]) -> Callable[..., Any]:
+    """POST /infer/wsi*/{model}: PLAID serves no whole-slide model; refused before the upload is written."""
+
+    def run(background_tasks: Any, model: str, *args: Any, **kwargs: Any) -> Any:
+        raise UnknownTaskError("whole-slide (WSI) model", model, [])
+
+    return run
+
+
+def _served_model(model: Any) -> Any:
+    """The infer task serving ``model`` (the model endpoints name the file by it), else `UnknownTaskError`."""
+    app = _app()
+    return app._task("model", app._infers, model)
+
+
+def _known_model(function: Callable[..., Any]) -> Callable[..., Any]:
+    """GET/DELETE /model/{model} and GET /model/info/{model} for a served model only (404 otherwise)."""
+
+    def run(model: str, *args: Any, **kwargs: Any) -> Any:
+        _served_model(model)
+        return function(model, *args, **kwargs)
+
+    return run
+
+
+def _checked_update_model(update_model: Callable[..., Any]) -> Callable[..., Any]:
+    """PUT /model/{model}: the upload replaces the published model only if it loads as a PLAID checkpoint with
+    a finite threshold in [0, 1]; the swap is atomic and the upload's folder is removed in every case."""
+
+    def run(background_tasks: Any, model: str, file: Any) -> Any:
+        target = _served_model(model).get_path(validate=False)
+        if not target:
+            raise UnknownTaskError("model", model, [])
+
+        def publish(path: str) -> dict[str, Any]:
+            from monailabel.utils.others.generic import file_checksum
+
+            from plaid.model.checkpoint import load_model
+
+            try:
+                _, meta = load_model(path)
+            except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+                raise PlaidInputError(f"file is not a PLAID model checkpoint ({type(exc).__name__})") from None
+            threshold = meta.get("threshold", 0.5)
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+                    or not math.isfinite(threshold) or not 0.0 <= threshold <= 1.0:
+                raise PlaidInputError(f"file: the checkpoint's threshold {threshold!r} is not a number in [0, 1]")
+            staging = Path(target).with_name(f".{Path(target).name}.upload")
+            shutil.copyfile(path, staging)
+            os.replace(staging, target)
+            return {"checksum": file_checksum(target), "modified_time": int(os.stat(target).st_mtime)}
+
+        return _stored_upload(file, publish, ".pt")
+
+    return run
+
+
 # -- active learning, train, scoring, batch inference ------------------------------------------------------
 def _guarded_sample(sample: Callable[..., Any]) -> Callable[..., Any]:
     def run(strategy: str, params: dict | None = None, user: str | None = None) -> Any:
@@ -229,6 +313,23 @@ def _guarded_run_all(run_all: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+async def _gpu_info(user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))) -> Response:
+    """GET /logs/gpu: nvidia-smi's report, or 404 on a server without it (MONAI Label's own answers 500)."""
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
+        raise HTTPException(status_code=404, detail="this server has no nvidia-smi (no NVIDIA GPU tools)")
+    report = subprocess.run([tool], stdout=subprocess.PIPE, timeout=60, check=False).stdout
+    return Response(content=report.decode("utf-8", "replace"), media_type="text/plain")
+
+
+def install_routes(app: Any) -> None:
+    """Answer GET /logs/gpu with `_gpu_info` (a route placed before MONAI Label's; idempotent)."""
+    if getattr(app.state, "plaid_routes", False):
+        return
+    app.router.routes.insert(0, APIRoute("/logs/gpu", _gpu_info, methods=["GET"], include_in_schema=False))
+    app.state.plaid_routes = True
+
+
 def install() -> None:
     """Wrap MONAI Label's endpoint functions (idempotent; a module not loaded is left alone)."""
     _wrap("monailabel.endpoints.infer", "run_inference", _guarded_inference)
@@ -237,6 +338,11 @@ def install() -> None:
     _wrap("monailabel.endpoints.datastore", "update_image_info", _guarded_image_info)
     _wrap("monailabel.endpoints.datastore", "update_label_info", _guarded_label_info)
     _wrap("monailabel.endpoints.datastore", "download_dataset", _guarded_dataset)
+    _wrap("monailabel.endpoints.datastore", "download_image", _checked_download_image)
+    _wrap("monailabel.endpoints.wsi_infer", "run_wsi_inference", _no_wsi_inference)
+    for name in ("model_info", "download_model", "delete_model"):
+        _wrap("monailabel.endpoints.model", name, _known_model)
+    _wrap("monailabel.endpoints.model", "update_model", _checked_update_model)
     _wrap("monailabel.endpoints.activelearning", "sample", _guarded_sample)
     _wrap("monailabel.endpoints.train", "run", _guarded_run_all)
     _wrap("monailabel.endpoints.scoring", "run", _guarded_run_all)

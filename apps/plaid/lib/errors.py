@@ -20,6 +20,7 @@ from monailabel.interfaces.exception import (
     MONAILabelError,
     MONAILabelException,
 )
+from pydantic import ValidationError
 
 from lib.datastore import ImageExistsError
 from plaid.errors import CheckpointError, ModelNotFoundError, PlaidError, PlaidInputError
@@ -49,7 +50,7 @@ def status_for(exc: BaseException) -> int:
         return 404
     if isinstance(exc, (ModelNotFoundError, CheckpointError, ImageExistsError)):
         return 409
-    if isinstance(exc, PlaidInputError):
+    if isinstance(exc, (PlaidInputError, ValidationError)):  # pydantic: a client's JSON failed an endpoint's model
         return 422
     if isinstance(exc, json.JSONDecodeError):  # MONAI Label's endpoints parse the client's `params`/`info` forms
         return 400
@@ -64,6 +65,10 @@ def detail_for(exc: BaseException) -> str:
     """The message a client sees for ``exc``, without server paths."""
     if isinstance(exc, json.JSONDecodeError):
         return f"malformed JSON in the request parameters: {exc}"
+    if isinstance(exc, ValidationError):
+        problems = [f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+                    for error in exc.errors()[:5]]
+        return public_text(f"invalid {exc.title}: " + "; ".join(problems))
     text = exc.msg if isinstance(exc, MONAILabelException) else str(exc)
     return public_text(str(text))
 
@@ -89,7 +94,7 @@ def install_error_handlers(app: Any) -> None:
     """Register the handlers on a FastAPI/Starlette app (idempotent; effective for the next request)."""
     if getattr(app.state, "plaid_error_handlers", False):
         return
-    for kind in (PlaidError, MONAILabelException, json.JSONDecodeError):
+    for kind in (PlaidError, MONAILabelException, json.JSONDecodeError, ValidationError):
         app.add_exception_handler(kind, _error_response)
     app.state.plaid_error_handlers = True
     app.middleware_stack = None  # Starlette copies its handlers when it builds the stack: rebuild it

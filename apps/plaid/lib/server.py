@@ -59,4 +59,5 @@ def install() -> None:
     if module is not None:
         install_error_handlers(module.app)
         endpoint_guards.install()
+        endpoint_guards.install_routes(module.app)
     warn_if_exposed(served_host(sys.argv), bool(settings.MONAI_LABEL_AUTH_ENABLE))
