@@ -184,23 +184,25 @@ def _background_kind(path: str) -> str | None:
 
 
 def _settle_background(run: FuzzRun, kind: str) -> str | None:
-    """Let a started task run up to `BACKGROUND_WAIT_S`, then stop it; None once none runs, else why not."""
+    """Let the started tasks run up to `BACKGROUND_WAIT_S`, then stop them; None once none is submitted or
+    running (MONAI Label lists a task as SUBMITTED until its process starts), else why not."""
     url = run.server.url + kind
     deadline = time.monotonic() + BACKGROUND_WAIT_S
-    stopped = False
+    stop_deadline = deadline + STOP_WAIT_S
     while True:
-        status = requests.get(url, params={"check_if_running": "true"}, timeout=REQUEST_TIMEOUT_S)
-        if status.status_code == 404:
+        answer = requests.get(url, params={"all": "true"}, timeout=REQUEST_TIMEOUT_S)
+        if answer.status_code >= 500:
+            return f"GET {kind}?all=true answered {answer.status_code}: {answer.text[:300]}"
+        tasks = answer.json() if answer.status_code == 200 else []
+        if not any(task.get("status") in ("SUBMITTED", "RUNNING") for task in tasks):
             return None
-        if status.status_code >= 500:
-            return f"GET {kind}?check_if_running=true answered {status.status_code}: {status.text[:300]}"
-        if time.monotonic() > deadline:
-            if stopped:
-                return f"the {kind} task still ran {STOP_WAIT_S} s after DELETE {kind}"
+        now = time.monotonic()
+        if now > stop_deadline:
+            return f"the {kind} tasks still ran {STOP_WAIT_S} s after DELETE {kind}: {tasks}"[:2000]
+        if now > deadline:
             stop = requests.delete(url, timeout=REQUEST_TIMEOUT_S)
             if stop.status_code >= 500:
                 return f"DELETE {kind} answered {stop.status_code}: {stop.text[:300]}"
-            stopped, deadline = True, time.monotonic() + STOP_WAIT_S
         time.sleep(1)
 
 
