@@ -142,6 +142,7 @@ def _hostile_requests(url: str, image_id: str) -> list[tuple[str, requests.Reque
     form_infer("label_tag", '{"save_label": true, "label_tag": "final"}')
     form_infer("timeout", '{"timeout": -1}')
     form_infer("timeout", '{"timeout": "soon"}')
+    form_infer("timeout", '{"timeout": 0}')
     form_infer("device", '{"device": {"cuda": 1}}')
     form_infer("client_id", json.dumps({"client_id": "c" * 1000}))
     form_infer("nested", json.dumps({"extra": nested}))
@@ -208,6 +209,8 @@ def _hostile_requests(url: str, image_id: str) -> list[tuple[str, requests.Reque
                                           files={"label": ("l.nrrd", b"0")})))
     cases.append(("ts", requests.Request("PUT", f"{url}/datastore/label", params={"image": image_id},
                                          files={"label": ("l.nrrd", b"0")}, data={"params": '{"ts": "x"}'})))
+    cases.append(("file", requests.Request("PUT", f"{url}/datastore/image", params={"image": "fresh"})))  # empty
+    cases.append(("label", requests.Request("PUT", f"{url}/datastore/label", params={"image": image_id})))
     cases.append(("limit_cases", requests.Request("GET", f"{url}/datastore/dataset", params={"limit_cases": -1})))
     cases.append(("final label", requests.Request("GET", f"{url}/datastore/dataset")))
     cases.append(("Session", requests.Request("PUT", f"{url}/session/", files={"files": ("a.png", png)})))
@@ -303,3 +306,22 @@ def test_a_valid_checkpoint_upload_replaces_the_model(server: LabelServer, studi
     result = requests.post(f"{server.url}/infer/calcification", params={"image": _ids(studies)[0], "output": "json"},
                            timeout=TIMEOUT)
     assert result.status_code == 200 and result.json()["threshold"] == 0.25, result.text[:300]
+
+
+def test_an_image_id_naming_a_server_file_reads_the_datastore_image(server: LabelServer, studies: Path) -> None:
+    """MONAI Label reads an id that is also an existing path (relative to the server's working folder) as that
+    path; PLAID hands its task the datastore image. A requested save_label lands in the image's labels."""
+    collision = next(p.name for p in sorted(Path.cwd().iterdir()) if "." not in p.name and p.name.isalnum())
+    source = next(studies.glob(f"{_ids(studies)[0]}.png"), None) or next(studies.glob("*.png"))
+    with source.open("rb") as upload:
+        added = requests.put(f"{server.url}/datastore/image", params={"image": collision},
+                             files={"file": (f"{collision}.png", upload)}, timeout=TIMEOUT)
+    assert added.status_code == 200, added.text[:300]
+    answer = requests.post(f"{server.url}/infer/calcification", params={"image": collision, "output": "json"},
+                           data={"params": '{"save_label": true, "threshold": 0}'}, timeout=TIMEOUT)
+    assert answer.status_code == 200, answer.text[:300]
+    assert answer.json()["image_shape"] == list(read_mammogram(source).shape)
+    saved = studies / "labels" / "original" / f"{collision}.nrrd"
+    assert saved.is_file()
+    mask = np.squeeze(itk.array_from_image(itk.imread(str(saved))))
+    assert mask.shape == read_mammogram(source).shape and mask.any()  # threshold 0: every tissue patch marked

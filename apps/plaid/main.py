@@ -14,7 +14,7 @@ from typing import Any
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
-from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.exception import ImageNotFoundException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
@@ -138,14 +138,26 @@ class PlaidApp(MONAILabelApp):
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         """MONAI Label's infer for a served model on a datastore image (or the file uploaded with this request),
-        once every option is checked: a bad one is refused before the model runs."""
-        self._task("model", self._infers, request.get("model")).validate_request(request)
+        once every option is checked: a bad one is refused before the model runs.
+
+        The task is handed the image's datastore path, never the client's string: MONAI Label would read an id
+        that also names a file in the server's working folder as that file. A requested ``save_label`` is
+        done here, as MONAI Label does it, into the image's labels.
+        """
+        options = self._task("model", self._infers, request.get("model")).validate_request(request)
         image = request.get("image")
         store = datastore or self.datastore()
-        if not isinstance(image, str) or not image or not (is_current_upload(image) or store.get_image_uri(image)):
+        upload = is_current_upload(image)
+        path = image if upload else (store.get_image_uri(image) if isinstance(image, str) and image else "")
+        if not path:
             shown = image[:128] if isinstance(image, str) else image
             raise ImageNotFoundException(f"image {shown!r} is not in the datastore")
-        return super().infer(request, datastore)
+        result = super().infer({**request, "image": path, "save_label": False}, store)
+        if options.save_label and not upload and result.get("file"):
+            tag = request.get("label_tag") or DefaultLabelTag.ORIGINAL
+            result["label"] = store.save_label(image, result["file"], tag,
+                                               {"model": request.get("model"), "params": result.get("params")})
+        return result
 
     def check_task_request(self, kind: str, request: dict[str, Any], params: Any) -> None:
         """Check a training, scoring or batch-inference request before MONAI Label starts its process.
