@@ -47,7 +47,12 @@ class PatchUncertaintyScoring(ScoringMethod):
                 failed.append(image_id)
                 continue
             value = total_patch_entropy(prediction.probabilities[prediction.scored])
-            datastore.update_image_info(image_id, {SCORE_KEY: value, MODEL_KEY: stamp})
+            try:
+                datastore.update_image_info(image_id, {SCORE_KEY: value, MODEL_KEY: stamp})
+            except PlaidError as exc:  # e.g. a non-finite score from a broken model: not stored, not fatal
+                logger.warning("cannot store the score of %s: %s", image_id, exc)
+                failed.append(image_id)
+                continue
             scored += 1
         logger.info("patch_uncertainty: scored %d, unchanged %d, failed %d", scored, skipped, len(failed))
         return {"scored": scored, "skipped": skipped, "failed": failed}
