@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # Timing every inference runtime at each model load would dominate the suite's run time; the
     # measured choice has its own tests (tests/test_runtime_backends.py).
     os.environ.setdefault("PLAID_RUNTIME", "torch-fp32")
+    # Runtime choices measured by tests are remembered in a throwaway folder, never in the user's cache.
+    os.environ["PLAID_CACHE_DIR"] = tempfile.mkdtemp(prefix="plaid-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the throwaway cache folder `pytest_configure` made."""
+    shutil.rmtree(os.environ.get("PLAID_CACHE_DIR", ""), ignore_errors=True)
 
 
 @pytest.fixture
