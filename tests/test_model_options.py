@@ -15,7 +15,8 @@ from plaid.errors import PlaidInputError
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.images import read_mammogram
 from plaid.model.backends import AGREEMENT_TOLERANCE, build_runtime, candidate_names
-from plaid.model.checkpoint import load_model, save_checkpoint
+from plaid.model.checkpoint import load_model, read_checkpoint, save_checkpoint
+from plaid.model.description import describe_checkpoint
 from plaid.model.input_filter import BAND_GAINS, build_input_filter
 from plaid.model.network import PatchClassifier, build_model
 from plaid.patches.prepared import PatchSettings, prepare_file
@@ -140,3 +141,12 @@ def test_front_end_and_trained_model_read_the_same_with_and_without_bf16_autocas
     bf16_error = (0.5 + BAND_GAINS[1] * bf16_specks - specks).abs().max()
     assert bf16_error > 0.1 * specks.std()  # in bf16 the speck channel would be visibly off
     assert (mixed - plain).abs().max() <= 0.02
+
+
+def test_description_names_the_checkpoints_backbone_patch_size_and_operating_point(trained: Path) -> None:
+    threshold = read_checkpoint(trained / "last.pt").get("threshold")
+    described = describe_checkpoint(trained / "last.pt")
+    expected = "resnet18 (contrast front end) on full-resolution 64x64 patches"
+    assert described == (expected if threshold is None else f"{expected}, operating point {threshold:.2f}")
+    assert describe_checkpoint(trained / "last.pt", threshold=0.25).endswith("operating point 0.25")
+    assert describe_checkpoint(trained / "missing.pt").startswith("no trained model yet")
