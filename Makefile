@@ -14,9 +14,10 @@ demo:
 pacs-demo:
 	@venv="$$(./scripts/ensure_env.sh)" && PYTHONPATH=lib "$$venv/bin/python" scripts/pacs_demo.py $(PACS_DEMO_ARGS)
 
+# Provisions Orthanc, its DICOMweb plugin, Chromium and the OHIF build first (or says how); CI=true fails on a skip.
 test:
-	@venv="$$(./scripts/ensure_env.sh)" && "$$venv/bin/ruff" check lib apps tests scripts benchmarks \
-	  && "$$venv/bin/python" -m pytest $(PYTEST_ARGS)
+	@venv="$$(./scripts/ensure_env.sh)" && ./scripts/provision_test_deps.sh "$$venv" \
+	  && "$$venv/bin/ruff" check lib apps tests scripts benchmarks && "$$venv/bin/python" -m pytest $(PYTEST_ARGS)
 
 # Figures and how to read them: docs/performance.md. gpu-check is the one-GPU counterpart.
 bench:

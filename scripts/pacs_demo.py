@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-epochs", type=int, help="brief training's epochs (default: the recipe's)")
     parser.add_argument("--exit", action="store_true", help="stop everything after the inference")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")  # output ends with the URL
     args.out.mkdir(parents=True, exist_ok=True)
     model_path = args.model_dir / "calcification.pt"
     if not model_path.is_file():
@@ -89,13 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ohif = start_ohif(orthanc.url, (USER, password), port=args.ohif_port)
             study, seg_series = outputs["seg"]["StudyInstanceUID"], outputs["seg"]["SeriesInstanceUID"]
-            print(f"OHIF:        {ohif.viewer_url(study, seg_series)}")
-            print(f"             (study list: {ohif.url}/)")
+            print(f"OHIF study list: {ohif.url}/")
+            if "sr" in outputs:
+                print(f"OHIF with the SR's boxes as tracked measurements: "
+                      f"{ohif.viewer_url(study, outputs['sr']['SeriesInstanceUID'])}")
+            print("Everything runs until Ctrl-C." if not args.exit else "Stopping (--exit).")
+            print(f"\nOHIF with PLAID's SEG: {ohif.viewer_url(study, seg_series)}", flush=True)
         except OhifUnavailable as exc:
             print(f"OHIF not served: {exc}")
         if args.exit:
             return 0
-        print("Serving until Ctrl-C...", flush=True)
         while server.healthy() and orthanc.healthy():
             time.sleep(5)
         return 0

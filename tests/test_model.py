@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
 import torch
-from torchvision.models import resnet50
+from torchvision.models import resnet18, resnet50
 
+from plaid.cli import main
+from plaid.errors import PlaidInputError
 from plaid.model.checkpoint import load_model, save_checkpoint
 from plaid.model.network import PatchClassifier, build_model, load_imagenet_weights
+from plaid.synth.generator import generate_dataset
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +75,41 @@ def test_imagenet_weights_load_from_local_file(tmp_path: Path) -> None:
     assert torch.equal(model.backbone.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
 
 
-def test_missing_weights_warn_and_fall_back(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_weights_in_the_cache_warn_and_fall_back(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
     model = PatchClassifier()
     with caplog.at_level(logging.WARNING, logger="plaid.model.network"):
-        used = load_imagenet_weights(model, tmp_path / "nope.pth")
+        used = load_imagenet_weights(model)
     assert used is None
     assert "no pretrained resnet50 weights found" in caplog.text
+
+
+@pytest.mark.parametrize("content", [None, b"not a torch file", "resnet18"])
+def test_named_weights_that_cannot_be_used_are_an_error_naming_the_file(
+    content: bytes | str | None, tmp_path: Path
+) -> None:
+    """A missing, corrupt or other-backbone ``--weights`` file stops the run instead of training from random."""
+    weights = tmp_path / "weights.pth"
+    if content == "resnet18":
+        torch.save(resnet18(weights=None).state_dict(), weights)
+    elif content is not None:
+        weights.write_bytes(content)
+    with pytest.raises(PlaidInputError, match=re.escape(str(weights))):
+        build_model(pretrained=True, weights_path=weights)
+
+
+def test_plaid_train_with_a_missing_weights_file_stops_naming_it(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    generate_dataset(tmp_path / "data", 2, seed=1, height=192, width=160, formats=("png",), calcified_fraction=1.0,
+                     max_clusters=1)
+    missing = tmp_path / "imagenet.pth"
+    code = main(["train", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--epochs", "1", "--patch-size",
+                 "64", "--val-fraction", "0", "--architecture", "resnet18", "--frozen-layers", "0", "--weights",
+                 str(missing), "--no-progress"])
+    assert code != 0
+    assert f"{missing}: pretrained weights (--weights / pretrained_weights) does not exist" in caplog.text
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
 def _count_downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:

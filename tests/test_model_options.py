@@ -15,8 +15,9 @@ from plaid.errors import PlaidInputError
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.images import read_mammogram
 from plaid.model.backends import AGREEMENT_TOLERANCE, build_runtime, candidate_names
-from plaid.model.checkpoint import load_model, save_checkpoint
-from plaid.model.input_filter import build_input_filter
+from plaid.model.checkpoint import load_model, read_checkpoint, save_checkpoint
+from plaid.model.description import describe_checkpoint
+from plaid.model.input_filter import BAND_GAINS, build_input_filter
 from plaid.model.network import PatchClassifier, build_model
 from plaid.patches.prepared import PatchSettings, prepare_file
 from plaid.synth.generator import generate_dataset
@@ -117,3 +118,35 @@ def test_fine_tuning_refuses_a_model_of_another_architecture(trained: Path, tmp_
     other = TrainConfig(frozen_layers=0, init_checkpoint=str(trained / "last.pt"))
     with pytest.raises(PlaidInputError, match="architecture='resnet50' differs"):
         PatchTrainer(other, tmp_path / "b")._initial_model()
+
+
+def test_front_end_and_trained_model_read_the_same_with_and_without_bf16_autocast(trained: Path) -> None:
+    """The demo's figure must not depend on whether the CPU has native bf16 (training autocasts there): the
+    contrast front end computes in fp32 under autocast, so its channels are the same bits either way."""
+    image = prepare_file(SAMPLE, PatchSettings(patch_size=64))
+    tissue = np.flatnonzero(image.tissue)
+    patches = torch.from_numpy(image.patches(tissue[np.linspace(0, len(tissue) - 1, 16).astype(int)])[:, None])
+    model, _ = load_model(trained / "last.pt")
+    with torch.inference_mode():
+        full = model.input_filter(patches)
+        plain = torch.sigmoid(model(patches))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            under_autocast = model.input_filter(patches)
+            mixed = torch.sigmoid(model(patches).float())
+            fine, coarse = model.input_filter.fine, model.input_filter.coarse
+            bf16_specks = (fine(patches) - coarse(patches)).float()  # what the filter computed before
+    assert under_autocast.dtype == torch.float32 and torch.equal(under_autocast, full)
+    specks = full[:, 2:]
+    assert specks.std() > 0.01  # the channel carries signal, so equality above is not between constants
+    bf16_error = (0.5 + BAND_GAINS[1] * bf16_specks - specks).abs().max()
+    assert bf16_error > 0.1 * specks.std()  # in bf16 the speck channel would be visibly off
+    assert (mixed - plain).abs().max() <= 0.02
+
+
+def test_description_names_the_checkpoints_backbone_patch_size_and_operating_point(trained: Path) -> None:
+    threshold = read_checkpoint(trained / "last.pt").get("threshold")
+    described = describe_checkpoint(trained / "last.pt")
+    expected = "resnet18 (contrast front end) on full-resolution 64x64 patches"
+    assert described == (expected if threshold is None else f"{expected}, operating point {threshold:.2f}")
+    assert describe_checkpoint(trained / "last.pt", threshold=0.25).endswith("operating point 0.25")
+    assert describe_checkpoint(trained / "missing.pt").startswith("no trained model yet")

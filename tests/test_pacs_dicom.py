@@ -85,3 +85,13 @@ def test_sr_holds_one_box_and_probability_per_positive_patch(mammogram: pydicom.
     assert {r.graphic_type for r in regions} == {"POLYLINE"}
     assert {r.sop_instance_uid for r in regions} == {str(mammogram.SOPInstanceUID)}
     assert read_sr_regions(_round_trip(write_sr(mammogram, [], SeriesInfo("empty")))) == []
+    # laid out as OHIF's measurement tracking reads a rectangle: the box under the value, a label, no unit "1"
+    (measurements,) = [item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "126010"]
+    group = measurements.ContentSequence[0].ContentSequence
+    number = next(item for item in group if item.ValueType == "NUM")
+    assert [item.ValueType for item in number.ContentSequence] == ["SCOORD"]
+    assert number.ContentSequence[0].RelationshipType == "INFERRED FROM"
+    assert number.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue == "%"
+    texts = {item.ConceptNameCodeSequence[0].CodeMeaning: item.TextValue for item in group if item.ValueType == "TEXT"}
+    assert texts == {"Tracking Identifier": "Cornerstone3DTools@^0.1.0:RectangleROI",
+                     "Comment": "Calcification patch 0: probability 0.91"}

@@ -1,13 +1,17 @@
-"""Browser test: headless Chromium opens the served OHIF on a study holding PLAID's SEG; the overlay is drawn.
+"""Browser test: headless Chromium opens the served OHIF on a study holding PLAID's SEG and SR; the SEG overlay
+is drawn and the SR's boxes become tracked, editable measurements.
 
 The mammogram is grey everywhere (no black background), so its displayed rectangle can be found in the
 screenshot; the SEG covers a known box of it. OHIF tints segment pixels with the segment colour, so in
 the SEG view coloured pixels must fill that box (relative to the displayed image) and nowhere else,
-and in the plain MG view there must be none. Screenshots are kept in the test's tmp folder.
+and in the plain MG view there must be none. Opening the SR hydrates it into OHIF's measurement tracking: each
+box becomes a RectangleROI annotation with its statistics text box. Screenshots and the page's DOM are kept in
+the test's tmp folder.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,6 +26,7 @@ from plaid.pacs import dicomweb
 from plaid.pacs.ohif import OhifUnavailable, ensure_ohif, start_ohif
 from plaid.pacs.orthanc import orthanc_missing, start_orthanc
 from plaid.pacs.seg import SeriesInfo, write_seg
+from plaid.pacs.sr import write_sr
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -33,15 +38,38 @@ pytestmark = [
 ROWS, COLUMNS = 896, 672
 SEG_BOX = (504, 134, 784, 470)  # top, left, bottom, right: lower half, clear of OHIF's banner and tour popup
 WINDOW = (1280, 900)
+SR_BOXES = [{"patch": 3, "box": [100, 100, 324, 324], "probability": 0.91},
+            {"patch": 7, "box": [100, 348, 324, 572], "probability": 0.6}]
+
+
+def _chromium(url: str, budget_ms: int, *action: str, cwd: Path) -> str:
+    """Run headless Chromium on ``url`` for ``budget_ms`` of virtual time with ``action``; its stdout."""
+    command = [CHROMIUM, "--headless=new", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+               "--disable-dev-shm-usage", f"--window-size={WINDOW[0]},{WINDOW[1]}",
+               f"--virtual-time-budget={budget_ms}", *action, url]
+    return subprocess.run(command, check=True, timeout=180, capture_output=True, cwd=cwd, text=True).stdout
 
 
 def _screenshot(url: str, out: Path, budget_ms: int) -> np.ndarray:
     """A headless Chromium screenshot of ``url`` (RGB array) after ``budget_ms`` of virtual time."""
-    command = [CHROMIUM, "--headless=new", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-               "--disable-dev-shm-usage", f"--window-size={WINDOW[0]},{WINDOW[1]}",
-               f"--virtual-time-budget={budget_ms}", f"--screenshot={out}", url]
-    subprocess.run(command, check=True, timeout=180, capture_output=True, cwd=out.parent)
+    _chromium(url, budget_ms, f"--screenshot={out}", cwd=out.parent)
     return np.asarray(Image.open(out).convert("RGB")).astype(int)
+
+
+def _tracked_boxes(url: str, out: Path) -> int:
+    """How many RectangleROI annotations OHIF's measurement tracking drew after opening ``url``.
+
+    Each tracked rectangle carries a statistics text box ("Area: ... Mean: ..."); the SR viewport's own
+    read-only drawing has none. The page's DOM is kept in ``out``.
+    """
+    count = 0
+    for budget_ms in (30000, 60000, 90000):
+        dom = _chromium(url, budget_ms, "--dump-dom", cwd=out.parent)
+        out.write_text(dom)
+        count = len(re.findall(r">Area: [0-9.]+ mm", dom))
+        if count >= len(SR_BOXES):
+            break
+    return count
 
 
 def _image_rect(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -84,11 +112,12 @@ def study(tmp_path_factory: pytest.TempPathFactory):
     top, left, bottom, right = SEG_BOX
     mask[top:bottom, left:right] = 1
     seg = write_seg(source, mask, SeriesInfo("PLAID calcification (AI)"))
+    sr = write_sr(source, SR_BOXES, SeriesInfo("PLAID calcification report (AI)", number=9002))
     orthanc = start_orthanc(users={"viewer": "pw"}, log_path=work / "orthanc.log")
     orthanc.upload(path)
-    dicomweb.store(dicomweb.make_client(orthanc.dicomweb_url, "viewer", "pw"), [seg])
+    dicomweb.store(dicomweb.make_client(orthanc.dicomweb_url, "viewer", "pw"), [seg, sr])
     ohif = start_ohif(orthanc.url, ("viewer", "pw"), dist=dist)
-    yield {"ohif": ohif, "source": source, "seg": seg, "work": work}
+    yield {"ohif": ohif, "source": source, "seg": seg, "sr": sr, "work": work}
     ohif.stop()
     orthanc.stop()
 
@@ -134,3 +163,11 @@ def test_ohif_draws_plaid_seg_over_the_mammogram(study) -> None:
     plain_rect = _image_rect(plain_view)
     plain_tint = _tinted(plain_view)[plain_rect[0]:plain_rect[2], plain_rect[1]:plain_rect[3]]
     assert plain_tint.sum() < 0.02 * box_area, "the plain MG view should carry no overlay"
+
+
+def test_ohif_tracks_each_sr_box_as_an_editable_measurement(study) -> None:
+    ohif, source, sr, work = study["ohif"], study["source"], study["sr"], study["work"]
+    tracked = _tracked_boxes(ohif.viewer_url(str(source.StudyInstanceUID), str(sr.SeriesInstanceUID)),
+                             work / "ohif_sr_view.html")
+    print(f"DOM: {work / 'ohif_sr_view.html'}")
+    assert tracked == len(SR_BOXES), "OHIF did not turn every SR box into a tracked RectangleROI measurement"

@@ -319,3 +319,10 @@ def test_orthanc_going_down_during_inference_is_a_clear_4xx(client: MONAILabelCl
     assert server.healthy()
     _, result = client.infer("calcification", image_id, {"threshold": 0.0})  # the cached image still works
     assert result["patches_positive"] > 0
+
+
+def test_info_describes_the_served_model(client: MONAILabelClient, orthanc: OrthancServer) -> None:
+    """The app's and the infer task's descriptions come from the checkpoint (random resnet50, threshold 0.5)."""
+    info = client.info()
+    served = "resnet50 on full-resolution 224x224 patches, operating point 0.50"
+    assert info["description"].endswith(served) and info["models"]["calcification"]["description"].endswith(served)

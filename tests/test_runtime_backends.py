@@ -1,8 +1,11 @@
 """Inference runtimes: every candidate agrees with torch fp32 on sample-data patches, 'auto' keeps a measured
-one, a named runtime is honoured, and a missing or wrong backend falls back to torch."""
+one and remembers it per machine across restarts, a named runtime is honoured, and a missing or wrong backend
+falls back to torch."""
 
 from __future__ import annotations
 
+import json
+import logging
 import sys
 from pathlib import Path
 
@@ -19,6 +22,33 @@ from plaid.patches.prepared import PatchSettings, prepare_file
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample-data" / "SYN0001_R_CC.png"
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _own_choice_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with an empty machine cache and nothing remembered in the process."""
+    monkeypatch.setenv(backends.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    backends.forget_choices()
+
+
+@pytest.fixture
+def timed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the runtimes timed, in order (a wrapper around the real timing)."""
+    names: list[str] = []
+    real = backends._time_runtime
+
+    def counting(runtime: Runtime, *args: object) -> float:
+        names.append(runtime.name)
+        return real(runtime, *args)
+
+    monkeypatch.setattr(backends, "_time_runtime", counting)
+    return names
+
+
+@pytest.fixture(scope="module")
+def small_model() -> PatchClassifier:
+    torch.manual_seed(5)
+    return build_model(0, pretrained=False, architecture="resnet18", input_filter="contrast").eval()
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +129,47 @@ def test_stored_uint16_patches_score_like_float_patches(name: str, model: PatchC
     runtime = build_runtime(name, model, CPU, 224)
     stored = np.rint(sample_patches * 65535).astype(np.uint16)
     np.testing.assert_allclose(runtime(stored), runtime(sample_patches), atol=1e-4)
+
+
+def test_a_restart_builds_the_remembered_runtime_and_times_nothing(small_model: PatchClassifier,
+                                                                   timed: list[str]) -> None:
+    chosen = select_runtime(small_model, CPU, "auto", 32, probe_batch=2)
+    assert sorted(timed) == sorted(candidate_names(CPU))
+    stored = json.loads(backends.choice_cache_path().read_text())
+    (entry,) = stored.values()
+    assert entry["runtime"] == chosen.name and set(entry["patches_per_s"]) == set(timed)
+    assert (entry["key"]["architecture"], entry["key"]["input_filter"], entry["key"]["patch_size"]) == (
+        "resnet18", "contrast", 32)
+    backends.forget_choices()  # what a new server process starts with
+    timed.clear()
+    again = select_runtime(small_model, CPU, "auto", 32, probe_batch=2)
+    assert timed == [] and again.name == chosen.name and "timings" not in again.notes
+
+
+@pytest.mark.parametrize("change", ["patch size", "torch version"])
+def test_a_changed_key_measures_again(change: str, small_model: PatchClassifier, timed: list[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    select_runtime(small_model, CPU, "auto", 32, probe_batch=2)
+    backends.forget_choices()
+    timed.clear()
+    patch_size = 32
+    if change == "patch size":
+        patch_size = 48
+    else:
+        real = backends._version
+        monkeypatch.setattr(backends, "_version", lambda package: "9.9" if package == "torch" else real(package))
+    select_runtime(small_model, CPU, "auto", patch_size, probe_batch=2)
+    assert sorted(timed) == sorted(candidate_names(CPU))
+    assert len(json.loads(backends.choice_cache_path().read_text())) == 2  # both machines' states remembered
+
+
+def test_a_corrupt_cache_file_is_ignored_with_a_warning(small_model: PatchClassifier, timed: list[str],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    path = backends.choice_cache_path()
+    path.parent.mkdir(parents=True)
+    path.write_text('{"abc": {"runtime": ')
+    with caplog.at_level(logging.WARNING, logger="plaid.model.backends"):
+        chosen = select_runtime(small_model, CPU, "auto", 32, probe_batch=2)
+    assert f"ignoring the runtime choice cache {path}" in caplog.text
+    assert sorted(timed) == sorted(candidate_names(CPU))
+    assert [entry["runtime"] for entry in json.loads(path.read_text()).values()] == [chosen.name]

@@ -41,6 +41,7 @@ from lib.request_checks import (
 )
 from lib.request_files import is_current_upload
 from plaid.errors import PlaidInputError
+from plaid.model.description import describe_checkpoint
 from plaid.options import parse_bool
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ class PlaidApp(MONAILabelApp):
             studies=studies,
             conf=conf,
             name=f"PLAID - breast microcalcification patches ({plaid.__version__})",
-            description="ResNet50 classification of full-resolution 224x224 mammogram patches",
+            description="Breast microcalcification patches: "
+            + describe_checkpoint(Path(self.model_dir) / "calcification.pt", int(conf.get("patch_size") or 224)),
             version=plaid.__version__,
             labels={"calcification": 1},
         )

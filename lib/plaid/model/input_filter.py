@@ -12,6 +12,10 @@ model was trained with one; at mini-MIAS' 200 µm they are 0.16-0.8 mm. Each ban
 fixed gain and centred on 0.5 so all three channels share the [0, 1] range of the grey one before the
 ImageNet normalisation. The filter is part of the model's ``forward``, so training, the predictor, the app
 and the exported ONNX / OpenVINO runtimes all apply it by construction.
+
+The filter always computes in fp32, also under bf16 / fp16 autocast: the band-pass channels are small
+differences of blurs, which bf16's 8-bit mantissa would round away (the speck channel lost about an eighth
+of its spread), so a model trained on a CPU with native bf16 would see other inputs than one trained without.
 """
 
 from __future__ import annotations
@@ -77,11 +81,12 @@ class ContrastChannels(nn.Module):
         self.coarse = GaussianBlur(SPECK_SIGMAS[1])
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        """(N, 1, H, W) grey patches in [0, 1] -> (N, 3, H, W)."""
-        grey = patches[:, :1] if patches.shape[1] == 3 else patches
-        local = grey - self.surround(grey)
-        specks = self.fine(grey) - self.coarse(grey)
-        return torch.cat([grey, 0.5 + BAND_GAINS[0] * local, 0.5 + BAND_GAINS[1] * specks], dim=1)
+        """(N, 1, H, W) grey patches in [0, 1] -> (N, 3, H, W) float32, whatever autocast is in force."""
+        grey = (patches[:, :1] if patches.shape[1] == 3 else patches).float()
+        with torch.autocast(grey.device.type, enabled=False):
+            local = grey - self.surround(grey)
+            specks = self.fine(grey) - self.coarse(grey)
+            return torch.cat([grey, 0.5 + BAND_GAINS[0] * local, 0.5 + BAND_GAINS[1] * specks], dim=1)
 
 
 def check_input_filter(name: str) -> str:

@@ -21,6 +21,7 @@ from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights, resnet18, resnet34, resnet50
 from torchvision.models.resnet import Bottleneck
 
+from plaid.errors import PlaidInputError
 from plaid.model.input_filter import DEFAULT_INPUT_FILTER, INPUT_FILTERS, build_input_filter
 from plaid.options import require_choice, unknown_choice
 
@@ -151,40 +152,32 @@ def _bottleneck_keras_layers(prefix: str, block: Bottleneck) -> list[tuple[str, 
     return layers
 
 
-def imagenet_weight_candidates(explicit: str | Path | None = None,
-                               architecture: str = DEFAULT_ARCHITECTURE) -> list[Path]:
-    """Places ImageNet weights of ``architecture`` may already be: an explicit file, then torchvision's cache."""
-    candidates: list[Path] = []
-    if explicit:
-        candidates.append(Path(explicit).expanduser())
+def imagenet_weight_candidates(architecture: str = DEFAULT_ARCHITECTURE) -> list[Path]:
+    """Where torchvision's ImageNet weights of ``architecture`` sit when already downloaded (torch hub cache)."""
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    for weights in ARCHITECTURES[architecture][1]:
-        candidates.append(checkpoints / Path(weights.url).name)
-    return candidates
+    return [checkpoints / Path(weights.url).name for weights in ARCHITECTURES[architecture][1]]
 
 
 def load_imagenet_weights(model: PatchClassifier, weights_path: str | Path | None = None) -> Path | None:
     """Initialise the backbone from local pretrained weights (ImageNet, or `plaid pretrain`) without any download.
 
-    Returns the file used, or None (after one warning) when no usable file exists, in which case the
-    model keeps its random initialisation.
+    An explicit ``weights_path`` must be used: a file that is missing, unreadable or made for another
+    backbone raises `PlaidInputError` naming it. Without one, torchvision's cache is searched; returns the
+    file used, or None (after one warning) when none is usable, and the model keeps its random initialisation.
     """
-    for candidate in imagenet_weight_candidates(weights_path, model.architecture):
+    if weights_path:
+        path = Path(weights_path).expanduser()
+        problem = _weights_problem(model, path)
+        if problem:
+            raise PlaidInputError(f"pretrained weights (--weights / pretrained_weights) {problem}", path)
+        logger.info("initialised %s from pretrained weights %s", model.architecture, path)
+        return path
+    for candidate in imagenet_weight_candidates(model.architecture):
         if not candidate.is_file():
-            if weights_path and candidate == Path(weights_path).expanduser():
-                logger.warning("ImageNet weights file %s does not exist", candidate)
             continue
-        try:
-            state = torch.load(str(candidate), map_location="cpu", weights_only=True)
-            state = {key: value for key, value in state.items() if not key.startswith("fc.")}
-            missing, unexpected = model.backbone.load_state_dict(state, strict=False)
-        except Exception as exc:  # a corrupt or foreign file must not stop training
-            logger.warning("could not load ImageNet weights from %s (%s: %s)", candidate, type(exc).__name__, exc)
-            continue
-        missing = [key for key in missing if not key.startswith("fc.")]
-        if missing or unexpected:
-            logger.warning("ImageNet weights in %s do not fit %s (missing %d, unexpected %d keys)",
-                           candidate, model.architecture, len(missing), len(unexpected))
+        problem = _weights_problem(model, candidate)
+        if problem:
+            logger.warning("skipping %s: %s", candidate, problem)
             continue
         logger.info("initialised %s from pretrained weights %s", model.architecture, candidate)
         return candidate
@@ -192,8 +185,26 @@ def load_imagenet_weights(model: PatchClassifier, weights_path: str | Path | Non
         "no pretrained %s weights found on disk (looked in: %s). Put torchvision's ImageNet weights file in the "
         "torch hub cache, pass a weights path (ImageNet or `plaid pretrain` output), or allow the download.",
         model.architecture,
-        ", ".join(str(c) for c in imagenet_weight_candidates(weights_path, model.architecture)),
+        ", ".join(str(c) for c in imagenet_weight_candidates(model.architecture)),
     )
+    return None
+
+
+def _weights_problem(model: PatchClassifier, path: Path) -> str | None:
+    """Load the backbone weights in ``path`` into ``model``; None on success, else what is wrong with the file."""
+    if not path.is_file():
+        return "does not exist" if not path.exists() else "is not a file"
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            return f"holds a {type(state).__name__}, not a state dict"
+        state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+        missing, unexpected = model.backbone.load_state_dict(state, strict=False)
+    except Exception as exc:  # corrupt, truncated or foreign: reported to the caller with the file's name
+        return f"cannot be read ({type(exc).__name__}: {exc})"
+    missing = [key for key in missing if not key.startswith("fc.")]
+    if missing or unexpected:
+        return f"does not fit {model.architecture} (missing {len(missing)}, unexpected {len(unexpected)} keys)"
     return None
 
 

@@ -7,7 +7,8 @@
 - Anatomic region: SCT 76752008 "Breast".
 - Algorithm family: DCM 123110 "Artificial Intelligence" (CID 7162).
 - Procedure reported: LN 46339-8 "Breast - unilateral mammogram".
-- Patch probability: DCM 122157 "Probability", UCUM "1" (no units).
+- Patch probability: DCM 122157 "Probability", in UCUM "%" (percent; viewers print the unit code after a
+  value, and the dimensionless UCUM "1" reads as a stray digit).
 """
 
 from __future__ import annotations
@@ -19,6 +20,6 @@ MORPHOLOGICALLY_ABNORMAL_STRUCTURE = Code("49755003", "SCT", "Morphologically ab
 CALCIFICATION = Code("18115005", "SCT", "Pathologic calcification, calcified structure")
 BREAST = Code("76752008", "SCT", "Breast")
 PROBABILITY = Code("122157", "DCM", "Probability")
-NO_UNITS = Code("1", "UCUM", "no units")
+PERCENT = Code("%", "UCUM", "percent")
 ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
 UNILATERAL_MAMMOGRAM = Code("46339-8", "LN", "Breast - unilateral mammogram")

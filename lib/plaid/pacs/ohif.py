@@ -68,8 +68,12 @@ def ensure_ohif(version: str = OHIF_VERSION, offline: bool | None = None) -> Pat
             raise OhifUnavailable("npm is not installed; it is needed once to fetch the OHIF build")
         cache.mkdir(parents=True, exist_ok=True)
         logger.info("fetching %s@%s with npm pack into %s", OHIF_PACKAGE, version, cache)
-        subprocess.run(["npm", "pack", f"{OHIF_PACKAGE}@{version}", "--pack-destination", str(cache)],
-                       check=True, cwd=cache, stdout=subprocess.DEVNULL)
+        # npm lists every file of the tarball as an `npm notice` line (about 250): keep them out of the output
+        fetched = subprocess.run(["npm", "pack", f"{OHIF_PACKAGE}@{version}", "--pack-destination", str(cache),
+                                  "--loglevel=error"], cwd=cache, capture_output=True, text=True)
+        if fetched.returncode != 0:
+            raise OhifUnavailable(f"`npm pack {OHIF_PACKAGE}@{version}` failed ({fetched.returncode}): "
+                                  f"{fetched.stderr.strip()[-2000:]}")
         tarballs = sorted(cache.glob("ohif-app-*.tgz"))
     with tempfile.TemporaryDirectory(dir=cache) as folder, tarfile.open(tarballs[-1]) as archive:
         members = [m for m in archive.getmembers() if m.name.startswith("package/dist/") and (m.isfile() or m.isdir())]
@@ -99,6 +103,8 @@ def app_config_js(title: str = "PLAID - Orthanc") -> str:
         "maxNumberOfWebWorkers": 2, "showWarningMessageForCrossOrigin": False, "showCPUFallbackMessage": False,
         "showLoadingIndicator": True, "strictZSpacingForVolumeViewport": False, "defaultDataSourceName": "orthanc",
         "investigationalUseDialog": {"option": "never"}, "dataSources": [source],
+        # open PLAID's SEG and SR straight away: the SR's boxes become tracked, editable measurements
+        "disableConfirmationPrompts": True,
     }
     text = json.dumps(config, indent=2).replace('"__ORIGIN__', "window.location.origin + '").replace(
         "/dicom-web\"", "/dicom-web'").replace("/wado\"", "/wado'")

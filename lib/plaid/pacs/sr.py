@@ -1,8 +1,14 @@
-"""PLAID's positive patches as a TID 1500 Measurement Report (highdicom Comprehensive 3D SR).
+"""PLAID's positive patches as a TID 1500 Measurement Report (highdicom Comprehensive 3D SR) OHIF can track.
 
-One planar ROI group per positive patch: its box as a closed 2-D POLYLINE (SCOORD, image pixel
-coordinates) on the mammogram, finding "calcification", and the patch probability as a measurement.
-OHIF's SR viewer draws these regions as boxes.
+One measurement group (TID 1501) per positive patch, written the way OHIF's own rectangle measurements are,
+so OHIF's measurement tracking turns each into an editable RectangleROI:
+
+- tracking identifier ``Cornerstone3DTools@^0.1.0:RectangleROI`` (how OHIF 3.x picks the tool that edits it)
+  and a tracking UID;
+- finding "calcification", and a comment naming the patch and its probability (OHIF's label for the box);
+- the patch probability as a NUM in percent (UCUM ``%``: OHIF prints a value's unit code after it, so the
+  dimensionless UCUM ``1`` read as a stray "1"), with the patch box as a closed 2-D POLYLINE (SCOORD, image
+  pixel coordinates) *inferred from* it: OHIF reads a measurement's region under its measured value.
 """
 
 from __future__ import annotations
@@ -11,46 +17,64 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 import plaid
-from plaid.pacs.codes import CALCIFICATION, NO_UNITS, PROBABILITY, UNILATERAL_MAMMOGRAM
+from plaid.pacs.codes import CALCIFICATION, PERCENT, PROBABILITY, UNILATERAL_MAMMOGRAM
 from plaid.pacs.geometry import with_plane_geometry
 from plaid.pacs.seg import MANUFACTURER, SeriesInfo
 
 logger = logging.getLogger(__name__)
 
 MEASUREMENT_GROUP = "125007"
+# The tracking identifier OHIF 3.x writes for (and hydrates into) its rectangle tool.
+RECTANGLE_TRACKING_IDENTIFIER = "Cornerstone3DTools@^0.1.0:RectangleROI"
 
 
-def patch_polyline(box: list[int] | tuple[int, int, int, int]):
+def patch_polyline(box: list[int] | tuple[int, int, int, int]) -> np.ndarray:
     """A closed polyline (column, row pairs) around a (top, left, bottom, right) pixel box."""
-    import numpy as np
-
     top, left, bottom, right = (float(v) for v in box)
     return np.array([[left, top], [right, top], [right, bottom], [left, bottom], [left, top]], dtype=float)
 
 
+def box_label(patch: int, probability: float) -> str:
+    """The text OHIF shows beside a tracked box: the patch and its probability."""
+    return f"Calcification patch {patch}: probability {probability:.2f}"
+
+
+def _patch_group(source: Dataset, entry: dict[str, Any]) -> Any:
+    """One TID 1501 group: tracking, finding, comment and the probability with the box it was inferred from."""
+    import highdicom as hd
+
+    probability = float(entry["probability"])
+    region = hd.sr.ScoordContentItem(name=codes.DCM.ImageRegion, graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                                     graphic_data=patch_polyline(entry["box"]),
+                                     relationship_type=hd.sr.RelationshipTypeValues.INFERRED_FROM)
+    region.ContentSequence = Sequence([hd.sr.SourceImageForRegion.from_source_image(source)])
+    measurement = hd.sr.Measurement(name=PROBABILITY, value=round(100.0 * probability, 4), unit=PERCENT)
+    number = measurement[0]
+    number.ContentSequence = Sequence([*number.get("ContentSequence", []), region])
+    tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=RECTANGLE_TRACKING_IDENTIFIER)
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(tracking_identifier=tracking, finding_type=CALCIFICATION,
+                                                        measurements=[measurement])
+    comment = hd.sr.TextContentItem(name=codes.DCM.Comment, value=box_label(int(entry["patch"]), probability),
+                                    relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    group[0].ContentSequence.append(comment)
+    return group
+
+
 def write_sr(source: Dataset, positives: list[dict[str, Any]], series: SeriesInfo,
              observer: str = "PLAID calcification model") -> Dataset:
-    """A Comprehensive 3D SR holding one region (box + probability) per entry of ``positives``.
+    """A Comprehensive 3D SR holding one tracked box with its probability per entry of ``positives``.
 
     ``positives`` are the infer result's entries: ``{"patch": index, "box": [t, l, b, r], "probability": p}``.
     """
     import highdicom as hd
 
-    image = hd.sr.SourceImageForRegion.from_source_image(source)
-    groups = []
-    for entry in positives:
-        region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-                                   graphic_data=patch_polyline(entry["box"]), source_image=image)
-        tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"PLAID patch {int(entry['patch'])}")
-        probability = hd.sr.Measurement(name=PROBABILITY, value=float(entry["probability"]), unit=NO_UNITS)
-        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=tracking, referenced_region=region, finding_type=CALCIFICATION,
-            measurements=[probability]))
     observer_context = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -59,7 +83,7 @@ def write_sr(source: Dataset, positives: list[dict[str, Any]], series: SeriesInf
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer_context),
         procedure_reported=UNILATERAL_MAMMOGRAM,
-        imaging_measurements=groups,
+        imaging_measurements=[_patch_group(source, entry) for entry in positives],
         title=codes.cid7021.ImagingMeasurementReport,
     )
     return hd.sr.Comprehensive3DSR(
@@ -87,20 +111,29 @@ class ReportedRegion:
 
 
 def read_sr_regions(ds: Dataset) -> list[ReportedRegion]:
-    """Every TID 1500 measurement group's 2-D region and probability, read with pydicom alone."""
+    """Every TID 1500 measurement group's 2-D region and probability, read with pydicom alone.
+
+    The region is the SCOORD under the group's probability (as PLAID writes it) or directly in the group
+    (TID 1410); a probability in percent is returned as a fraction."""
     regions = []
     for group in _walk(ds):
         if _concept(group) != MEASUREMENT_GROUP:
             continue
-        scoord = next((item for item in group.get("ContentSequence", []) if item.ValueType == "SCOORD"), None)
-        number = next((item for item in group.get("ContentSequence", [])
-                       if item.ValueType == "NUM" and _concept(item) == PROBABILITY.value), None)
+        items = list(group.get("ContentSequence", []))
+        number = next((item for item in items if item.ValueType == "NUM" and _concept(item) == PROBABILITY.value),
+                      None)
+        nested = list(number.get("ContentSequence", [])) if number is not None else []
+        scoord = next((item for item in [*nested, *items] if item.ValueType == "SCOORD"), None)
         if scoord is None:
             continue
         points = [float(v) for v in scoord.GraphicData]
         columns, rows = points[0::2], points[1::2]
         image = next(item for item in scoord.ContentSequence if item.ValueType == "IMAGE")
-        probability = float(number.MeasuredValueSequence[0].NumericValue) if number is not None else None
+        probability = None
+        if number is not None:
+            value = number.MeasuredValueSequence[0]
+            scale = 0.01 if value.MeasurementUnitsCodeSequence[0].CodeValue == PERCENT.value else 1.0
+            probability = float(value.NumericValue) * scale
         regions.append(ReportedRegion(
             box=(round(min(rows)), round(min(columns)), round(max(rows)), round(max(columns))),
             probability=probability, sop_instance_uid=str(image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID),

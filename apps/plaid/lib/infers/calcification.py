@@ -18,6 +18,7 @@ from plaid.errors import ModelNotFoundError, PlaidInputError
 from plaid.infer.predictor import PatchPredictor
 from plaid.io.images import read_mammogram
 from plaid.io.labels import write_label_image
+from plaid.model.description import describe_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def request_options(request: dict[str, Any]) -> InferOptions:
 
 
 class CalcificationInfer(InferTask):
-    """Marks every 224x224 patch the classifier calls calcified; request params:
+    """Marks every patch the classifier calls calcified (patch size and backbone are the checkpoint's); request params:
 
     ``result_extension`` (.nrrd default, .nii.gz, .png, .tif), ``label_output`` ('mask' or 'probability'),
     ``threshold`` (overrides the model's operating point), ``dicom_outputs`` ('seg', 'sr' or 'seg,sr': store
@@ -113,7 +114,8 @@ class CalcificationInfer(InferTask):
             type=InferType.SEGMENTATION,
             labels=labels,
             dimension=2,
-            description="Breast microcalcification patches (ResNet50 on full-resolution 224x224 patches)",
+            description="Breast microcalcification patches: " + describe_checkpoint(
+                predictor.checkpoint, predictor.config.patch_settings().patch_size, predictor.config.threshold),
             config={"label_output": list(LABEL_OUTPUTS), "threshold": "", "result_extension": DEFAULT_RESULT_EXTENSION,
                     "dicom_outputs": ""},
         )
