@@ -160,3 +160,23 @@ def test_an_ensemble_checkpoint_loads_with_weights_only(ensemble: Path) -> None:
         patches = torch.rand(3, 1, 64, 64)
         expected = torch.stack([torch.sigmoid(m(patches)) for m in model.members]).mean(0)
         torch.testing.assert_close(torch.sigmoid(model(patches)), expected, atol=1e-6, rtol=0)
+
+
+def test_the_app_infer_task_serves_the_ensemble_mean(members: list[Path], ensemble: Path, films: Path) -> None:
+    import sys
+
+    app_dir = Path(__file__).resolve().parents[1] / "apps" / "plaid"
+    if str(app_dir) not in sys.path:
+        sys.path.insert(0, str(app_dir))
+    from lib.infers.calcification import CalcificationInfer
+
+    request = {"image": str(_film(films)), "label_output": "probability", "result_extension": ".tif"}
+    maps, results = [], []
+    for model in (*members, ensemble):
+        task = CalcificationInfer(PatchPredictor(model, InferConfig(batch_size=16)), {"calcification": 1})
+        path, result = task(dict(request))
+        maps.append(tifffile.imread(path))
+        results.append(result)
+        Path(path).unlink()
+    np.testing.assert_allclose(maps[2], (maps[0] + maps[1]) / 2, atol=1e-5)
+    assert results[2]["threshold"] == pytest.approx(0.4) and results[2]["model"] == "ensemble.pt"

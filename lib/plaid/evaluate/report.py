@@ -64,7 +64,7 @@ def headline_lines(headline: dict[str, Any]) -> list[str]:
     lines += [f"Image AUC (film scored by its highest patch): {_with_interval(headline['image_auc'], 3)}.", ""]
     at = headline["at_threshold"]
     lines += ["### The stored operating point on these films", "",
-              f"Threshold {_num(at['threshold'], 4)} ({at['source']}): "
+              f"Threshold {_num(at['threshold'], 4)}, source: {at['source']}. On these films: "
               f"{_with_interval(at['false_marks_per_film'])} false patches per film, region sensitivity "
               f"{_with_interval(at['region_sensitivity'])}; calcified films marked "
               f"{_with_interval(at['calcified_films_marked'])}, normal films marked "
