@@ -2,7 +2,9 @@
 
 Usage: python benchmarks/crossval_table.py NAME=CROSSVAL_DIR[:N] ...   (:N keeps only the first N folds, so
 runs can be compared on the same folds; CPU and wall minutes are then those of the whole run). The brightness
-columns are the same folds' baseline (patches scored by mean intensity); n/a for runs made before it existed.
+columns are the same folds' baseline (patches scored by mean intensity); n/a for runs made before it existed (so
+are the leading FROC columns for runs made before `plaid crossval` reported them). The tables it printed, round by
+round, are in benchmarks/research-log.md.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ With --films FILE it also writes one row per held-out film, scored with TTA (`fi
 fold and how many of the fold's normal films score at least as high as each calcified one). With
 --paper-draws N it also prints, per fold and TTA setting, the mean and sd of the paper-protocol AUC over N
 draws of the negatives: how far one draw (the paper's protocol, and crossval's figure) can land from the
-realistic AUC that the draws average to.
+realistic AUC that the draws average to. What it measured is in benchmarks/research-log.md.
 """
 
 from __future__ import annotations

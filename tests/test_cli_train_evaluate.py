@@ -180,6 +180,12 @@ def test_evaluate_report_matches_independent_recomputation(report_dir: Path, mod
     assert report["split"]["overlap_with_training"] == []
     markdown = (report_dir / "report.md").read_text()
     assert "Accuracy per age group" in markdown and "31-45" in markdown and "FROC" in markdown
+    # the report leads with the FROC, the image AUC and the stored threshold's false marks per film
+    headline = report["headline"]
+    assert next(iter(report)) == "headline" and markdown.index("## FROC") < markdown.index("## Paper protocol")
+    assert headline["image_auc"]["value"] == pytest.approx(roc_auc_score(image_labels, image_scores))
+    assert headline["at_threshold"]["false_marks_per_film"]["value"] == pytest.approx(false_positives / len(images))
+    assert headline["at_threshold"]["threshold"] == threshold and headline["bootstrap"]["iterations"] == 200
 
 
 def _rates_acc(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:

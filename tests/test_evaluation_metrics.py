@@ -214,3 +214,89 @@ def test_overlays_draw_on_the_prepared_images_without_reading_files_again(
     assert [Path(path).stem for path in result.files["overlays"]] == most
     with Image.open(result.files["overlays"][0]) as picture:
         assert picture.size[0] > 2 * 672 * 0.9  # two full-size panels side by side
+
+
+def _films() -> list:
+    from plaid.evaluate.headline import FilmScores
+
+    def film(patient: str, regions: list[float], negatives: list[float], calcified: bool) -> FilmScores:
+        return FilmScores(patient, np.array(regions), np.array(negatives), calcified,
+                          max([*regions, *negatives]))
+
+    # 4 films, 3 calcified regions; normal patches ranked 0.8 0.7 0.6 0.3 0.2 0.1 0.1 0.05
+    return [film("A", [0.9, 0.4], [0.8, 0.3, 0.2], True), film("B", [], [0.7, 0.6, 0.1], False),
+            film("C", [0.5], [0.1], True), film("D", [], [0.05], False)]
+
+
+def test_headline_figures_have_known_values_on_a_tiny_case() -> None:
+    from plaid.evaluate.headline import headline_figures
+
+    figures = headline_figures(_films(), threshold=0.5, iterations=0)
+    # 1 false patch allowed (0.25 x 4 films): threshold 0.8 finds the 0.9 region only; 2 allowed: still only
+    # that one (0.7 is the 2nd false patch, 0.6 the 3rd); 4 allowed: threshold 0.3 finds all three
+    assert [item["fp_per_film"] for item in figures["froc"]] == [0.25, 0.5, 1.0, 2.0]
+    assert [item["value"] for item in figures["froc"]] == pytest.approx([1 / 3, 1 / 3, 1.0, 1.0])
+    assert figures["image_auc"]["value"] == pytest.approx(0.75)  # 0.5 ranks below the normal 0.7
+    at = figures["at_threshold"]
+    assert at["threshold"] == 0.5
+    assert at["false_marks_per_film"]["value"] == pytest.approx(3 / 4)   # 0.8, 0.7, 0.6
+    assert at["region_sensitivity"]["value"] == pytest.approx(2 / 3)     # 0.9 and 0.5 (at the threshold)
+    assert at["calcified_films_marked"]["value"] == 1.0 and at["normal_films_marked"]["value"] == 0.5
+    assert (figures["films"], figures["calcified_films"], figures["regions"], figures["patients"]) == (4, 2, 3, 4)
+    assert figures["image_auc"]["interval"] == [None, None]  # no resample asked for
+
+
+def test_headline_intervals_resample_whole_patients() -> None:
+    from dataclasses import replace
+
+    from plaid.evaluate.headline import headline_figures
+
+    one_woman = [replace(film, patient="same") for film in _films()]
+    figures = headline_figures(one_woman, threshold=0.5, iterations=50, seed=3)
+    for entry in (*figures["froc"], figures["image_auc"], figures["at_threshold"]["false_marks_per_film"]):
+        assert entry["interval"] == [pytest.approx(entry["value"])] * 2 and entry["resamples"] == 50
+    spread = headline_figures(_films(), threshold=0.5, iterations=300, seed=3)
+    assert spread == headline_figures(_films(), threshold=0.5, iterations=300, seed=3)   # seeded
+    low, high = spread["froc"][2]["interval"]
+    assert low < spread["froc"][2]["value"] <= high   # a resample without patient C's region can miss A's 0.4
+    assert spread["image_auc"]["resamples"] < 300      # resamples with one class only are left out
+    assert spread["bootstrap"]["unit"] == "patient"
+    assert "at_threshold" not in headline_figures(_films(), threshold=None, iterations=0)
+
+
+def test_report_leads_with_froc_and_image_auc_then_the_paper_protocol(tmp_path: Path) -> None:
+    import torch
+
+    from plaid.evaluate.run import EvalConfig, evaluate
+    from plaid.infer.predictor import InferConfig, PatchPredictor
+    from plaid.io.datalist import load_records
+    from plaid.model.checkpoint import save_checkpoint
+    from plaid.model.network import build_model
+    from plaid.synth.generator import generate_dataset
+
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "m.pt", build_model(pretrained=False), threshold=0.5,
+                                 operating_point="false_marks", max_false_marks_per_image=1.0,
+                                 validation_false_marks_per_image=0.8)
+    generate_dataset(tmp_path / "data", 4, seed=2, height=448, width=448, calcified_fraction=0.5)
+    predictor = PatchPredictor(checkpoint, InferConfig(batch_size=8))
+    result = evaluate(select_test_records(load_records(tmp_path / "data"), use_all=True), predictor,
+                      tmp_path / "report", EvalConfig(bootstrap=20, overlays=0, progress=False))
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert next(iter(report)) == "headline"
+    headline, real = report["headline"], report["realistic_protocol"]
+    rates = real["froc"]["sensitivity_at_fp_per_image"]
+    assert [item["value"] for item in headline["froc"]] == [rates[key] for key in ("0.25", "0.5", "1", "2")]
+    assert headline["image_auc"]["value"] == real["image_level"]["auc"]
+    at = headline["at_threshold"]
+    assert at["false_marks_per_film"]["value"] == pytest.approx(real["false_positive_patches_per_image"])
+    assert at["region_sensitivity"]["value"] == pytest.approx(real["froc"]["at_threshold"]["sensitivity"])
+    assert at["checkpoint"] == {"operating_point": "false_marks", "max_false_marks_per_image": 1.0,
+                                "validation_false_marks_per_image": 0.8}
+    assert "at most 1 false marks per validation film" in at["source"]
+    markdown = Path(result.files["report_md"]).read_text()
+    order = [markdown.index(title) for title in ("## FROC and image AUC", "region sensitivity", "Image AUC",
+                                                 "### The stored operating point", "## Paper protocol",
+                                                 "## Realistic protocol")]
+    assert order == sorted(order)
+    assert "`validation_false_marks_per_image` = 0.8" in markdown

@@ -12,6 +12,7 @@ from plaid.cli import build_parser, main
 from plaid.commands.train import config_from_args
 from plaid.errors import PlaidInputError
 from plaid.evaluate.crossval import (
+    FROC_METRICS,
     ScoredFoldImage,
     film_results,
     fold_metrics,
@@ -111,8 +112,14 @@ def test_crossval_command_reports_mean_and_sd_per_metric(tiny_data: Path, tmp_pa
     assert main(["crossval", str(tiny_data), "--out", str(out), "--folds", "2", "--epochs", "1",
                  "--patch-size", "64", "--batch-size", "16", "--val-fraction", "0", "--no-progress"]) == 0
     report = json.loads((out / "crossval.json").read_text())
+    assert list(report)[:2] == ["pooled", "summary"]
+    assert list(report["summary"])[:5] == [*FROC_METRICS, "image_auc"]   # the FROC and image AUC lead
     assert set(report["summary"]) >= {"paper_auc", "realistic_auc", "image_auc", "fp_per_image",
                                       "brightness_paper_auc", "brightness_image_auc"}
+    pooled = report["pooled"]
+    assert [item["fp_per_film"] for item in pooled["froc"]] == [0.25, 0.5, 1.0, 2.0]
+    assert pooled["films"] == sum(fold["test_images"] for fold in report["folds"]) and pooled["regions"] > 0
+    assert pooled["bootstrap"]["unit"] == "patient" and pooled["image_auc"]["resamples"] > 0
     assert all(set(item) == {"mean", "sd", "folds"} for item in report["summary"].values())
     held = [set(fold["test_patients"]) for fold in report["folds"]]
     assert len(held) == 2 and not held[0] & held[1]
@@ -178,3 +185,16 @@ def test_paper_protocol_draws_every_calcified_patch_and_average_to_the_realistic
     realistic = fold_metrics(images, threshold=0.5, seed=0)["realistic_auc"]
     assert np.std(draws) > 0.05  # one draw is luck with 4 calcified patches...
     assert abs(np.mean(draws) - realistic) < 0.01  # ...but the draws average to the realistic AUC
+
+
+def test_fold_metrics_lead_with_region_sensitivity_per_false_patches_per_film() -> None:
+    # film 1: regions scoring 0.9 and 0.4, normal patches 0.8 and 0.3; film 2 (normal): normal patches 0.7, 0.6
+    calcified = ScoredFoldImage("c", np.array([0.9, 0.4, 0.8, 0.3]), np.ones(4, dtype=bool),
+                                np.array([True, True, False, False]), True, np.zeros(4), np.array([0.9, 0.4]), "A")
+    normal = ScoredFoldImage("n", np.array([0.7, 0.6]), np.ones(2, dtype=bool), np.zeros(2, dtype=bool), False,
+                             np.zeros(2), np.zeros(0), "B")
+    metrics = fold_metrics([calcified, normal], threshold=0.5, seed=0)
+    # 2 films: 0.25 -> 0 false patches allowed, 0.5 -> 1 (0.8), 1 -> 2 (0.7), 2 -> 4 (all four, down to 0.3)
+    assert [metrics[name] for name in FROC_METRICS] == [0.5, 0.5, 0.5, 1.0]
+    assert metrics["region_sensitivity_at_threshold"] == 0.5 and metrics["fp_per_image"] == 1.5
+    assert calcified.film().negatives.tolist() == [0.8, 0.3] and calcified.film().score == 0.9

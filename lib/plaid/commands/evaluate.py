@@ -19,8 +19,10 @@ logger = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `evaluate` sub-command."""
     parser = subparsers.add_parser(
-        "evaluate", help="evaluate a checkpoint: paper and realistic protocols, report folder",
-        description="Score the test images with the app's predictor and write report.md, report.json, "
+        "evaluate", help="evaluate a checkpoint: FROC and image AUC first, then the paper and realistic protocols",
+        description="Score the test images with the app's predictor and write report.md, report.json (leading "
+                    "with region sensitivity at 0.25/0.5/1/2 false patches per film, the image AUC and the stored "
+                    "threshold's false marks per film, with bootstrap intervals by patient), "
                     "predictions.csv, ROC/FROC PNGs and overlays. Test images: --split FILE, or --test-fraction "
                     "(re-derives the split plaid train --test-fraction made), else the test split stored in the "
                     "checkpoint (or split.json beside it), else every image of patients the model did not train on.",
@@ -62,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(selection, predictor, args.out, config,
                       context={"model": str(args.model), "data": str(args.data)})
     report = result.report
+    headline = report["headline"]
+    print("region sensitivity at " + ", ".join(f"{item['fp_per_film']:g}: {_fmt(item['value'])}"
+                                               for item in headline["froc"])
+          + f" false patches per film; image AUC {_fmt(headline['image_auc']['value'])}")
+    at = headline["at_threshold"]
+    print(f"at the threshold {at['threshold']:.4f}: {_fmt(at['false_marks_per_film']['value'])} false patches per "
+          f"film, region sensitivity {_fmt(at['region_sensitivity']['value'])}")
     paper, real = report["paper_protocol"], report["realistic_protocol"]
     accuracy = (paper["at_threshold"] or {}).get("accuracy")
     print(f"paper protocol: {paper['patches']} patches, AUC {_fmt(paper['auc'])}, accuracy {_fmt(accuracy)} "

@@ -1,6 +1,10 @@
 """k-fold cross-validation split by patient: train on k-1 folds, score the held-out women, repeat.
 
-Images are read and prepared once and reused by every fold. Each fold reports the paper protocol (all
+The summary leads with the FROC (region sensitivity at 0.25 / 0.5 / 1 / 2 false patches per film) and the
+image-level AUC: per fold as mean ± sd, and pooled over every held-out film (each scored by the one fold model
+that did not see its woman) with bootstrap intervals that resample patients (`plaid.evaluate.headline`).
+
+Images are read and prepared once and reused by every fold. Each fold also reports the paper protocol (all
 calcified patches plus as many random tissue patches), the realistic protocol (every tissue patch at
 natural prevalence), the image-level AUC (calcified image or not, scored by its highest patch; images whose
 calcifications are known only at image level count here), and false-positive patches per image at the
@@ -25,6 +29,15 @@ import numpy as np
 import torch
 
 from plaid.errors import PlaidInputError
+from plaid.evaluate.froc import region_scores
+from plaid.evaluate.headline import (
+    HEADLINE_FP_RATES,
+    FilmScores,
+    at_threshold,
+    froc_sensitivities,
+    headline_figures,
+    rate_key,
+)
 from plaid.evaluate.metrics import safe_auc
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord
@@ -35,7 +48,9 @@ from plaid.train.splits import split_by_group
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("paper_auc", "realistic_auc", "image_auc", "fp_per_image", "patch_sensitivity")
+FROC_METRICS = tuple(f"region_sensitivity_at_{rate_key(rate)}_fp" for rate in HEADLINE_FP_RATES)
+METRICS = (*FROC_METRICS, "image_auc", "fp_per_image", "region_sensitivity_at_threshold", "paper_auc",
+           "realistic_auc", "patch_sensitivity")
 BASELINE_METRICS = ("brightness_paper_auc", "brightness_image_auc")
 SUMMARY_FILE = "crossval.json"
 
@@ -57,7 +72,7 @@ def patient_folds(records: Sequence[CaseRecord], folds: int, seed: int = 0,
 @dataclass
 class ScoredFoldImage:
     """One held-out image: patch probabilities and mean intensities, tissue and calcified patches, image-level
-    truth."""
+    truth, the best score of each calcified region of its mask (none without a mask) and its patient."""
 
     image_id: str
     probabilities: np.ndarray
@@ -65,6 +80,16 @@ class ScoredFoldImage:
     labels: np.ndarray | None
     calcified: bool
     brightness: np.ndarray
+    regions: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    patient: str = ""
+
+    def film(self) -> FilmScores:
+        """What the FROC and image AUC need of this film (its patient defaults to its own id)."""
+        located = self.labels is not None
+        negatives = self.probabilities[self.tissue & ~self.labels] if located else np.zeros(0)
+        return FilmScores(patient=self.patient or f"image:{self.image_id}", regions=self.regions,
+                          negatives=negatives, calcified=self.calcified,
+                          score=highest_tissue_value(self.probabilities, self.tissue), located=located)
 
 
 def image_truth(image: PreparedImage) -> bool:
@@ -85,8 +110,11 @@ def score_fold_images(predictor: PatchPredictor, images: Sequence[PreparedImage]
         indices = np.flatnonzero(wanted)
         probabilities[indices] = predictor.score(image, indices)
         brightness[indices] = image.patches(indices).mean(axis=(1, 2))
+        regions = np.zeros(0)
+        if image.label_mask is not None:
+            regions = region_scores(image.label_mask, image.grid, np.where(image.tissue, probabilities, 0.0))
         scored.append(ScoredFoldImage(image.record.image_id, probabilities, image.tissue, image.labels,
-                                      image_truth(image), brightness))
+                                      image_truth(image), brightness, regions, image.record.group))
     return scored
 
 
@@ -156,8 +184,9 @@ def paper_auc_draws(images: Sequence[ScoredFoldImage], draws: int, seed: int) ->
 
 
 def fold_metrics(images: Sequence[ScoredFoldImage], threshold: float, seed: int) -> dict[str, float]:
-    """Paper and realistic patch AUCs, image-level AUC, FP patches per image and patch sensitivity at
-    ``threshold``, and the brightness baseline's paper and image-level AUCs on the same patches and images.
+    """FROC region sensitivity at 0.25-2 false patches per film, image-level AUC, FP patches per image and
+    region and patch sensitivity at ``threshold``, paper and realistic patch AUCs, and the brightness
+    baseline's paper and image-level AUCs on the same patches and images.
 
     The paper protocol ranks one seeded draw of negatives against the calcified patches. Averaged over draws
     it equals the realistic AUC (each normal patch is equally likely to be drawn), so with few calcified
@@ -175,7 +204,11 @@ def fold_metrics(images: Sequence[ScoredFoldImage], threshold: float, seed: int)
     image_scores = image_values("probabilities")
     false_positives = [int((image.tissue & ~image.labels & (image.probabilities >= threshold)).sum())
                        for image in located]
+    films = [image.film() for image in images]
+    froc = froc_sensitivities(films)
     return {
+        **{name: froc[rate_key(rate)] for name, rate in zip(FROC_METRICS, HEADLINE_FP_RATES, strict=True)},
+        "region_sensitivity_at_threshold": at_threshold(films, threshold)["region_sensitivity"],
         "paper_auc": safe_auc(labels[paper], scores[paper]),
         "realistic_auc": safe_auc(labels, scores),
         "image_auc": safe_auc(image_labels, image_scores),
@@ -206,22 +239,30 @@ class CrossvalResult:
     folds: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, dict[str, float]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    pooled: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare_case(record: CaseRecord, config: TrainConfig) -> PreparedImage:
-    """A labelled image, or an image-level-only one (calcified, no mask) prepared without patch labels."""
-    return prepare_image(record, config.patch_settings(), with_label=bool(record.label))
+    """A labelled image, or an image-level-only one (calcified, no mask) prepared without patch labels. The
+    full-size mask is kept only where it marks a calcification (its regions are the FROC's)."""
+    image = prepare_image(record, config.patch_settings(), with_label=bool(record.label), keep_mask=bool(record.label))
+    if image.labels is None or not image.labels.any():
+        image.label_mask = None
+    return image
 
 
 def run_crossval(records: Sequence[CaseRecord], config: TrainConfig, out_dir: str | Path, folds: int = 5,
                  checkpoint: str = "best", progress: bool = True, only_folds: int | None = None,
-                 score_batch_size: int = 128, normal_images: int | None = None) -> CrossvalResult:
+                 score_batch_size: int = 128, normal_images: int | None = None,
+                 pooled_bootstrap: int = 1000) -> CrossvalResult:
     """Train and score ``folds`` times, each time holding out one fold of patients; writes crossval.json.
 
     ``only_folds`` runs just the first N of the ``folds`` folds (a cheaper estimate while choosing settings).
     ``normal_images`` scores every held-out calcified image but only that many randomly chosen (seeded)
     held-out images without calcification, for machines where scoring every tissue patch is too slow; AUCs
-    do not depend on prevalence, so this estimates the same figures with more variance.
+    do not depend on prevalence, so this estimates the same figures with more variance (the FROC's false
+    patches per film then count the chosen normal films only). ``pooled_bootstrap`` resamples of the patients
+    give the intervals of the pooled FROC and image AUC.
     """
     out_dir = Path(out_dir)
     usable = [r for r in records if r.label or r.calcified]
@@ -236,6 +277,7 @@ def run_crossval(records: Sequence[CaseRecord], config: TrainConfig, out_dir: st
     infer = InferConfig(patch_size=config.patch_size, stride=config.stride, batch_size=score_batch_size,
                         device=config.device, tta_flips=config.tta_flips)
     result = CrossvalResult(problems=problems)
+    films: list[FilmScores] = []
     for number, held_out in enumerate(split[:only_folds]):
         fold_started = time.perf_counter()
         held = {r.image_id for r in held_out}
@@ -252,6 +294,7 @@ def run_crossval(records: Sequence[CaseRecord], config: TrainConfig, out_dir: st
         scored = score_fold_images(predictor, test_images([by_id[r.image_id] for r in held_out], normal_images,
                                                           config.seed + number))
         threshold = float(meta.get("threshold", 0.5))
+        films += [image.film() for image in scored]
         metrics = fold_metrics(scored, threshold, seed=config.seed + number)
         metrics.update(fold=number + 1, patients=len({r.group for r in held_out}),
                        best_epoch=int(meta.get("epoch", 0)), epochs=len(trained.history),
@@ -261,11 +304,13 @@ def run_crossval(records: Sequence[CaseRecord], config: TrainConfig, out_dir: st
         logger.info("fold %d: %s", number + 1, {k: round(metrics[k], 4) for k in METRICS})
         result.folds.append(metrics)
     result.summary = {name: mean_sd([fold[name] for fold in result.folds]) for name in METRICS + BASELINE_METRICS}
+    result.pooled = headline_figures(films, None, iterations=pooled_bootstrap, seed=config.seed)
     timing = {"wall_s": round(time.perf_counter() - started_wall, 1),
               "process_cpu_s": round(time.process_time() - started_cpu, 1),
               "torch_threads": torch.get_num_threads()}
-    write_json(out_dir / SUMMARY_FILE, {"config": config.to_dict(), "folds_requested": folds,
+    write_json(out_dir / SUMMARY_FILE, {"pooled": result.pooled, "summary": result.summary,
+                                        "config": config.to_dict(), "folds_requested": folds,
                                         "folds_run": len(result.folds), "normal_images_per_fold": normal_images,
-                                        "checkpoint": checkpoint, "summary": result.summary, "timing": timing,
+                                        "checkpoint": checkpoint, "timing": timing,
                                         "folds": result.folds, "problems": [asdict(p) for p in problems]})
     return result

@@ -44,6 +44,37 @@ def _metrics_rows(summary: dict[str, Any]) -> list[list[Any]]:
     ]
 
 
+def _with_interval(entry: dict[str, Any], digits: int = 2) -> str:
+    """'0.82 (0.64-1.00)': a headline value with its bootstrap interval ('-' parts where undefined)."""
+    low, high = entry.get("interval") or [None, None]
+    interval = "" if _num(low) == "-" else f" ({_num(low, digits)}-{_num(high, digits)})"
+    return _num(entry.get("value"), digits) + interval
+
+
+def headline_lines(headline: dict[str, Any]) -> list[str]:
+    """The report's first section: FROC region sensitivity, image AUC and the stored threshold on the test films."""
+    boot = headline["bootstrap"]
+    confidence = int(round(100 * boot["confidence"]))
+    lines = ["## FROC and image AUC", "",
+             f"{headline['regions']} calcified regions on {headline['located_films']} films with masks; "
+             f"{headline['calcified_films']} of {headline['films']} films calcified, {headline['patients']} patients. "
+             f"In brackets: {confidence}% intervals over {boot['iterations']} bootstrap resamples of the patients.", ""]
+    lines += _table(["false patches per film", *(f"{item['fp_per_film']:g}" for item in headline["froc"])],
+                    [["region sensitivity", *(_with_interval(item) for item in headline["froc"])]])
+    lines += [f"Image AUC (film scored by its highest patch): {_with_interval(headline['image_auc'], 3)}.", ""]
+    at = headline["at_threshold"]
+    lines += ["### The stored operating point on these films", "",
+              f"Threshold {_num(at['threshold'], 4)}, source: {at['source']}. On these films: "
+              f"{_with_interval(at['false_marks_per_film'])} false patches per film, region sensitivity "
+              f"{_with_interval(at['region_sensitivity'])}; calcified films marked "
+              f"{_with_interval(at['calcified_films_marked'])}, normal films marked "
+              f"{_with_interval(at['normal_films_marked'])}.", ""]
+    if at.get("checkpoint"):
+        lines += ["The checkpoint says: " + ", ".join(f"`{key}` = {value}" for key, value in at["checkpoint"].items())
+                  + ".", ""]
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The whole report as Markdown (figures linked by their paths inside the report folder)."""
     files = report.get("files", {})
@@ -52,6 +83,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     confidence = int(round(100 * (paper.get("bootstrap") or {}).get("confidence", 0.95)))
     point = paper.get("operating_point") or {}
     lines = ["# PLAID evaluation report", ""]
+    if report.get("headline"):
+        lines += headline_lines(report["headline"])
+    lines += ["## Run", ""]
     lines += [f"- model: `{report.get('model', '?')}`", f"- data: `{report.get('data', '?')}`",
               f"- threshold: {_num(report['threshold'], 4)} ({report['threshold_source']})",
               f"- seed: {report['seed']}", f"- test split: {report['split']['source']}",

@@ -1,7 +1,10 @@
 """Evaluate a trained checkpoint on held-out images and write the report folder.
 
-Both protocols (`plaid.evaluate.protocols`) share one pass of the predictor over the test images (the same
-`PatchPredictor` the app's infer task uses; `plaid.evaluate.scoring`). The folder holds report.md,
+The report leads with the figures a reader of films needs (`plaid.evaluate.headline`: region sensitivity at
+0.25-2 false patches per film, the image AUC, and the stored threshold's false marks per film, each with a
+bootstrap interval by patient); the paper and realistic protocols follow. Both protocols
+(`plaid.evaluate.protocols`) share one pass of the predictor over the test images (the same `PatchPredictor`
+the app's infer task uses; `plaid.evaluate.scoring`). The folder holds report.md,
 report.json, predictions.csv, ROC and FROC figures and overlays.
 """
 
@@ -17,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from plaid.errors import PlaidInputError
+from plaid.evaluate.headline import FilmScores, headline_figures, stored_operating_point
 from plaid.evaluate.metrics import operating_point, roc_curve
 from plaid.evaluate.overlays import render_overlay
 from plaid.evaluate.plots import plot_froc, plot_roc
@@ -58,11 +62,27 @@ class EvaluationResult:
 
 
 def _threshold_source(predictor: PatchPredictor) -> str:
+    """Where the threshold in force comes from, in words."""
+    meta = predictor.model()[1]
     if predictor.config.threshold is not None:
         return "given (--threshold)"
-    if "threshold" in predictor.model()[1]:
-        return "checkpoint (slope-1 operating point on the validation patches)"
-    return "default 0.5 (the checkpoint records none)"
+    if "threshold" not in meta:
+        return "default 0.5 (the checkpoint records none)"
+    if meta.get("threshold_source"):
+        return f"checkpoint ({meta['threshold_source']})"
+    point = meta.get("operating_point")
+    if point and point != "slope1":
+        limit = meta.get("max_false_marks_per_image")
+        return f"checkpoint ({point}" + (f", at most {limit:g} false marks per validation film)" if limit is not None
+                                         else ")")
+    return "checkpoint (slope-1 operating point on the validation patches)"
+
+
+def film_scores(images: Sequence[ScoredImage]) -> list[FilmScores]:
+    """What the headline figures need of each scored image."""
+    return [FilmScores(patient=image.record.group, regions=image.regions,
+                       negatives=image.probabilities[image.tissue & ~image.labels], calcified=image.image_label,
+                       score=image.image_score) for image in images]
 
 
 def _roc_figure(labels: np.ndarray, scores: np.ndarray, summary: dict[str, Any], threshold: float,
@@ -163,7 +183,11 @@ def evaluate(
     files["overlays"] = overlays.write(out_dir / "overlays")
     split = selection.describe()
     split["scored_images"] = [image.record.image_id for image in images]
+    headline = headline_figures(film_scores(images), threshold, config.bootstrap, config.seed, config.confidence)
+    headline["at_threshold"].update(source=_threshold_source(predictor),
+                                    checkpoint=stored_operating_point(predictor.model()[1]))
     report = {
+        "headline": headline,
         **(context or {}),
         "threshold": threshold,
         "threshold_source": _threshold_source(predictor),

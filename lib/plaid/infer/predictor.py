@@ -1,7 +1,9 @@
 """Whole-image inference: tile at full resolution, score tissue patches in batches, mark the positives.
 
-The MONAI Label infer task, the `plaid infer` CLI and evaluation all go through `PatchPredictor`: each
-image is prepared once (`plaid.patches.prepared.prepare`) and its tissue patches are scored in batches by the
+The MONAI Label infer task, the `plaid infer` CLI and evaluation all go through `PatchPredictor`, for one
+model or an ensemble checkpoint alike (an ensemble's runtime returns the mean of its members' probabilities,
+so flip TTA averages that mean over the flips): each image is prepared once
+(`plaid.patches.prepared.prepare`) and its tissue patches are scored in batches by the
 runtime chosen when the model was loaded (`plaid.model.backends`).
 """
 
@@ -16,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from plaid.errors import CheckpointError, PlaidError
 from plaid.io.images import ImageMeta
 from plaid.model.backends import AUTO, RUNTIME_ENV, Runtime, select_runtime, validate_runtime_name
 from plaid.model.checkpoint import load_model
 from plaid.model.device import default_batch_size, select_device
-from plaid.model.network import PatchClassifier
 from plaid.patches.grid import DEFAULT_PATCH_SIZE, PatchGrid, stitch
 from plaid.patches.prepared import PatchSettings, PreparedImage, patch_settings_from_dict, prepare
 from plaid.patches.spacing import boxes_on_source, image_spacing, resample_image, target_shape, to_original_grid
@@ -142,7 +144,7 @@ class PatchPredictor:
         self.config = config or InferConfig()
         self.checkpoint_settings = checkpoint_settings
         self.device = select_device(self.config.device)
-        self._model: PatchClassifier | None = None
+        self._model: nn.Module | None = None
         self._runtime: Runtime | None = None
         self._meta: dict[str, Any] = {}
         self._settings = self.config.patch_settings()
@@ -153,7 +155,7 @@ class PatchPredictor:
         stat = self.checkpoint.stat()
         return stat.st_mtime, stat.st_size
 
-    def _load(self) -> tuple[PatchClassifier, Runtime, dict[str, Any]]:
+    def _load(self) -> tuple[nn.Module, Runtime, dict[str, Any]]:
         """The model, its runtime and metadata, (re)built if the checkpoint is new or changed."""
         with self._lock:
             stamp = self._current_stamp() if self.checkpoint.is_file() else None
@@ -169,12 +171,13 @@ class PatchPredictor:
                 runtime = select_runtime(model, self.device, self.config.runtime, settings.patch_size)
                 self._model, self._runtime, self._meta, self._stamp = model, runtime, meta, stamp
                 self._settings = settings
-                logger.info("loaded model %s (epoch %s) on runtime %s", self.checkpoint, meta.get("epoch"),
-                            runtime.name)
+                what = f"ensemble of {len(meta['members'])}" if "members" in meta else f"epoch {meta.get('epoch')}"
+                logger.info("loaded model %s (%s) on runtime %s", self.checkpoint, what, runtime.name)
             return self._model, self._runtime, self._meta
 
-    def model(self) -> tuple[PatchClassifier, dict[str, Any]]:
-        """The loaded model, (re)loading it if the checkpoint is new or changed."""
+    def model(self) -> tuple[nn.Module, dict[str, Any]]:
+        """The loaded model (a `PatchClassifier`, or an `EnsembleClassifier` whose probability is its members'
+        mean), (re)loading it if the checkpoint is new or changed."""
         model, _, meta = self._load()
         return model, meta
 
