@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
-from plaid.errors import PlaidInputError
+from plaid.errors import PlaidError, PlaidInputError
 from plaid.evaluate.metrics import confusion_at, operating_point, safe_auc
 from plaid.model.checkpoint import read_checkpoint, save_checkpoint
 from plaid.model.device import autocast_in, select_device, training_precision
@@ -54,6 +54,21 @@ VALIDATION_ON_TRAINING = "training patches"
 # Options a resumed run may change; every other stored option must match (weights come from last.pt).
 RESUME_MAY_CHANGE = frozenset({"epochs", "device", "num_workers", "multi_gpu", "amp", "init_checkpoint",
                                "weights_path", "pretrained"})
+
+
+# Upper bounds on what a client may ask for: beyond them Adam diverges or a request ties the server up for days.
+MAX_LEARNING_RATE = 0.1
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 4096
+MAX_PATCH_SIZE = 2048
+MIN_PATCH_SIZE = 32  # the ResNet stem and four stride-2 stages need at least this many pixels
+MAX_NEGATIVE_RATIO = 100.0
+MAX_INSERTED_POSITIVES = 100_000
+SPACING_RANGE_MM = (0.005, 5.0)
+
+
+class NonFiniteTrainingError(PlaidError):
+    """Training produced a non-finite loss or score: the run stops instead of writing a broken model."""
 
 
 @lru_cache(maxsize=1)
@@ -117,23 +132,26 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """``self`` when every option is in range, else `PlaidInputError` naming the first bad option."""
         checks = {
-            "patch_size": self.patch_size >= 1,
-            "stride": self.stride is None or 1 <= self.stride,
+            "patch_size": MIN_PATCH_SIZE <= self.patch_size <= MAX_PATCH_SIZE,
+            "stride": self.stride is None or 1 <= self.stride <= MAX_PATCH_SIZE,
             "min_overlap": 0.0 <= self.min_overlap <= 1.0,
-            "epochs": 1 <= self.epochs <= 100_000,
-            "batch_size": 1 <= self.batch_size <= 65_536,
-            "learning_rate": math.isfinite(self.learning_rate) and 0.0 < self.learning_rate <= 1.0,
+            "epochs": 1 <= self.epochs <= MAX_EPOCHS,
+            "batch_size": 1 <= self.batch_size <= MAX_BATCH_SIZE,
+            "learning_rate": _in_range(self.learning_rate, 0.0, MAX_LEARNING_RATE, low_open=True),
             "frozen_layers": 0 <= self.frozen_layers <= keras_layer_count(),
-            "negative_ratio": math.isfinite(self.negative_ratio) and 0.0 < self.negative_ratio <= 1000.0,
-            "max_negatives_per_image": self.max_negatives_per_image is None or self.max_negatives_per_image >= 1,
+            "negative_ratio": _in_range(self.negative_ratio, 0.0, MAX_NEGATIVE_RATIO, low_open=True),
+            "max_negatives_per_image": (self.max_negatives_per_image is None
+                                        or 1 <= self.max_negatives_per_image <= 10_000_000),
             "val_fraction": 0.0 <= self.val_fraction < 1.0,
             "seed": 0 <= self.seed < 2**32,
             "num_workers": 0 <= self.num_workers <= 256,
+            "target_spacing_mm": self.target_spacing_mm is None or _in_range(self.target_spacing_mm, *SPACING_RANGE_MM),
+            "pixel_spacing_mm": self.pixel_spacing_mm is None or _in_range(self.pixel_spacing_mm, *SPACING_RANGE_MM),
+            "inserted_positives": 0 <= self.inserted_positives <= MAX_INSERTED_POSITIVES,
             "hard_negative_fraction": 0.0 <= self.hard_negative_fraction <= 1.0,
             "mined_negative_fraction": 0.0 <= self.mined_negative_fraction <= 1.0,
             "pretrain_steps": 0 <= self.pretrain_steps <= 1_000_000,
-            "pretrain_learning_rate": (math.isfinite(self.pretrain_learning_rate)
-                                       and 0.0 < self.pretrain_learning_rate <= 1.0),
+            "pretrain_learning_rate": _in_range(self.pretrain_learning_rate, 0.0, MAX_LEARNING_RATE, low_open=True),
         }
         for name, ok in checks.items():
             if not ok:
@@ -151,6 +169,13 @@ class TrainConfig:
                 raise PlaidInputError(f"training option device={self.device!r} is not a device (auto, cpu, cuda, "
                                       "cuda:1, ...)") from None
         return self
+
+
+def _in_range(value: float, low: float, high: float, low_open: bool = False) -> bool:
+    """Whether ``value`` is a finite number in [low, high] (or (low, high] with ``low_open``)."""
+    if not math.isfinite(value):
+        return False
+    return (low < value if low_open else low <= value) and value <= high
 
 
 @dataclass
@@ -446,6 +471,10 @@ class PatchTrainer:
                 for buffer in model.buffers():
                     torch.distributed.broadcast(buffer, src=0)
             val_labels, val_scores, val_loss = self._score(model, self._data_loader(val_images, val_index, False, 0))
+            if not (np.all(np.isfinite(val_scores)) and (math.isfinite(val_loss) or not len(val_labels))):
+                raise NonFiniteTrainingError(f"training stopped: the model scores validation patches as non-finite "
+                                             f"numbers after epoch {epoch + 1}; nothing of this epoch was saved. "
+                                             "Lower the learning rate or check the images")
             stats = EpochStats(
                 epoch=epoch + 1, train_loss=train_loss, train_accuracy=train_acc, val_loss=val_loss,
                 val_accuracy=float(np.mean((val_scores >= 0.5) == val_labels)) if len(val_labels) else float("nan"),
@@ -460,11 +489,15 @@ class PatchTrainer:
             logger.info("epoch %d/%d: loss %.4f acc %.3f | val loss %.4f acc %.3f auc %.4f (%.1f s)",
                         stats.epoch, config.epochs, train_loss, train_acc, val_loss, stats.val_accuracy,
                         stats.val_auc, stats.seconds)
-            if is_better(stats, best):
+            threshold = _validation_threshold(val_labels, val_scores)
+            if not _publishable(stats, threshold):
+                logger.warning("epoch %d is not kept as the best model: its validation AUC %s or threshold %s is not "
+                               "a number", stats.epoch, stats.val_auc, threshold)
+            elif is_better(stats, best):
                 best = stats
                 best_path = save_checkpoint(
                     self.out_dir / BEST_CHECKPOINT, model, epoch=epoch + 1, metrics=asdict(stats),
-                    threshold=_validation_threshold(val_labels, val_scores), **marks,
+                    threshold=threshold, **marks,
                 )
             save_checkpoint(last_path, model, epoch=epoch + 1, optimizer=optimizer.state_dict(),
                             scaler=self.scaler.state_dict(), history=[asdict(item) for item in history], **marks)
@@ -487,17 +520,23 @@ class PatchTrainer:
             from tqdm import tqdm
 
             batches = tqdm(loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="batch", leave=False)
-        for patches, labels in batches:
+        for step, (patches, labels) in enumerate(batches, start=1):
             patches = patches.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             labels = labels.to(self.device)
             optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 logits = runner(patches)
             loss = loss_fn(logits.float(), labels)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise NonFiniteTrainingError(
+                    f"training stopped: the loss is {loss_value} at epoch {epoch + 1}, step {step} (learning rate "
+                    f"{self.config.learning_rate}); nothing of this epoch was saved. Lower the learning rate or "
+                    "check the images")
             self.scaler.scale(loss).backward()
             self.scaler.step(optimizer)
             self.scaler.update()
-            total_loss += float(loss.detach()) * len(labels)
+            total_loss += loss_value * len(labels)
             correct += int(((logits.detach().float() >= 0) == (labels >= 0.5)).sum())
             seen += len(labels)
             if self.progress and hasattr(batches, "set_postfix"):
@@ -536,6 +575,20 @@ def positive_weight(config: TrainConfig) -> torch.Tensor:
     the same in the loss), else 1."""
     ratio = config.negative_ratio if config.class_weighted_loss and config.negative_ratio > 0 else 1.0
     return torch.tensor(float(ratio))
+
+
+def _publishable(stats: EpochStats, threshold: float) -> bool:
+    """Whether an epoch's model may become best.pt: a finite threshold, validation AUC and loss."""
+    return all(math.isfinite(value) for value in (threshold, stats.val_auc, stats.val_loss, stats.train_loss))
+
+
+def checkpoint_is_publishable(meta: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint's metadata holds a finite threshold and finite validation metrics (what a served
+    model needs: a NaN threshold marks nothing)."""
+    threshold = meta.get("threshold")
+    metrics = meta.get("metrics") or {}
+    numbers = [threshold, metrics.get("val_auc"), metrics.get("val_loss")]
+    return all(isinstance(value, int | float) and math.isfinite(value) for value in numbers)
 
 
 def _validation_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
