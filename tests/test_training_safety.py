@@ -266,3 +266,33 @@ def test_learning_rates_and_other_client_numbers_are_bounded() -> None:
         with pytest.raises(PlaidInputError, match=option):
             TrainConfig.from_mapping(bad).validate()
     assert TrainConfig.from_mapping({"learning_rate": 0.1, "pretrain_learning_rate": 0.01}).validate()
+
+
+def test_resume_trains_on_the_stored_split_after_the_records_changed(data_dir: Path, run_dir: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    stored = json.loads((out / "split.json").read_text())
+    records = load_records(data_dir)
+    new = []
+    for number, source in enumerate(records[:2]):  # two new women since the run started (a calcified one first)
+        image = tmp_path / f"NEW{number}_CC.png"
+        label = tmp_path / f"NEW{number}_CC_label.png"
+        shutil.copy(source.image, image)
+        shutil.copy(source.label, label)
+        new.append(CaseRecord(image=str(image), label=str(label), patient_id=f"NEW{number}"))
+    changed = new + [r for r in records if r.image_id != stored["train"][-1]["image_id"]]  # and one image gone
+    seen: dict[str, set[str]] = {}
+    fit = PatchTrainer.fit
+
+    def spy(self: PatchTrainer, train_images: list, val_images: list, resume: bool = False) -> object:
+        seen["train"] = {image.record.image_id for image in train_images}
+        seen["validation"] = {image.record.image_id for image in val_images}
+        return fit(self, train_images, val_images, resume=resume)
+
+    monkeypatch.setattr(PatchTrainer, "fit", spy)
+    result = train_from_records(changed, replace(TINY, epochs=3), out, resume=True, progress=False)
+    assert result.resumed_from_epoch == 2
+    assert seen["train"] == {e["image_id"] for e in stored["train"][:-1]}
+    assert seen["validation"] == {e["image_id"] for e in stored["validation"]}
+    assert json.loads((out / "split.json").read_text()) == stored
