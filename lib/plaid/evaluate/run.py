@@ -60,7 +60,12 @@ class EvaluationResult:
 def _threshold_source(predictor: PatchPredictor) -> str:
     if predictor.config.threshold is not None:
         return "given (--threshold)"
-    if "threshold" in predictor.model()[1]:
+    meta = predictor.model()[1]
+    if meta.get("operating_point") == "false_marks":
+        return (f"checkpoint (at most {meta['max_false_marks_per_image']} false marks per film on "
+                f"{meta['operating_point_films']} {meta['operating_point_films_source']} films: "
+                f"{meta['validation_false_marks_per_image']:.2f} there)")
+    if "threshold" in meta:
         return "checkpoint (slope-1 operating point on the validation patches)"
     return "default 0.5 (the checkpoint records none)"
 

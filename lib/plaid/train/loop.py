@@ -39,6 +39,7 @@ from plaid.serialization import read_json_object, write_json
 from plaid.train.dataset import PatchDataset
 from plaid.train.hard_negatives import hard_negative_rows
 from plaid.train.insertion import InsertedPositives, normal_rows
+from plaid.train.operating_point import FALSE_MARKS, OPERATING_POINTS, set_operating_point
 from plaid.train.pretrain import PretrainConfig, run_pretext
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ MIN_PATCH_SIZE = 32  # the ResNet stem and four stride-2 stages need at least th
 MAX_NEGATIVE_RATIO = 100.0
 MAX_INSERTED_POSITIVES = 100_000
 SPACING_RANGE_MM = (0.005, 5.0)
+MAX_FALSE_MARKS_PER_IMAGE = 1000.0
 
 
 class NonFiniteTrainingError(PlaidError):
@@ -114,6 +116,9 @@ class TrainConfig:
     input_filter: str = DEFAULT_INPUT_FILTER
     pretrain_steps: int = 0
     pretrain_learning_rate: float = 1e-3
+    operating_point: str = FALSE_MARKS
+    max_false_marks_per_image: float = 1.0
+    operating_point_normal_women: int = 2
 
     def patch_settings(self) -> PatchSettings:
         """The tiling/labelling part of the config."""
@@ -152,10 +157,15 @@ class TrainConfig:
             "mined_negative_fraction": 0.0 <= self.mined_negative_fraction <= 1.0,
             "pretrain_steps": 0 <= self.pretrain_steps <= 1_000_000,
             "pretrain_learning_rate": _in_range(self.pretrain_learning_rate, 0.0, MAX_LEARNING_RATE, low_open=True),
+            "max_false_marks_per_image": _in_range(self.max_false_marks_per_image, 0.0, MAX_FALSE_MARKS_PER_IMAGE),
+            "operating_point_normal_women": 0 <= self.operating_point_normal_women <= 100_000,
         }
         for name, ok in checks.items():
             if not ok:
                 raise PlaidInputError(f"training option {name}={getattr(self, name)!r} is out of range")
+        if self.operating_point not in OPERATING_POINTS:
+            raise PlaidInputError(f"training option operating_point={self.operating_point!r} is not one of "
+                                  f"{', '.join(OPERATING_POINTS)}")
         unknown = unknown_model_option(self.architecture, self.input_filter)
         if unknown:
             raise PlaidInputError(f"training option {unknown}")
@@ -205,6 +215,7 @@ class TrainResult:
     best_val_auc: float = float("nan")
     resumed_from_epoch: int = 0
     validation: str = VALIDATION_PATIENTS
+    operating_point: dict[str, Any] = field(default_factory=dict)
 
 
 def _key_metric(stats: EpochStats) -> tuple[float, float]:
@@ -422,6 +433,7 @@ class PatchTrainer:
         if config.mined_negative_fraction > 0 and mining_start(config.epochs) >= config.epochs and self.main:
             logger.warning("mined_negative_fraction=%s has no effect with %d epoch(s): mining starts at epoch %d",
                            config.mined_negative_fraction, config.epochs, mining_start(config.epochs) + 1)
+        films = val_images
         val_images, val_index, validation = self._validation_index(train_index, val_images, train_images)
         marks = {**self.checkpoint_extra, "config": config.to_dict(), "validation": validation,
                  "patch_settings": asdict(config.patch_settings())}
@@ -507,9 +519,23 @@ class PatchTrainer:
             if self._stop_requested():
                 logger.info("training stopped on request after epoch %d", epoch + 1)
                 break
+        chosen = self._choose_operating_point(best_path, films, train_images) if self.main and best_path else {}
         return TrainResult(out_dir=self.out_dir, best_checkpoint=best_path, history=history,
                            best_val_auc=best.val_auc if best else float("nan"), resumed_from_epoch=start_epoch,
-                           validation=validation)
+                           validation=validation, operating_point=chosen)
+
+    def _choose_operating_point(self, best_path: Path, films: Sequence[PreparedImage],
+                                train_images: Sequence[PreparedImage]) -> dict[str, Any]:
+        """Store the operating point in best.pt, chosen on the validation films (every tissue patch, as served);
+        on the training films, with a warning, when no film was held out."""
+        config = self.config
+        source = "validation"
+        if not films:
+            logger.warning("no validation film was held out: the operating point is chosen on the training films "
+                           "(optimistic; set val_fraction or operating_point_normal_women)")
+            films, source = train_images, "training"
+        return set_operating_point(best_path, films, config.operating_point, config.max_false_marks_per_image,
+                                   source, device=config.device)
 
     def _train_epoch(self, runner: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                      loader: DataLoader, epoch: int) -> tuple[float, float]:

@@ -89,8 +89,10 @@ def train_from_records(
         train_ids = {p.record.image_id for p in prepared} - validation_ids
     else:
         positive_groups = {p.record.group for p in prepared if p.labels is not None and p.labels.any()}
-        train_records, _ = split_by_group([p.record for p in prepared], config.val_fraction, config.seed,
-                                          positive_groups=positive_groups)
+        train_records, validation = split_by_group([p.record for p in prepared], config.val_fraction, config.seed,
+                                                   positive_groups=positive_groups)
+        train_records, validation = hold_out_normal_women(train_records, validation, positive_groups,
+                                                          config.operating_point_normal_women, config.seed)
         train_ids = {r.image_id for r in train_records}
     train_prepared = [p for p in prepared if p.record.image_id in train_ids]
     val_prepared = [p for p in prepared if p.record.image_id not in train_ids]
@@ -119,6 +121,26 @@ def train_from_records(
         result = trainer.fit(train_prepared, val_prepared, resume=resume)
     result.problems = problems
     return result
+
+
+def hold_out_normal_women(
+    train: Sequence[CaseRecord], validation: Sequence[CaseRecord], calcified: set[str], count: int, seed: int
+) -> tuple[list[CaseRecord], list[CaseRecord]]:
+    """Move women without calcification from training to validation until validation holds ``count`` of them.
+
+    Their films choose the operating point (`plaid.train.operating_point`), which needs no calcified woman;
+    at least one woman without calcification stays in training. Returns (train, validation).
+    """
+    normal_in_validation = {record.group for record in validation if record.group not in calcified}
+    normal_in_training = sorted({record.group for record in train if record.group not in calcified})
+    wanted = min(count - len(normal_in_validation), len(normal_in_training) - 1)
+    if wanted <= 0:
+        return list(train), list(validation)
+    rng = np.random.default_rng(seed + 7)
+    moved = set(rng.choice(normal_in_training, size=wanted, replace=False).tolist())
+    logger.info("holding out %d women without calcification for the operating point", wanted)
+    return ([record for record in train if record.group not in moved],
+            [*validation, *(record for record in train if record.group in moved)])
 
 
 def records_of_stored_split(records: Sequence[CaseRecord], split: dict[str, Any]) -> list[CaseRecord]:

@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 STATS_FILE = "train_stats.json"
 DEFAULT_RUN_NAME = "calcification"
 REQUEST_KEYS = ("epochs", "batch_size", "learning_rate", "frozen_layers", "negative_ratio", "val_fraction",
-                "seed", "device", "amp", "augment", "max_negatives_per_image", "multi_gpu")
+                "seed", "device", "amp", "augment", "max_negatives_per_image", "multi_gpu", "operating_point",
+                "max_false_marks_per_image")
 
 
 class CalcificationTrainer(TrainTask):
@@ -94,6 +95,7 @@ class CalcificationTrainer(TrainTask):
             "skipped": [asdict(problem) for problem in result.problems],
             "epochs": len(result.history),
             "best_val_auc": result.best_val_auc,
+            "operating_point": result.operating_point,
             "total_time_s": round(time.time() - started, 2),
             "history": [asdict(item) for item in result.history],
         }
