@@ -296,3 +296,10 @@ def test_resume_trains_on_the_stored_split_after_the_records_changed(data_dir: P
     assert seen["train"] == {e["image_id"] for e in stored["train"][:-1]}
     assert seen["validation"] == {e["image_id"] for e in stored["validation"]}
     assert json.loads((out / "split.json").read_text()) == stored
+
+
+def test_a_history_stored_with_a_removed_option_still_resumes() -> None:
+    old = {**loop.asdict(_stats(1, 0.7, 0.6)), "mined_negatives": 0}  # written before mined negatives were removed
+    assert loop.stored_epoch(old) == _stats(1, 0.7, 0.6)
+    assert "mined_negative_fraction" not in TrainConfig().to_dict()
+    assert TrainConfig.from_mapping({"mined_negative_fraction": 0.5, "epochs": 3}).epochs == 3  # old configs load

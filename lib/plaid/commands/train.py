@@ -49,10 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "frozen_layers", "negative_ratio", "val_fraction", "seed",
                 "device", "weights_path", "pretrained", "offline", "patch_size", "target_spacing_mm",
-                "pixel_spacing_mm", "class_weighted_loss", "inserted_positives", "hard_negative_fraction",
-                "mined_negative_fraction", "tta_flips", "architecture", "input_filter", "pretrain_steps",
-                "pretrain_learning_rate", "operating_point", "max_false_marks_per_image",
-                "operating_point_normal_women")
+                "pixel_spacing_mm", "class_weighted_loss", "inserted_positives", "tta_flips", "architecture",
+                "input_filter", "pretrain_steps", "pretrain_learning_rate", "operating_point",
+                "max_false_marks_per_image", "operating_point_normal_women")
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -69,11 +68,6 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                         help="weigh positives by the negative ratio in the loss (--no-... turns a recipe's off)")
     parser.add_argument("--inserted-positives", type=int,
                         help="synthetic calcification clusters pasted into normal patches, per epoch (default 0)")
-    parser.add_argument("--hard-negative-fraction", type=float,
-                        help="share of negatives drawn over masses and other findings (findings/ masks)")
-    parser.add_argument("--mined-negative-fraction", type=float,
-                        help="from halfway through the epochs, share of each epoch's negatives drawn from the normal "
-                             "training patches the model then scores highest (default 0)")
     parser.add_argument("--pretrain-steps", type=int,
                         help="from random initialisation: steps spotting synthetic clusters pasted into the "
                              "training images' normal patches before the real epochs (default 0)")

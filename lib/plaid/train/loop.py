@@ -37,7 +37,6 @@ from plaid.patches.prepared import PatchSettings, PreparedImage, Problem, patch_
 from plaid.patches.sampling import BalancedSampler, PatchIndex
 from plaid.serialization import read_json_object, write_json
 from plaid.train.dataset import PatchDataset
-from plaid.train.hard_negatives import hard_negative_rows
 from plaid.train.insertion import InsertedPositives, normal_rows
 from plaid.train.operating_point import FALSE_MARKS, OPERATING_POINTS, set_operating_point
 from plaid.train.pretrain import PretrainConfig, run_pretext
@@ -109,8 +108,6 @@ class TrainConfig:
     pixel_spacing_mm: float | None = None
     class_weighted_loss: bool = False
     inserted_positives: int = 0
-    hard_negative_fraction: float = 0.0
-    mined_negative_fraction: float = 0.0
     tta_flips: bool = False
     architecture: str = DEFAULT_ARCHITECTURE
     input_filter: str = DEFAULT_INPUT_FILTER
@@ -153,8 +150,6 @@ class TrainConfig:
             "target_spacing_mm": self.target_spacing_mm is None or _in_range(self.target_spacing_mm, *SPACING_RANGE_MM),
             "pixel_spacing_mm": self.pixel_spacing_mm is None or _in_range(self.pixel_spacing_mm, *SPACING_RANGE_MM),
             "inserted_positives": 0 <= self.inserted_positives <= MAX_INSERTED_POSITIVES,
-            "hard_negative_fraction": 0.0 <= self.hard_negative_fraction <= 1.0,
-            "mined_negative_fraction": 0.0 <= self.mined_negative_fraction <= 1.0,
             "pretrain_steps": 0 <= self.pretrain_steps <= 1_000_000,
             "pretrain_learning_rate": _in_range(self.pretrain_learning_rate, 0.0, MAX_LEARNING_RATE, low_open=True),
             "max_false_marks_per_image": _in_range(self.max_false_marks_per_image, 0.0, MAX_FALSE_MARKS_PER_IMAGE),
@@ -201,7 +196,12 @@ class EpochStats:
     train_patches: int
     val_patches: int
     seconds: float
-    mined_negatives: int = 0
+
+
+def stored_epoch(item: Mapping[str, Any]) -> EpochStats:
+    """An epoch of a stored history; keys of options since removed (e.g. ``mined_negatives``) are dropped."""
+    known = {entry.name for entry in fields(EpochStats)}
+    return EpochStats(**{key: value for key, value in item.items() if key in known})
 
 
 @dataclass
@@ -377,29 +377,6 @@ class PatchTrainer:
             logger.info("pretrained on inserted clusters for %d steps: pretext accuracy %.3f over the last tenth",
                         config.pretrain_steps, measured["final_accuracy"])
 
-    def _mine_negatives(self, model: PatchClassifier, images: Sequence[PreparedImage], index: PatchIndex,
-                        sampler: BalancedSampler, finding_rows: np.ndarray | None) -> int:
-        """Score every normal training patch and make the highest-scoring ones the sampler's hard pool.
-
-        The pool holds twice the ``mined_negative_fraction`` share of an epoch's negatives, so the sampler
-        draws half of it each epoch; patches over findings (``hard_negative_fraction``) stay in the pool and
-        the two shares add up. Returns the number of mined patches.
-        """
-        config = self.config
-        negatives = np.flatnonzero(index.label == 0)
-        size = min(len(negatives), 2 * int(round(sampler.negatives_per_epoch() * config.mined_negative_fraction)))
-        if not size:
-            return 0
-        _, scores, _ = self._score(model, self._data_loader(images, index.subset(negatives), False, 0))
-        highest = np.argsort(-scores, kind="stable")[:size]
-        mined = negatives[highest]
-        sampler.hard_rows = mined if finding_rows is None else np.union1d(mined, finding_rows)
-        sampler.hard_fraction = min(1.0, config.hard_negative_fraction + config.mined_negative_fraction)
-        if self.main:
-            logger.info("mined %d hard negatives from %d normal training patches (their scores %.3f-%.3f)", size,
-                        len(negatives), float(scores[highest[0]]), float(scores[highest[-1]]))
-        return size
-
     def _autocast(self) -> Any:
         return autocast_in(self.device, self.autocast_dtype)
 
@@ -423,16 +400,10 @@ class PatchTrainer:
         train_index = patch_index_for(train_images)
         if int(train_index.label.sum()) == 0:
             raise PlaidInputError("the training masks mark no calcification patch; nothing to learn from")
-        hard_rows = hard_negative_rows(train_images, train_index, config.hard_negative_fraction)
         sampler = BalancedSampler(train_index, seed=config.seed, negative_ratio=config.negative_ratio,
                                   redraw_each_epoch=config.redraw_negatives,
                                   max_negatives_per_image=config.max_negatives_per_image,
-                                  extra_positives=config.inserted_positives,
-                                  hard_rows=hard_rows,
-                                  hard_fraction=config.hard_negative_fraction)
-        if config.mined_negative_fraction > 0 and mining_start(config.epochs) >= config.epochs and self.main:
-            logger.warning("mined_negative_fraction=%s has no effect with %d epoch(s): mining starts at epoch %d",
-                           config.mined_negative_fraction, config.epochs, mining_start(config.epochs) + 1)
+                                  extra_positives=config.inserted_positives)
         films = val_images
         val_images, val_index, validation = self._validation_index(train_index, val_images, train_images)
         marks = {**self.checkpoint_extra, "config": config.to_dict(), "validation": validation,
@@ -455,7 +426,7 @@ class PatchTrainer:
             optimizer.load_state_dict(state["optimizer"])
             if state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
-            history = [EpochStats(**item) for item in state.get("history", [])]
+            history = [stored_epoch(item) for item in state.get("history", [])]
             start_epoch = int(state.get("epoch", 0))
             logger.info("resuming from %s after epoch %d", last_path, start_epoch)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -470,9 +441,6 @@ class PatchTrainer:
 
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
-            mined = 0
-            if config.mined_negative_fraction > 0 and epoch >= mining_start(config.epochs):
-                mined = self._mine_negatives(model, train_images, train_index, sampler, hard_rows)
             epoch_index = sampler.epoch_index(epoch)
             inserted = InsertedPositives(train_images, normal_rows(train_index), config.inserted_positives,
                                          seed=config.seed + 1000 * epoch, augment=config.augment)
@@ -491,7 +459,7 @@ class PatchTrainer:
                 epoch=epoch + 1, train_loss=train_loss, train_accuracy=train_acc, val_loss=val_loss,
                 val_accuracy=float(np.mean((val_scores >= 0.5) == val_labels)) if len(val_labels) else float("nan"),
                 val_auc=safe_auc(val_labels, val_scores), train_patches=len(epoch_index) + len(inserted),
-                val_patches=len(val_index), seconds=time.perf_counter() - started, mined_negatives=mined,
+                val_patches=len(val_index), seconds=time.perf_counter() - started,
             )
             history.append(stats)
             if not self.main:
@@ -588,12 +556,6 @@ class PatchTrainer:
             return np.zeros(0), np.zeros(0), float("nan")
         labels_all = np.concatenate(labels_out).astype(np.int64)
         return labels_all, np.concatenate(scores_out), loss_sum / len(labels_all)
-
-
-def mining_start(epochs: int) -> int:
-    """The first (0-based) epoch that draws mined hard negatives: halfway through, once the model has learnt
-    enough for its false positives to mean something."""
-    return max(1, epochs // 2)
 
 
 def positive_weight(config: TrainConfig) -> torch.Tensor:
