@@ -3,7 +3,7 @@
 # Usage: benchmarks/real_mias.sh STEP...
 #   steps: import e1 e2 pretrain e3 paper v1 tta v1-contrast v1-resnet18 r18-contrast r18-none paper4 paper8
 #          v1-seed1 ins150 r18c8 r18c8-pretext r18c8-pretext480 r18c8-pretext-e24 r18c8-pretext480-e24 recipe
-#          recipe-mined recipe-x2 rescore:RUN
+#          recipe-x2 rescore:RUN
 # v1 is the first shipped recipe's 5-fold run (--normal-images 6; its flags pin that recipe's backbone, filter,
 # epochs and no pretraining, so it runs as measured on the current file); e1-e3, paper and tta compare options
 # around it. The recipe shipped now is r18c8-pretext (its step names every value that differs from v1).
@@ -13,7 +13,7 @@
 # r18c8 / r18c8-pretext: ResNet18 + contrast, 8 epochs, without / with 240 steps of per-fold synthetic-cluster
 # pretraining (pretrain_steps; r18c8-pretext480: 480 steps). SEED=1 runs them on seed 1's folds and sampling
 # (output folder suffix -seed1). The -e24 steps train 24 epochs instead of 8. recipe: recipes/mini-mias.json
-# exactly as the file stands; recipe-mined adds mined hard negatives (mined_negative_fraction 0.5); recipe-x2 resamples
+# exactly as the file stands; recipe-x2 resamples
 # to 0.1 mm with 128-pixel patches (the same 12.8 mm), first 2 folds only. rescore:RUN
 # rescores the fold models of WORK/RUN without and with flip TTA on the films the run scored and on every
 # held-out film (benchmarks/rescore_crossval.py; every held-out film's TTA row goes to WORK/RUN/films-tta.json),
@@ -64,8 +64,6 @@ for step in "$@"; do
           --seed "${SEED:-0}" --folds 5 "${SCORE[@]}" ;;
     recipe) plaid crossval "$DATA" --out "$WORK/recipe${SEED:+-seed$SEED}" --recipe recipes/mini-mias.json \
           --seed "${SEED:-0}" --folds 5 "${SCORE[@]}" ;;
-    recipe-mined) plaid crossval "$DATA" --out "$WORK/$step${SEED:+-seed$SEED}" --recipe recipes/mini-mias.json \
-          --mined-negative-fraction 0.5 --seed "${SEED:-0}" --folds 5 "${SCORE[@]}" ;;
     recipe-x2) plaid crossval "$DATA" --out "$WORK/$step${SEED:+-seed$SEED}" --recipe recipes/mini-mias.json \
           --target-spacing-mm 0.1 --patch-size 128 --seed "${SEED:-0}" --folds 5 --only-folds 2 "${SCORE[@]}" ;;
     rescore:*) "$PY" benchmarks/rescore_crossval.py "$WORK/${step#rescore:}" "$DATA" \

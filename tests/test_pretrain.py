@@ -54,28 +54,6 @@ def test_only_images_known_to_be_normal_are_used(tmp_path: Path) -> None:
         PretrainConfig(architecture="vgg16")
 
 
-def test_findings_masks_mark_hard_negative_patches(tmp_path: Path) -> None:
-    from PIL import Image
-
-    from plaid.io.labels import write_label_png
-    from plaid.patches.prepared import PatchSettings, patch_index_for, prepare_image
-    from plaid.train.hard_negatives import hard_negative_rows
-
-    pixels = np.full((256, 192), 1800, dtype=np.uint16)
-    Image.fromarray(pixels).save(tmp_path / "a.png")
-    calcs = np.zeros(pixels.shape, dtype=np.uint8)
-    calcs[10, 10] = 1
-    write_label_png(tmp_path / "masks" / "a.png", calcs)
-    mass = np.zeros(pixels.shape, dtype=np.uint8)
-    mass[200:250, 150:190] = 1                                   # bottom-right patch of a 4 x 3 grid of 64
-    write_label_png(tmp_path / "findings" / "a.png", mass)
-    record = CaseRecord(image=str(tmp_path / "a.png"), label=str(tmp_path / "masks" / "a.png"))
-    image = prepare_image(record, PatchSettings(patch_size=64, skip_background=False))
-    index = patch_index_for([image])
-    rows = hard_negative_rows([image], index, 0.3)
-    assert [int(index.patch[r]) for r in rows] == [11] and hard_negative_rows([image], index, 0.0) is None
-
-
 def test_pretext_with_the_contrast_front_end_learns_to_spot_pasted_clusters(tmp_path: Path) -> None:
     from plaid.io.datalist import load_records
     from plaid.model.network import PatchClassifier

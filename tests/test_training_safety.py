@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 
 from plaid.cli import main
 from plaid.errors import CheckpointError, PlaidInputError
+from plaid.evaluate.metrics import safe_auc
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.io.images import read_mammogram
@@ -24,12 +26,14 @@ from plaid.io.labels import write_label_png
 from plaid.model.checkpoint import read_checkpoint
 from plaid.model.device import training_precision
 from plaid.patches.prepared import PatchSettings, patch_settings_from_dict, prepare_images
+from plaid.serving import APP_DIR
 from plaid.synth.generator import generate_dataset
 from plaid.train import loop
 from plaid.train.loop import (
     CONFIG_FILE,
     VALIDATION_ON_TRAINING,
     EpochStats,
+    NonFiniteTrainingError,
     PatchTrainer,
     TrainConfig,
     is_better,
@@ -189,3 +193,113 @@ def test_corrupt_or_foreign_checkpoint_is_a_checkpoint_error(tmp_path: Path) -> 
     for path in (garbage, foreign):
         with pytest.raises(CheckpointError, match=f"{path.name} cannot be loaded"):
             PatchPredictor(path, InferConfig(device="cpu")).model()
+
+
+def _one_calcified_image(data_dir: Path) -> list:
+    records = [r for r in load_records(data_dir) if r.image_id.startswith("SYN0001")][:1]
+    return prepare_images(records, TINY.patch_settings())[0]
+
+
+def test_a_non_finite_loss_stops_training_naming_epoch_and_step(data_dir: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(loop, "positive_weight", lambda config: torch.tensor(float("nan")))  # a NaN in the loss
+    trainer = PatchTrainer(replace(TINY, epochs=1), tmp_path / "nan", progress=False)
+    with pytest.raises(NonFiniteTrainingError, match=r"loss is nan at epoch 1, step 1"):
+        trainer.fit(_one_calcified_image(data_dir), [])
+    assert not (tmp_path / "nan" / "best.pt").exists() and not (tmp_path / "nan" / "last.pt").exists()
+    assert main(["train", str(data_dir), "--out", str(tmp_path / "cli"), "--epochs", "1", "--batch-size", "8",
+                 "--no-pretrained", "--device", "cpu", "--no-progress"]) == 2  # the CLI reports it as an error
+    assert "loss is nan at epoch 1, step 1" in caplog.text
+    assert not (tmp_path / "cli" / "best.pt").exists()
+
+
+def test_non_finite_validation_scores_stop_training_before_any_checkpoint(data_dir: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    scored = PatchTrainer._score
+
+    def nan_scores(self: PatchTrainer, runner: torch.nn.Module, batches: object) -> tuple:
+        labels, scores, loss = scored(self, runner, batches)
+        return labels, np.full_like(scores, np.nan), loss
+
+    monkeypatch.setattr(PatchTrainer, "_score", nan_scores)
+    trainer = PatchTrainer(replace(TINY, epochs=1), tmp_path / "nan", progress=False)
+    with pytest.raises(NonFiniteTrainingError, match="after epoch 1"):
+        trainer.fit(_one_calcified_image(data_dir), [])
+    assert not list((tmp_path / "nan").glob("*.pt"))
+
+
+def test_safe_auc_is_nan_for_non_finite_scores() -> None:
+    labels = np.array([0, 1, 0, 1])
+    assert np.isnan(safe_auc(labels, np.full(4, np.nan)))
+    assert np.isnan(safe_auc(labels, np.array([0.1, np.inf, 0.2, 0.9])))
+    assert safe_auc(labels, np.array([0.1, 0.8, 0.2, 0.9])) == 1.0
+    nan = float("nan")
+    assert not loop._publishable(_stats(1, safe_auc(labels, np.full(4, np.nan)), 0.7), 0.5)
+    assert not loop._publishable(_stats(1, 0.8, 0.7), nan)
+    assert loop._publishable(_stats(1, 0.8, 0.7), 0.5)
+
+
+def test_the_app_never_publishes_a_checkpoint_with_a_non_finite_threshold(run_dir: Path, tmp_path: Path) -> None:
+    if str(APP_DIR) not in sys.path:
+        sys.path.insert(0, str(APP_DIR))
+    from lib.trainers.calcification import CalcificationTrainer
+
+    published = tmp_path / "model" / "calcification.pt"
+    trainer = CalcificationTrainer(str(tmp_path / "model"), str(published), TINY)
+    broken = tmp_path / "broken.pt"
+    torch.save({**read_checkpoint(run_dir / "best.pt"), "threshold": float("nan")}, str(broken))
+    assert trainer._publish(broken) is None and not published.exists()
+    assert trainer._publish(run_dir / "best.pt") == published and published.is_file()
+
+
+def test_learning_rates_and_other_client_numbers_are_bounded() -> None:
+    for bad, option in (({"learning_rate": 0.5}, "learning_rate"), ({"learning_rate": 1.0}, "learning_rate"),
+                        ({"pretrain_learning_rate": 0.5}, "pretrain_learning_rate"),
+                        ({"learning_rate": float("inf")}, "learning_rate"), ({"epochs": 50_000}, "epochs"),
+                        ({"batch_size": 60_000}, "batch_size"), ({"patch_size": 8}, "patch_size"),
+                        ({"negative_ratio": 500}, "negative_ratio"),
+                        ({"inserted_positives": 10**9}, "inserted_positives"),
+                        ({"inserted_positives": -1}, "inserted_positives"),
+                        ({"target_spacing_mm": float("nan")}, "target_spacing_mm"),
+                        ({"pixel_spacing_mm": -0.1}, "pixel_spacing_mm")):
+        with pytest.raises(PlaidInputError, match=option):
+            TrainConfig.from_mapping(bad).validate()
+    assert TrainConfig.from_mapping({"learning_rate": 0.1, "pretrain_learning_rate": 0.01}).validate()
+
+
+def test_resume_trains_on_the_stored_split_after_the_records_changed(data_dir: Path, run_dir: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    stored = json.loads((out / "split.json").read_text())
+    records = load_records(data_dir)
+    new = []
+    for number, source in enumerate(records[:2]):  # two new women since the run started (a calcified one first)
+        image = tmp_path / f"NEW{number}_CC.png"
+        label = tmp_path / f"NEW{number}_CC_label.png"
+        shutil.copy(source.image, image)
+        shutil.copy(source.label, label)
+        new.append(CaseRecord(image=str(image), label=str(label), patient_id=f"NEW{number}"))
+    changed = new + [r for r in records if r.image_id != stored["train"][-1]["image_id"]]  # and one image gone
+    seen: dict[str, set[str]] = {}
+    fit = PatchTrainer.fit
+
+    def spy(self: PatchTrainer, train_images: list, val_images: list, resume: bool = False) -> object:
+        seen["train"] = {image.record.image_id for image in train_images}
+        seen["validation"] = {image.record.image_id for image in val_images}
+        return fit(self, train_images, val_images, resume=resume)
+
+    monkeypatch.setattr(PatchTrainer, "fit", spy)
+    result = train_from_records(changed, replace(TINY, epochs=3), out, resume=True, progress=False)
+    assert result.resumed_from_epoch == 2
+    assert seen["train"] == {e["image_id"] for e in stored["train"][:-1]}
+    assert seen["validation"] == {e["image_id"] for e in stored["validation"]}
+    assert json.loads((out / "split.json").read_text()) == stored
+
+
+def test_a_history_stored_with_a_removed_option_still_resumes() -> None:
+    old = {**loop.asdict(_stats(1, 0.7, 0.6)), "mined_negatives": 0}  # written before mined negatives were removed
+    assert loop.stored_epoch(old) == _stats(1, 0.7, 0.6)
+    assert "mined_negative_fraction" not in TrainConfig().to_dict()
+    assert TrainConfig.from_mapping({"mined_negative_fraction": 0.5, "epochs": 3}).epochs == 3  # old configs load

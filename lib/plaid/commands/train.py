@@ -16,6 +16,7 @@ from plaid.model.network import ARCHITECTURES
 from plaid.serialization import write_json
 from plaid.train.holdout import TEST_PART, describe_holdout, holdout_split, read_split, records_in_part
 from plaid.train.loop import HISTORY_FILE, SPLIT_FILE, TrainConfig, TrainResult
+from plaid.train.operating_point import OPERATING_POINTS
 from plaid.train.recipes import config_with_overrides
 from plaid.train.records import train_from_records
 
@@ -48,9 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "frozen_layers", "negative_ratio", "val_fraction", "seed",
                 "device", "weights_path", "pretrained", "offline", "patch_size", "target_spacing_mm",
-                "pixel_spacing_mm", "class_weighted_loss", "inserted_positives", "hard_negative_fraction",
-                "mined_negative_fraction", "tta_flips", "architecture", "input_filter", "pretrain_steps",
-                "pretrain_learning_rate")
+                "pixel_spacing_mm", "class_weighted_loss", "inserted_positives", "tta_flips", "architecture",
+                "input_filter", "pretrain_steps", "pretrain_learning_rate", "operating_point",
+                "max_false_marks_per_image", "operating_point_normal_women")
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -67,11 +68,6 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                         help="weigh positives by the negative ratio in the loss (--no-... turns a recipe's off)")
     parser.add_argument("--inserted-positives", type=int,
                         help="synthetic calcification clusters pasted into normal patches, per epoch (default 0)")
-    parser.add_argument("--hard-negative-fraction", type=float,
-                        help="share of negatives drawn over masses and other findings (findings/ masks)")
-    parser.add_argument("--mined-negative-fraction", type=float,
-                        help="from halfway through the epochs, share of each epoch's negatives drawn from the normal "
-                             "training patches the model then scores highest (default 0)")
     parser.add_argument("--pretrain-steps", type=int,
                         help="from random initialisation: steps spotting synthetic clusters pasted into the "
                              "training images' normal patches before the real epochs (default 0)")
@@ -90,6 +86,15 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                         help="fixed front end: none (grey to 3 channels, the paper's) or contrast (grey plus "
                              "band-pass channels at the calcification scale)")
     parser.add_argument("--val-fraction", type=float, help="share of patients for validation (default 0.05)")
+    parser.add_argument("--operating-point", choices=OPERATING_POINTS,
+                        help="how the stored threshold is chosen: false_marks (default: at most "
+                             "--max-false-marks-per-image normal patches marked per validation film, scored as "
+                             "served) or slope1 (the paper's point on the balanced validation patches)")
+    parser.add_argument("--max-false-marks-per-image", type=float,
+                        help="false marks per film the false_marks operating point allows (default 1.0)")
+    parser.add_argument("--operating-point-normal-women", type=int,
+                        help="women without calcification whose films choose the operating point, held out of "
+                             "training where validation has fewer (default 2)")
     parser.add_argument("--seed", type=int, help="seed of the splits and the patch sampling (default 0)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--weights", dest="weights_path",
@@ -145,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         "epochs_requested": config.epochs,
         "resumed_from_epoch": result.resumed_from_epoch,
         "best_val_auc": result.best_val_auc,
+        "operating_point": result.operating_point,
         "test_images": len(test),
         "skipped": [asdict(problem) for problem in result.problems],
         "training_curves": str(curves) if curves else None,
@@ -154,6 +160,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"resumed from epoch {result.resumed_from_epoch}")
     print(f"trained {len(result.history)}/{config.epochs} epochs; best validation AUC {result.best_val_auc:.4f}")
     print(f"best checkpoint: {result.best_checkpoint}")
+    point = result.operating_point
+    if point:
+        print(f"threshold {point['threshold']:.4f} ({point['operating_point']}): "
+              f"{point['validation_false_marks_per_image']:.2f} false marks per film on "
+              f"{point['operating_point_films']} {point['operating_point_films_source']} films")
     if curves:
         print(f"training curves: {curves}")
     if test:

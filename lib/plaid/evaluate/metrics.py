@@ -119,9 +119,9 @@ def confusion_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> Co
 
 
 def safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC, or NaN when only one class is present."""
+    """ROC AUC, or NaN when only one class is present or any score is not a finite number."""
     labels = np.asarray(labels).ravel()
-    if labels.size == 0 or labels.min() == labels.max():
+    if labels.size == 0 or labels.min() == labels.max() or not np.all(np.isfinite(np.asarray(scores, float))):
         return float("nan")
     return roc_auc(labels, scores)
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
-from plaid.errors import PlaidInputError
+from plaid.errors import PlaidError, PlaidInputError
 from plaid.evaluate.metrics import confusion_at, operating_point, safe_auc
 from plaid.model.checkpoint import read_checkpoint, save_checkpoint
 from plaid.model.device import autocast_in, select_device, training_precision
@@ -37,8 +37,8 @@ from plaid.patches.prepared import PatchSettings, PreparedImage, Problem, patch_
 from plaid.patches.sampling import BalancedSampler, PatchIndex
 from plaid.serialization import read_json_object, write_json
 from plaid.train.dataset import PatchDataset
-from plaid.train.hard_negatives import hard_negative_rows
 from plaid.train.insertion import InsertedPositives, normal_rows
+from plaid.train.operating_point import FALSE_MARKS, OPERATING_POINTS, set_operating_point
 from plaid.train.pretrain import PretrainConfig, run_pretext
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,22 @@ VALIDATION_ON_TRAINING = "training patches"
 # Options a resumed run may change; every other stored option must match (weights come from last.pt).
 RESUME_MAY_CHANGE = frozenset({"epochs", "device", "num_workers", "multi_gpu", "amp", "init_checkpoint",
                                "weights_path", "pretrained"})
+
+
+# Upper bounds on what a client may ask for: beyond them Adam diverges or a request ties the server up for days.
+MAX_LEARNING_RATE = 0.1
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 4096
+MAX_PATCH_SIZE = 2048
+MIN_PATCH_SIZE = 32  # the ResNet stem and four stride-2 stages need at least this many pixels
+MAX_NEGATIVE_RATIO = 100.0
+MAX_INSERTED_POSITIVES = 100_000
+SPACING_RANGE_MM = (0.005, 5.0)
+MAX_FALSE_MARKS_PER_IMAGE = 1000.0
+
+
+class NonFiniteTrainingError(PlaidError):
+    """Training produced a non-finite loss or score: the run stops instead of writing a broken model."""
 
 
 @lru_cache(maxsize=1)
@@ -92,13 +108,14 @@ class TrainConfig:
     pixel_spacing_mm: float | None = None
     class_weighted_loss: bool = False
     inserted_positives: int = 0
-    hard_negative_fraction: float = 0.0
-    mined_negative_fraction: float = 0.0
     tta_flips: bool = False
     architecture: str = DEFAULT_ARCHITECTURE
     input_filter: str = DEFAULT_INPUT_FILTER
     pretrain_steps: int = 0
     pretrain_learning_rate: float = 1e-3
+    operating_point: str = FALSE_MARKS
+    max_false_marks_per_image: float = 1.0
+    operating_point_normal_women: int = 2
 
     def patch_settings(self) -> PatchSettings:
         """The tiling/labelling part of the config."""
@@ -117,27 +134,33 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """``self`` when every option is in range, else `PlaidInputError` naming the first bad option."""
         checks = {
-            "patch_size": self.patch_size >= 1,
-            "stride": self.stride is None or 1 <= self.stride,
+            "patch_size": MIN_PATCH_SIZE <= self.patch_size <= MAX_PATCH_SIZE,
+            "stride": self.stride is None or 1 <= self.stride <= MAX_PATCH_SIZE,
             "min_overlap": 0.0 <= self.min_overlap <= 1.0,
-            "epochs": 1 <= self.epochs <= 100_000,
-            "batch_size": 1 <= self.batch_size <= 65_536,
-            "learning_rate": math.isfinite(self.learning_rate) and 0.0 < self.learning_rate <= 1.0,
+            "epochs": 1 <= self.epochs <= MAX_EPOCHS,
+            "batch_size": 1 <= self.batch_size <= MAX_BATCH_SIZE,
+            "learning_rate": _in_range(self.learning_rate, 0.0, MAX_LEARNING_RATE, low_open=True),
             "frozen_layers": 0 <= self.frozen_layers <= keras_layer_count(),
-            "negative_ratio": math.isfinite(self.negative_ratio) and 0.0 < self.negative_ratio <= 1000.0,
-            "max_negatives_per_image": self.max_negatives_per_image is None or self.max_negatives_per_image >= 1,
+            "negative_ratio": _in_range(self.negative_ratio, 0.0, MAX_NEGATIVE_RATIO, low_open=True),
+            "max_negatives_per_image": (self.max_negatives_per_image is None
+                                        or 1 <= self.max_negatives_per_image <= 10_000_000),
             "val_fraction": 0.0 <= self.val_fraction < 1.0,
             "seed": 0 <= self.seed < 2**32,
             "num_workers": 0 <= self.num_workers <= 256,
-            "hard_negative_fraction": 0.0 <= self.hard_negative_fraction <= 1.0,
-            "mined_negative_fraction": 0.0 <= self.mined_negative_fraction <= 1.0,
+            "target_spacing_mm": self.target_spacing_mm is None or _in_range(self.target_spacing_mm, *SPACING_RANGE_MM),
+            "pixel_spacing_mm": self.pixel_spacing_mm is None or _in_range(self.pixel_spacing_mm, *SPACING_RANGE_MM),
+            "inserted_positives": 0 <= self.inserted_positives <= MAX_INSERTED_POSITIVES,
             "pretrain_steps": 0 <= self.pretrain_steps <= 1_000_000,
-            "pretrain_learning_rate": (math.isfinite(self.pretrain_learning_rate)
-                                       and 0.0 < self.pretrain_learning_rate <= 1.0),
+            "pretrain_learning_rate": _in_range(self.pretrain_learning_rate, 0.0, MAX_LEARNING_RATE, low_open=True),
+            "max_false_marks_per_image": _in_range(self.max_false_marks_per_image, 0.0, MAX_FALSE_MARKS_PER_IMAGE),
+            "operating_point_normal_women": 0 <= self.operating_point_normal_women <= 100_000,
         }
         for name, ok in checks.items():
             if not ok:
                 raise PlaidInputError(f"training option {name}={getattr(self, name)!r} is out of range")
+        if self.operating_point not in OPERATING_POINTS:
+            raise PlaidInputError(f"training option operating_point={self.operating_point!r} is not one of "
+                                  f"{', '.join(OPERATING_POINTS)}")
         unknown = unknown_model_option(self.architecture, self.input_filter)
         if unknown:
             raise PlaidInputError(f"training option {unknown}")
@@ -153,6 +176,13 @@ class TrainConfig:
         return self
 
 
+def _in_range(value: float, low: float, high: float, low_open: bool = False) -> bool:
+    """Whether ``value`` is a finite number in [low, high] (or (low, high] with ``low_open``)."""
+    if not math.isfinite(value):
+        return False
+    return (low < value if low_open else low <= value) and value <= high
+
+
 @dataclass
 class EpochStats:
     """What one epoch measured."""
@@ -166,7 +196,12 @@ class EpochStats:
     train_patches: int
     val_patches: int
     seconds: float
-    mined_negatives: int = 0
+
+
+def stored_epoch(item: Mapping[str, Any]) -> EpochStats:
+    """An epoch of a stored history; keys of options since removed (e.g. ``mined_negatives``) are dropped."""
+    known = {entry.name for entry in fields(EpochStats)}
+    return EpochStats(**{key: value for key, value in item.items() if key in known})
 
 
 @dataclass
@@ -180,6 +215,7 @@ class TrainResult:
     best_val_auc: float = float("nan")
     resumed_from_epoch: int = 0
     validation: str = VALIDATION_PATIENTS
+    operating_point: dict[str, Any] = field(default_factory=dict)
 
 
 def _key_metric(stats: EpochStats) -> tuple[float, float]:
@@ -341,29 +377,6 @@ class PatchTrainer:
             logger.info("pretrained on inserted clusters for %d steps: pretext accuracy %.3f over the last tenth",
                         config.pretrain_steps, measured["final_accuracy"])
 
-    def _mine_negatives(self, model: PatchClassifier, images: Sequence[PreparedImage], index: PatchIndex,
-                        sampler: BalancedSampler, finding_rows: np.ndarray | None) -> int:
-        """Score every normal training patch and make the highest-scoring ones the sampler's hard pool.
-
-        The pool holds twice the ``mined_negative_fraction`` share of an epoch's negatives, so the sampler
-        draws half of it each epoch; patches over findings (``hard_negative_fraction``) stay in the pool and
-        the two shares add up. Returns the number of mined patches.
-        """
-        config = self.config
-        negatives = np.flatnonzero(index.label == 0)
-        size = min(len(negatives), 2 * int(round(sampler.negatives_per_epoch() * config.mined_negative_fraction)))
-        if not size:
-            return 0
-        _, scores, _ = self._score(model, self._data_loader(images, index.subset(negatives), False, 0))
-        highest = np.argsort(-scores, kind="stable")[:size]
-        mined = negatives[highest]
-        sampler.hard_rows = mined if finding_rows is None else np.union1d(mined, finding_rows)
-        sampler.hard_fraction = min(1.0, config.hard_negative_fraction + config.mined_negative_fraction)
-        if self.main:
-            logger.info("mined %d hard negatives from %d normal training patches (their scores %.3f-%.3f)", size,
-                        len(negatives), float(scores[highest[0]]), float(scores[highest[-1]]))
-        return size
-
     def _autocast(self) -> Any:
         return autocast_in(self.device, self.autocast_dtype)
 
@@ -387,16 +400,11 @@ class PatchTrainer:
         train_index = patch_index_for(train_images)
         if int(train_index.label.sum()) == 0:
             raise PlaidInputError("the training masks mark no calcification patch; nothing to learn from")
-        hard_rows = hard_negative_rows(train_images, train_index, config.hard_negative_fraction)
         sampler = BalancedSampler(train_index, seed=config.seed, negative_ratio=config.negative_ratio,
                                   redraw_each_epoch=config.redraw_negatives,
                                   max_negatives_per_image=config.max_negatives_per_image,
-                                  extra_positives=config.inserted_positives,
-                                  hard_rows=hard_rows,
-                                  hard_fraction=config.hard_negative_fraction)
-        if config.mined_negative_fraction > 0 and mining_start(config.epochs) >= config.epochs and self.main:
-            logger.warning("mined_negative_fraction=%s has no effect with %d epoch(s): mining starts at epoch %d",
-                           config.mined_negative_fraction, config.epochs, mining_start(config.epochs) + 1)
+                                  extra_positives=config.inserted_positives)
+        films = val_images
         val_images, val_index, validation = self._validation_index(train_index, val_images, train_images)
         marks = {**self.checkpoint_extra, "config": config.to_dict(), "validation": validation,
                  "patch_settings": asdict(config.patch_settings())}
@@ -418,7 +426,7 @@ class PatchTrainer:
             optimizer.load_state_dict(state["optimizer"])
             if state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
-            history = [EpochStats(**item) for item in state.get("history", [])]
+            history = [stored_epoch(item) for item in state.get("history", [])]
             start_epoch = int(state.get("epoch", 0))
             logger.info("resuming from %s after epoch %d", last_path, start_epoch)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -433,9 +441,6 @@ class PatchTrainer:
 
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
-            mined = 0
-            if config.mined_negative_fraction > 0 and epoch >= mining_start(config.epochs):
-                mined = self._mine_negatives(model, train_images, train_index, sampler, hard_rows)
             epoch_index = sampler.epoch_index(epoch)
             inserted = InsertedPositives(train_images, normal_rows(train_index), config.inserted_positives,
                                          seed=config.seed + 1000 * epoch, augment=config.augment)
@@ -446,11 +451,15 @@ class PatchTrainer:
                 for buffer in model.buffers():
                     torch.distributed.broadcast(buffer, src=0)
             val_labels, val_scores, val_loss = self._score(model, self._data_loader(val_images, val_index, False, 0))
+            if not (np.all(np.isfinite(val_scores)) and (math.isfinite(val_loss) or not len(val_labels))):
+                raise NonFiniteTrainingError(f"training stopped: the model scores validation patches as non-finite "
+                                             f"numbers after epoch {epoch + 1}; nothing of this epoch was saved. "
+                                             "Lower the learning rate or check the images")
             stats = EpochStats(
                 epoch=epoch + 1, train_loss=train_loss, train_accuracy=train_acc, val_loss=val_loss,
                 val_accuracy=float(np.mean((val_scores >= 0.5) == val_labels)) if len(val_labels) else float("nan"),
                 val_auc=safe_auc(val_labels, val_scores), train_patches=len(epoch_index) + len(inserted),
-                val_patches=len(val_index), seconds=time.perf_counter() - started, mined_negatives=mined,
+                val_patches=len(val_index), seconds=time.perf_counter() - started,
             )
             history.append(stats)
             if not self.main:
@@ -460,11 +469,15 @@ class PatchTrainer:
             logger.info("epoch %d/%d: loss %.4f acc %.3f | val loss %.4f acc %.3f auc %.4f (%.1f s)",
                         stats.epoch, config.epochs, train_loss, train_acc, val_loss, stats.val_accuracy,
                         stats.val_auc, stats.seconds)
-            if is_better(stats, best):
+            threshold = _validation_threshold(val_labels, val_scores)
+            if not _publishable(stats, threshold):
+                logger.warning("epoch %d is not kept as the best model: its validation AUC %s or threshold %s is not "
+                               "a number", stats.epoch, stats.val_auc, threshold)
+            elif is_better(stats, best):
                 best = stats
                 best_path = save_checkpoint(
                     self.out_dir / BEST_CHECKPOINT, model, epoch=epoch + 1, metrics=asdict(stats),
-                    threshold=_validation_threshold(val_labels, val_scores), **marks,
+                    threshold=threshold, **marks,
                 )
             save_checkpoint(last_path, model, epoch=epoch + 1, optimizer=optimizer.state_dict(),
                             scaler=self.scaler.state_dict(), history=[asdict(item) for item in history], **marks)
@@ -474,9 +487,23 @@ class PatchTrainer:
             if self._stop_requested():
                 logger.info("training stopped on request after epoch %d", epoch + 1)
                 break
+        chosen = self._choose_operating_point(best_path, films, train_images) if self.main and best_path else {}
         return TrainResult(out_dir=self.out_dir, best_checkpoint=best_path, history=history,
                            best_val_auc=best.val_auc if best else float("nan"), resumed_from_epoch=start_epoch,
-                           validation=validation)
+                           validation=validation, operating_point=chosen)
+
+    def _choose_operating_point(self, best_path: Path, films: Sequence[PreparedImage],
+                                train_images: Sequence[PreparedImage]) -> dict[str, Any]:
+        """Store the operating point in best.pt, chosen on the validation films (every tissue patch, as served);
+        on the training films, with a warning, when no film was held out."""
+        config = self.config
+        source = "validation"
+        if not films:
+            logger.warning("no validation film was held out: the operating point is chosen on the training films "
+                           "(optimistic; set val_fraction or operating_point_normal_women)")
+            films, source = train_images, "training"
+        return set_operating_point(best_path, films, config.operating_point, config.max_false_marks_per_image,
+                                   source, device=config.device)
 
     def _train_epoch(self, runner: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                      loader: DataLoader, epoch: int) -> tuple[float, float]:
@@ -487,17 +514,23 @@ class PatchTrainer:
             from tqdm import tqdm
 
             batches = tqdm(loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="batch", leave=False)
-        for patches, labels in batches:
+        for step, (patches, labels) in enumerate(batches, start=1):
             patches = patches.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             labels = labels.to(self.device)
             optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 logits = runner(patches)
             loss = loss_fn(logits.float(), labels)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise NonFiniteTrainingError(
+                    f"training stopped: the loss is {loss_value} at epoch {epoch + 1}, step {step} (learning rate "
+                    f"{self.config.learning_rate}); nothing of this epoch was saved. Lower the learning rate or "
+                    "check the images")
             self.scaler.scale(loss).backward()
             self.scaler.step(optimizer)
             self.scaler.update()
-            total_loss += float(loss.detach()) * len(labels)
+            total_loss += loss_value * len(labels)
             correct += int(((logits.detach().float() >= 0) == (labels >= 0.5)).sum())
             seen += len(labels)
             if self.progress and hasattr(batches, "set_postfix"):
@@ -525,17 +558,25 @@ class PatchTrainer:
         return labels_all, np.concatenate(scores_out), loss_sum / len(labels_all)
 
 
-def mining_start(epochs: int) -> int:
-    """The first (0-based) epoch that draws mined hard negatives: halfway through, once the model has learnt
-    enough for its false positives to mean something."""
-    return max(1, epochs // 2)
-
-
 def positive_weight(config: TrainConfig) -> torch.Tensor:
     """BCE weight of the positive class: the negative ratio with ``class_weighted_loss`` (classes then weigh
     the same in the loss), else 1."""
     ratio = config.negative_ratio if config.class_weighted_loss and config.negative_ratio > 0 else 1.0
     return torch.tensor(float(ratio))
+
+
+def _publishable(stats: EpochStats, threshold: float) -> bool:
+    """Whether an epoch's model may become best.pt: a finite threshold, validation AUC and loss."""
+    return all(math.isfinite(value) for value in (threshold, stats.val_auc, stats.val_loss, stats.train_loss))
+
+
+def checkpoint_is_publishable(meta: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint's metadata holds a finite threshold and finite validation metrics (what a served
+    model needs: a NaN threshold marks nothing)."""
+    threshold = meta.get("threshold")
+    metrics = meta.get("metrics") or {}
+    numbers = [threshold, metrics.get("val_auc"), metrics.get("val_loss")]
+    return all(isinstance(value, int | float) and math.isfinite(value) for value in numbers)
 
 
 def _validation_threshold(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -6,7 +6,6 @@ Label trainer both start here.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -20,6 +19,7 @@ from plaid.io.datalist import CaseRecord
 from plaid.patches.prepared import PreparedImage, Problem, prepare_images
 from plaid.serialization import json_safe, write_json
 from plaid.train.distributed import DistributedJob, distributed_world_size, fit_distributed
+from plaid.train.holdout import TRAINING_PARTS, read_split, records_in_part
 from plaid.train.loop import (
     PATCH_LABELS_FILE,
     SPLIT_FILE,
@@ -75,24 +75,35 @@ def train_from_records(
             raise PlaidInputError("no annotation mask for this image", missing[0].image)
         for record in missing:
             logger.warning("skipping %s: no annotation mask", record.image)
+    stored_split = read_split(out_dir / SPLIT_FILE) if resume and (out_dir / SPLIT_FILE).is_file() else None
+    if stored_split is not None:
+        usable = records_of_stored_split(usable, stored_split)
     settings = config.patch_settings()
     prepared, read_problems = prepare_images(usable, settings, on_error=on_error, progress=progress)
     problems += read_problems
     if not prepared:
         raise PlaidInputError("no usable labelled image to train on")
-    positive_groups = {p.record.group for p in prepared if p.labels is not None and p.labels.any()}
-    train_images, val_images = split_by_group([p.record for p in prepared], config.val_fraction, config.seed,
-                                              positive_groups=positive_groups)
-    train_ids = {r.image_id for r in train_images}
+    if stored_split is not None:  # a resumed run trains and validates on the images it stored, nothing else
+        stored_validation, _ = records_in_part(usable, stored_split, "validation")
+        validation_ids = {record.image_id for record in stored_validation}
+        train_ids = {p.record.image_id for p in prepared} - validation_ids
+    else:
+        positive_groups = {p.record.group for p in prepared if p.labels is not None and p.labels.any()}
+        train_records, validation = split_by_group([p.record for p in prepared], config.val_fraction, config.seed,
+                                                   positive_groups=positive_groups)
+        train_records, validation = hold_out_normal_women(train_records, validation, positive_groups,
+                                                          config.operating_point_normal_women, config.seed)
+        train_ids = {r.image_id for r in train_records}
     train_prepared = [p for p in prepared if p.record.image_id in train_ids]
     val_prepared = [p for p in prepared if p.record.image_id not in train_ids]
     out_dir.mkdir(parents=True, exist_ok=True)
-    split = describe_split({"train": train_images, "validation": val_images})
-    split["problems"] = [asdict(problem) for problem in problems]
-    split.update(extra_split or {})
-    if resume and (out_dir / SPLIT_FILE).is_file():
-        split = json.loads((out_dir / SPLIT_FILE).read_text())  # a resumed run keeps what it stored
+    if stored_split is not None:
+        split = stored_split  # a resumed run keeps what it stored
     else:
+        split = describe_split({"train": [p.record for p in train_prepared],
+                                "validation": [p.record for p in val_prepared]})
+        split["problems"] = [asdict(problem) for problem in problems]
+        split.update(extra_split or {})
         write_json(out_dir / SPLIT_FILE, split)
         write_json(out_dir / PATCH_LABELS_FILE, describe_patch_labels(prepared))
     logger.info("training on %d images, validating on %d (of %d usable)", len(train_prepared),
@@ -110,3 +121,46 @@ def train_from_records(
         result = trainer.fit(train_prepared, val_prepared, resume=resume)
     result.problems = problems
     return result
+
+
+def hold_out_normal_women(
+    train: Sequence[CaseRecord], validation: Sequence[CaseRecord], calcified: set[str], count: int, seed: int
+) -> tuple[list[CaseRecord], list[CaseRecord]]:
+    """Move women without calcification from training to validation until validation holds ``count`` of them.
+
+    Their films choose the operating point (`plaid.train.operating_point`), which needs no calcified woman;
+    at least one woman without calcification stays in training. Returns (train, validation).
+    """
+    normal_in_validation = {record.group for record in validation if record.group not in calcified}
+    normal_in_training = sorted({record.group for record in train if record.group not in calcified})
+    wanted = min(count - len(normal_in_validation), len(normal_in_training) - 1)
+    if wanted <= 0:
+        return list(train), list(validation)
+    rng = np.random.default_rng(seed + 7)
+    moved = set(rng.choice(normal_in_training, size=wanted, replace=False).tolist())
+    logger.info("holding out %d women without calcification for the operating point", wanted)
+    return ([record for record in train if record.group not in moved],
+            [*validation, *(record for record in train if record.group in moved)])
+
+
+def records_of_stored_split(records: Sequence[CaseRecord], split: dict[str, Any]) -> list[CaseRecord]:
+    """The records a resumed run trained and validated on (its stored split's train and validation parts).
+
+    Images added to the data since are left out, and stored images no longer in the data are named in a
+    warning; `PlaidInputError` when none of the stored images is left.
+    """
+    chosen: list[CaseRecord] = []
+    missing: list[str] = []
+    for part in TRAINING_PARTS:
+        found, lost = records_in_part(records, split, part)
+        chosen += [record for record in found if record not in chosen]
+        missing += lost
+    if missing:
+        logger.warning("resuming without %d images of the stored split that are no longer in the data: %s",
+                       len(missing), ", ".join(missing[:10]))
+    left_out = len(records) - len(chosen)
+    if left_out:
+        logger.info("resuming on the stored split: %d images not in it are left out", left_out)
+    if not chosen:
+        raise PlaidInputError("cannot resume: none of the images of the stored split is in the data")
+    return chosen

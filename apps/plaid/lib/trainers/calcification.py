@@ -17,9 +17,10 @@ from monailabel.interfaces.tasks.train import TrainTask
 from lib.names import check_name
 from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord, attach_metadata
+from plaid.model.checkpoint import read_checkpoint
 from plaid.options import strict_bool
 from plaid.serialization import json_safe, write_json
-from plaid.train.loop import TrainConfig
+from plaid.train.loop import TrainConfig, checkpoint_is_publishable
 from plaid.train.records import train_from_records
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ logger = logging.getLogger(__name__)
 STATS_FILE = "train_stats.json"
 DEFAULT_RUN_NAME = "calcification"
 REQUEST_KEYS = ("epochs", "batch_size", "learning_rate", "frozen_layers", "negative_ratio", "val_fraction",
-                "seed", "device", "amp", "augment", "max_negatives_per_image", "multi_gpu")
+                "seed", "device", "amp", "augment", "max_negatives_per_image", "multi_gpu", "operating_point",
+                "max_false_marks_per_image")
 
 
 class CalcificationTrainer(TrainTask):
@@ -93,14 +95,21 @@ class CalcificationTrainer(TrainTask):
             "skipped": [asdict(problem) for problem in result.problems],
             "epochs": len(result.history),
             "best_val_auc": result.best_val_auc,
+            "operating_point": result.operating_point,
             "total_time_s": round(time.time() - started, 2),
             "history": [asdict(item) for item in result.history],
         }
         write_json(self.model_dir / STATS_FILE, stats)
         return json_safe(stats)
 
-    def _publish(self, checkpoint: Path) -> Path:
-        """Copy the checkpoint into place atomically; the infer task reloads it on its next request."""
+    def _publish(self, checkpoint: Path) -> Path | None:
+        """Copy the checkpoint into place atomically; the infer task reloads it on its next request.
+
+        A checkpoint whose threshold or validation metrics are not finite is never published (None).
+        """
+        if not checkpoint_is_publishable(read_checkpoint(checkpoint)):
+            logger.error("not publishing %s: its threshold or validation metrics are not finite numbers", checkpoint)
+            return None
         self.publish_path.parent.mkdir(parents=True, exist_ok=True)
         staging = self.publish_path.with_name(f".{self.publish_path.name}.staging")
         shutil.copyfile(checkpoint, staging)

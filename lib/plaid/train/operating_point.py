@@ -1,0 +1,116 @@
+"""The decision threshold a trained model is served with, chosen on whole validation films.
+
+``false_marks`` (the default) scores every tissue patch of the validation films exactly as the predictor
+serves them (`plaid.infer.predictor.PatchPredictor`, flips averaged when the model was trained with
+``tta_flips``) and takes the lowest threshold at which the normal patches marked average at most
+``max_false_marks_per_image`` per film. It needs only films without calcification. ``slope1`` keeps the
+paper's point on the balanced validation patches, chosen during training.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plaid.infer.predictor import InferConfig, PatchPredictor
+from plaid.model.backends import TORCH_FP32
+from plaid.model.checkpoint import load_model, save_checkpoint
+from plaid.patches.prepared import PreparedImage
+
+logger = logging.getLogger(__name__)
+
+FALSE_MARKS = "false_marks"
+SLOPE1 = "slope1"
+OPERATING_POINTS = (FALSE_MARKS, SLOPE1)
+
+
+@dataclass
+class FilmScores:
+    """The served probabilities of one film's tissue patches and whether each covers a calcification."""
+
+    probabilities: np.ndarray
+    calcified: np.ndarray
+
+
+def score_films(checkpoint: str | Path, films: Sequence[PreparedImage], device: str = "auto") -> list[FilmScores]:
+    """Every tissue patch of each film scored by the predictor the app and the CLI serve ``checkpoint`` with
+    (torch fp32, the reference every faster runtime must agree with)."""
+    predictor = PatchPredictor(checkpoint, InferConfig(device=device, runtime=TORCH_FP32))
+    scored = []
+    for film in films:
+        prediction = predictor.predict_prepared(film)
+        tissue = prediction.scored
+        calcified = film.labels[tissue] if film.labels is not None else np.zeros(int(tissue.sum()), dtype=bool)
+        scored.append(FilmScores(prediction.probabilities[tissue], calcified.astype(bool)))
+    return scored
+
+
+def false_marks_per_film(films: Sequence[FilmScores], threshold: float) -> float:
+    """Normal patches at or above ``threshold``, averaged over the films (NaN without films)."""
+    if not films:
+        return float("nan")
+    marks = sum(int(np.sum(film.probabilities[~film.calcified] >= threshold)) for film in films)
+    return marks / len(films)
+
+
+def false_marks_threshold(films: Sequence[FilmScores], max_per_film: float) -> float:
+    """The lowest threshold at which the normal patches marked average at most ``max_per_film`` per film.
+
+    With ``k = floor(max_per_film * films)`` false marks allowed, the threshold lies just above the
+    (k+1)-th highest normal score, so ties never let more through; when every normal patch may be marked it
+    is the lowest normal score.
+    """
+    normal = np.concatenate([film.probabilities[~film.calcified] for film in films] or [np.zeros(0)])
+    normal = np.sort(normal.astype(np.float32))[::-1]  # the predictor compares its float32 scores in float32
+    if not len(normal):
+        return 0.5
+    allowed = math.floor(max_per_film * len(films) + 1e-9)
+    if allowed >= len(normal):
+        return float(normal[-1])
+    return float(np.nextafter(normal[allowed], np.float32(np.inf)))
+
+
+def operating_point_record(films: Sequence[FilmScores], operating_point: str, max_per_film: float,
+                           slope1_threshold: float, source: str) -> dict[str, Any]:
+    """The checkpoint keys of the chosen operating point: the threshold, how it was chosen and the false marks
+    per film it gives on the films it was chosen on."""
+    threshold = slope1_threshold
+    if operating_point == FALSE_MARKS and films:
+        threshold = false_marks_threshold(films, max_per_film)
+    calcified = np.concatenate([film.probabilities[film.calcified] for film in films] or [np.zeros(0)])
+    return {
+        "threshold": threshold,
+        "operating_point": operating_point if films or operating_point == SLOPE1 else SLOPE1,
+        "max_false_marks_per_image": max_per_film,
+        "validation_false_marks_per_image": false_marks_per_film(films, threshold),
+        "validation_patch_sensitivity": float(np.mean(calcified >= threshold)) if len(calcified) else float("nan"),
+        "operating_point_films": len(films),
+        "operating_point_films_source": source,
+    }
+
+
+def set_operating_point(checkpoint: str | Path, films: Sequence[PreparedImage], operating_point: str,
+                        max_per_film: float, source: str, device: str = "auto") -> dict[str, Any]:
+    """Score ``films`` with the checkpoint as served, store the chosen operating point in it and return it.
+
+    The threshold the checkpoint already holds (the slope-1 point of its best epoch) is kept with
+    ``slope1``, or when there is no film to choose on.
+    """
+    model, meta = load_model(checkpoint)
+    scores = score_films(checkpoint, films, device) if films else []
+    record = operating_point_record(scores, operating_point, max_per_film, float(meta.get("threshold", 0.5)), source)
+    if operating_point == FALSE_MARKS and not films:
+        logger.warning("no film to choose the operating point on: keeping the slope-1 threshold %.4f",
+                       record["threshold"])
+    if math.isfinite(record["threshold"]):
+        save_checkpoint(checkpoint, model, **{**meta, **record})
+    logger.info("operating point %s: threshold %.4f gives %.2f false marks per film on %d %s films",
+                record["operating_point"], record["threshold"], record["validation_false_marks_per_image"],
+                len(films), source)
+    return record

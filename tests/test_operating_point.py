@@ -1,0 +1,124 @@
+"""The operating point in false marks per film: chosen on whole held-out films, scored as the predictor serves them.
+
+One tiny synthetic set (five women, one calcified, 256x192 films cut into 32-pixel patches, ResNet18) trained
+for one epoch per operating point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from plaid.cli import main
+from plaid.errors import PlaidInputError
+from plaid.evaluate.metrics import operating_point
+from plaid.infer.predictor import InferConfig, PatchPredictor
+from plaid.io.datalist import CaseRecord, load_records
+from plaid.io.images import read_mammogram
+from plaid.io.labels import write_label_png
+from plaid.model.checkpoint import load_model, read_checkpoint
+from plaid.patches.prepared import patch_index_for, prepare_images
+from plaid.patches.sampling import BalancedSampler
+from plaid.synth.generator import generate_dataset
+from plaid.train.loop import PatchTrainer, TrainConfig
+from plaid.train.operating_point import FilmScores, false_marks_per_film, false_marks_threshold
+from plaid.train.records import hold_out_normal_women, train_from_records
+
+pytestmark = pytest.mark.slow
+
+SMALL = TrainConfig(patch_size=32, architecture="resnet18", frozen_layers=0, pretrained=False, device="cpu",
+                    amp=False, augment=False, epochs=1, batch_size=16, val_fraction=0.0,
+                    operating_point_normal_women=2, max_false_marks_per_image=0.5)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five women with two views each; only SYN0001's masks mark calcifications."""
+    folder = tmp_path_factory.mktemp("operating") / "data"
+    generate_dataset(folder, 10, seed=4, height=256, width=192, formats=("png",), calcified_fraction=1.0,
+                     max_clusters=1)
+    for label in sorted((folder / "labels" / "final").glob("*.png")):
+        if not label.name.startswith("SYN0001"):
+            write_label_png(label, np.zeros(read_mammogram(next(folder.glob(f"{label.stem}.*"))).shape))
+    return folder
+
+
+def _validation_films(meta: dict) -> list[str]:
+    return [entry["image"] for entry in meta["split"]["validation"]]
+
+
+@pytest.mark.parametrize("flips", [False, True])
+def test_the_threshold_gives_at_most_the_false_marks_asked_on_the_validation_films(data_dir: Path, tmp_path: Path,
+                                                                                    flips: bool) -> None:
+    result = train_from_records(load_records(data_dir), replace(SMALL, tta_flips=flips), tmp_path / "run",
+                                progress=False)
+    meta = read_checkpoint(result.best_checkpoint)
+    films = _validation_films(meta)
+    validation_women = {entry["patient_id"] for entry in meta["split"]["validation"]}
+    assert len(validation_women) == 2 and "SYN0001" not in validation_women  # normal women held out, val 0
+    assert not validation_women & {entry["patient_id"] for entry in meta["split"]["train"]}
+    assert meta["operating_point"] == "false_marks" and meta["operating_point_films"] == len(films) == 4
+    assert meta["operating_point_films_source"] == "validation" and meta["max_false_marks_per_image"] == 0.5
+
+    predictor = PatchPredictor(result.best_checkpoint, InferConfig(device="cpu"))  # as the app and the CLI serve
+    assert predictor.threshold() == meta["threshold"] and predictor.scoring_config().tta_flips is flips
+    predictions = [predictor.predict(read_mammogram(film).pixels) for film in films]
+    marks = [int(prediction.positive.sum()) for prediction in predictions]  # every patch of these films is normal
+    assert sum(marks) / len(films) <= 0.5
+    assert meta["validation_false_marks_per_image"] == pytest.approx(sum(marks) / len(films))
+    normal = np.sort(np.concatenate([p.probabilities[p.scored] for p in predictions]))
+    below = normal[normal < meta["threshold"]]
+    assert len(below) and np.sum(normal >= below[-1]) > 0.5 * len(films)  # the lowest threshold that keeps it
+    assert result.operating_point["threshold"] == meta["threshold"]
+
+
+def test_slope1_keeps_the_papers_point_on_the_balanced_validation_patches(data_dir: Path, tmp_path: Path) -> None:
+    config = replace(SMALL, operating_point="slope1")
+    result = train_from_records(load_records(data_dir), config, tmp_path / "run", progress=False)
+    meta = read_checkpoint(result.best_checkpoint)
+    assert meta["operating_point"] == "slope1"
+    train_records = [CaseRecord(image=entry["image"], label=str(Path(entry["image"]).parent / "labels" / "final"
+                                                                 / Path(entry["image"]).name))
+                     for entry in meta["split"]["train"]]
+    images, _ = prepare_images(train_records, config.patch_settings())
+    trainer = PatchTrainer(config, tmp_path / "unused", progress=False)
+    train_index = trainer._validation_index(patch_index_for(images), [], images)[1]
+    index = BalancedSampler(patch_index_for(images), seed=config.seed + 1).epoch_index(0)
+    assert np.array_equal(index.patch, train_index.patch)  # validation on the training patches, as before
+    model, _ = load_model(result.best_checkpoint)
+    labels, scores, _ = trainer._score(model, trainer._data_loader(images, index, False, 0))
+    assert meta["threshold"] == operating_point(labels, scores).threshold
+    assert np.isfinite(meta["validation_false_marks_per_image"])
+
+
+def test_false_marks_threshold_counts_ties_and_films() -> None:
+    films = [FilmScores(np.array([0.9, 0.8, 0.8, 0.1], np.float32), np.array([False, False, False, False])),
+             FilmScores(np.array([0.95, 0.3], np.float32), np.array([True, False]))]  # float32, as served
+    threshold = false_marks_threshold(films, 1.0)  # two false marks allowed; 0.9 and the two 0.8s are three
+    assert 0.8 < threshold <= 0.9 and false_marks_per_film(films, threshold) == 0.5
+    assert false_marks_threshold(films, 0.0) > 0.9
+    assert false_marks_threshold(films, 100.0) == float(np.float32(0.1))
+
+
+def test_normal_women_are_held_out_without_touching_calcified_ones() -> None:
+    records = [CaseRecord(image=f"/d/P{p}_{v}.png", patient_id=f"P{p}") for p in range(6) for v in ("CC", "MLO")]
+    train, validation = hold_out_normal_women(records, [], {"P0", "P1"}, 3, seed=0)
+    held = {r.group for r in validation}
+    assert len(held) == 3 and not held & {"P0", "P1"} and len(train) + len(validation) == len(records)
+    train, validation = hold_out_normal_women(records, [], {"P0", "P1"}, 10, seed=0)
+    assert {r.group for r in train} - {"P0", "P1"}  # one woman without calcification stays in training
+
+
+def test_operating_point_options_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", str(tmp_path), "--out", str(tmp_path / "r"), "--operating-point", "nonsense"])
+    for bad, option in (({"operating_point": "nonsense"}, "operating_point"),
+                        ({"max_false_marks_per_image": float("nan")}, "max_false_marks_per_image"),
+                        ({"max_false_marks_per_image": -1}, "max_false_marks_per_image"),
+                        ({"operating_point_normal_women": -1}, "operating_point_normal_women")):
+        with pytest.raises(PlaidInputError, match=option):
+            TrainConfig.from_mapping(bad).validate()
+    assert TrainConfig().operating_point == "false_marks" and TrainConfig().max_false_marks_per_image == 1.0
