@@ -14,7 +14,7 @@ import pytest
 
 from plaid.cli import main
 from plaid.errors import PlaidInputError
-from plaid.evaluate.metrics import operating_point
+from plaid.evaluate.metrics import false_marks_threshold, operating_point
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.io.images import read_mammogram
@@ -24,7 +24,7 @@ from plaid.patches.prepared import patch_index_for, prepare_images
 from plaid.patches.sampling import BalancedSampler
 from plaid.synth.generator import generate_dataset
 from plaid.train.loop import PatchTrainer, TrainConfig
-from plaid.train.operating_point import FilmScores, false_marks_per_film, false_marks_threshold
+from plaid.train.operating_point import FilmScores, false_marks_per_film
 from plaid.train.records import hold_out_normal_women, train_from_records
 
 pytestmark = pytest.mark.slow
@@ -97,10 +97,11 @@ def test_slope1_keeps_the_papers_point_on_the_balanced_validation_patches(data_d
 def test_false_marks_threshold_counts_ties_and_films() -> None:
     films = [FilmScores(np.array([0.9, 0.8, 0.8, 0.1], np.float32), np.array([False, False, False, False])),
              FilmScores(np.array([0.95, 0.3], np.float32), np.array([True, False]))]  # float32, as served
-    threshold = false_marks_threshold(films, 1.0)  # two false marks allowed; 0.9 and the two 0.8s are three
+    normal = np.concatenate([film.probabilities[~film.calcified] for film in films])
+    threshold = false_marks_threshold(normal, len(films), 1.0)  # two false marks allowed; 0.9 and the 0.8s are three
     assert 0.8 < threshold <= 0.9 and false_marks_per_film(films, threshold) == 0.5
-    assert false_marks_threshold(films, 0.0) > 0.9
-    assert false_marks_threshold(films, 100.0) == float(np.float32(0.1))
+    assert false_marks_threshold(normal, len(films), 0.0) > 0.9
+    assert false_marks_threshold(normal, len(films), 100.0) == float(np.float32(0.1))
 
 
 def test_normal_women_are_held_out_without_touching_calcified_ones() -> None:

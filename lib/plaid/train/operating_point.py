@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from plaid.evaluate.metrics import false_marks_threshold
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.model.backends import TORCH_FP32
 from plaid.model.checkpoint import load_model, save_checkpoint
@@ -59,30 +60,14 @@ def false_marks_per_film(films: Sequence[FilmScores], threshold: float) -> float
     return marks / len(films)
 
 
-def false_marks_threshold(films: Sequence[FilmScores], max_per_film: float) -> float:
-    """The lowest threshold at which the normal patches marked average at most ``max_per_film`` per film.
-
-    With ``k = floor(max_per_film * films)`` false marks allowed, the threshold lies just above the
-    (k+1)-th highest normal score, so ties never let more through; when every normal patch may be marked it
-    is the lowest normal score.
-    """
-    normal = np.concatenate([film.probabilities[~film.calcified] for film in films] or [np.zeros(0)])
-    normal = np.sort(normal.astype(np.float32))[::-1]  # the predictor compares its float32 scores in float32
-    if not len(normal):
-        return 0.5
-    allowed = math.floor(max_per_film * len(films) + 1e-9)
-    if allowed >= len(normal):
-        return float(normal[-1])
-    return float(np.nextafter(normal[allowed], np.float32(np.inf)))
-
-
 def operating_point_record(films: Sequence[FilmScores], operating_point: str, max_per_film: float,
                            slope1_threshold: float, source: str) -> dict[str, Any]:
     """The checkpoint keys of the chosen operating point: the threshold, how it was chosen and the false marks
     per film it gives on the films it was chosen on."""
     threshold = slope1_threshold
     if operating_point == FALSE_MARKS and films:
-        threshold = false_marks_threshold(films, max_per_film)
+        normal = np.concatenate([film.probabilities[~film.calcified] for film in films])
+        threshold = false_marks_threshold(normal, len(films), max_per_film)
     calcified = np.concatenate([film.probabilities[film.calcified] for film in films] or [np.zeros(0)])
     return {
         "threshold": threshold,
