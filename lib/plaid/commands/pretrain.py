@@ -15,14 +15,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `pretrain` sub-command."""
     parser = subparsers.add_parser(
         "pretrain", help="pretrain the backbone offline on normal tissue patches",
-        description="Pretrain on tissue patches of images without calcification: 'inserted' tells plain patches "
-                    "from patches with a synthetic calcification cluster, 'rotation' predicts a 90-degree "
-                    "rotation (self-supervised). Writes torchvision-format weights for `plaid train --weights`.",
+        description="Pretrain on tissue patches of images without calcification: the 'inserted' task tells plain "
+                    "patches from patches with a synthetic calcification cluster pasted in. Writes "
+                    "torchvision-format weights for `plaid train --weights`.",
     )
     parser.add_argument("data", type=Path, help="folder (images + masks/ or metadata.csv) or datalist JSON/CSV")
     parser.add_argument("--out", type=Path, required=True, help="weights file to write (e.g. pretrained.pth)")
     defaults = PretrainConfig()
-    parser.add_argument("--task", choices=TASKS, default=defaults.task)
+    parser.add_argument("--task", choices=TASKS, default=defaults.task, help="pretext task")
     parser.add_argument("--patch-size", type=int, default=defaults.patch_size)
     parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)

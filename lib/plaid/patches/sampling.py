@@ -55,8 +55,7 @@ class BalancedSampler:
     With ``redraw_each_epoch`` the negatives change every epoch (seed + epoch); otherwise every
     epoch reuses the first draw. ``max_negatives_per_image`` caps how many negatives one image gives.
     ``extra_positives`` (positives made elsewhere, e.g. inserted calcifications) count toward the number
-    of negatives drawn. ``hard_fraction`` of the negatives come from ``hard_rows`` (e.g. patches over
-    masses) as far as there are enough of them.
+    of negatives drawn.
     """
 
     def __init__(
@@ -67,13 +66,9 @@ class BalancedSampler:
         redraw_each_epoch: bool = True,
         max_negatives_per_image: int | None = None,
         extra_positives: int = 0,
-        hard_rows: np.ndarray | None = None,
-        hard_fraction: float = 0.0,
     ) -> None:
         if negative_ratio < 0:
             raise ValueError(f"negative_ratio must be >= 0, got {negative_ratio}")
-        if not 0.0 <= hard_fraction <= 1.0:
-            raise ValueError(f"hard_fraction must be within [0, 1], got {hard_fraction}")
         self.index = index
         self.seed = int(seed)
         self.negative_ratio = float(negative_ratio)
@@ -82,8 +77,6 @@ class BalancedSampler:
         self.positive_rows = np.flatnonzero(index.label == 1)
         self.negative_rows = np.flatnonzero(index.label == 0)
         self.extra_positives = int(extra_positives)
-        self.hard_rows = np.zeros(0, dtype=np.int64) if hard_rows is None else np.asarray(hard_rows, dtype=np.int64)
-        self.hard_fraction = float(hard_fraction)
 
     def _negative_pool(self, rng: np.random.Generator) -> np.ndarray:
         """Negatives allowed by the per-image cap (a random subset of each image's negatives)."""
@@ -107,14 +100,9 @@ class BalancedSampler:
         """Row numbers (into the index) for one epoch, positives and negatives shuffled together."""
         rng = np.random.default_rng([self.seed, epoch if self.redraw_each_epoch else 0])
         pool = self._negative_pool(rng)
-        wanted = self.negatives_per_epoch()
-        hard = np.intersect1d(pool, self.hard_rows)
-        hard_count = min(int(round(wanted * self.hard_fraction)), len(hard))
-        chosen_hard = rng.choice(hard, hard_count, replace=False) if hard_count else hard[:0]
-        rest = np.setdiff1d(pool, chosen_hard)
-        count = min(wanted - hard_count, len(rest))
-        negatives = rng.choice(rest, count, replace=False) if count else rest[:0]
-        rows = np.concatenate([self.positive_rows, chosen_hard, negatives])
+        count = min(self.negatives_per_epoch(), len(pool))
+        negatives = rng.choice(pool, count, replace=False) if count else pool[:0]
+        rows = np.concatenate([self.positive_rows, negatives])
         return rng.permutation(rows)
 
     def epoch_index(self, epoch: int = 0) -> PatchIndex:

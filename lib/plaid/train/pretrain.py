@@ -1,10 +1,7 @@
 """Offline pretraining of the backbone on tissue patches: no download, no annotation.
 
-Two pretext tasks, chosen with ``task``:
-
-- ``inserted``: tell plain tissue patches from the same patches with a synthetic calcification cluster
-  pasted in (`plaid.train.insertion`), a task close to the real one;
-- ``rotation``: self-supervised, predict which of four 90-degree rotations a tissue patch was given.
+The pretext task (``task`` ``inserted``): tell plain tissue patches from the same patches with a synthetic
+calcification cluster pasted in (`plaid.train.insertion`), a task close to the real one.
 
 `plaid pretrain` uses only images known to have no calcification (metadata ``calcified`` 0, or an empty
 mask), so no real calcification is ever shown as "plain", and writes a torchvision-format state dict (no
@@ -32,12 +29,12 @@ from plaid.model.input_filter import DEFAULT_INPUT_FILTER
 from plaid.model.network import DEFAULT_ARCHITECTURE, PatchClassifier, unknown_model_option
 from plaid.patches.prepared import PatchSettings, PreparedImage, prepare_images
 from plaid.serialization import write_json
-from plaid.train.dataset import augment_patch, flip_patch
+from plaid.train.dataset import augment_patch
 from plaid.train.insertion import DEFAULT_SPACING_MM, insert_cluster
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("inserted", "rotation")
+TASKS = ("inserted",)
 
 
 @dataclass
@@ -85,19 +82,14 @@ def tissue_rows(images: Sequence[PreparedImage]) -> np.ndarray:
 
 def pretext_batch(images: Sequence[PreparedImage], rows: np.ndarray, config: PretrainConfig,
                   rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch of pretext patches and targets (0/1 for ``inserted``, 0-3 for ``rotation``)."""
+    """One batch of pretext patches and targets (1: a cluster was pasted in, 0: plain tissue)."""
     patches, targets = [], []
     for image_number, patch_number in rows[rng.integers(len(rows), size=config.batch_size)]:
         image = images[int(image_number)]
-        patch = image.patches([int(patch_number)])[0]
-        if config.task == "inserted":
-            patch = augment_patch(patch, rng)
-            target = int(rng.integers(2))
-            if target:
-                patch, _ = insert_cluster(patch, image.spacing_mm_tiled or DEFAULT_SPACING_MM, rng)
-        else:  # flips only: a random quarter turn before the target's would leave nothing to predict
-            target = int(rng.integers(4))
-            patch = np.rot90(flip_patch(patch, rng), target)
+        patch = augment_patch(image.patches([int(patch_number)])[0], rng)
+        target = int(rng.integers(2))
+        if target:
+            patch, _ = insert_cluster(patch, image.spacing_mm_tiled or DEFAULT_SPACING_MM, rng)
         patches.append(np.ascontiguousarray(patch, dtype=np.float32))
         targets.append(target)
     return torch.from_numpy(np.stack(patches)).unsqueeze(1), torch.tensor(targets)
@@ -114,12 +106,12 @@ def run_pretext(model: PatchClassifier, images: Sequence[PreparedImage], rows: n
     """Train ``model`` in place for ``config.steps`` steps of the pretext task on the patches ``rows`` (image
     number, patch number) of ``images``, with its own Adam optimiser.
 
-    For ``inserted`` the model's one-logit head learns "cluster present"; for ``rotation`` the caller gives the
-    backbone a four-way head first. Returns the loss and accuracy over the last tenth of the steps.
+    The model's one-logit head learns "cluster present". Returns the loss and accuracy over the last tenth of the
+    steps.
     """
     rng = np.random.default_rng(config.seed)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
-    loss_fn = nn.BCEWithLogitsLoss() if config.task == "inserted" else nn.CrossEntropyLoss()
+    loss_fn = nn.BCEWithLogitsLoss()
     dtype, scale_loss = training_precision(device, config.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=scale_loss)  # fp16 gradients underflow without it
     model.train()
@@ -135,12 +127,8 @@ def run_pretext(model: PatchClassifier, images: Sequence[PreparedImage], rows: n
         optimizer.zero_grad(set_to_none=True)
         with autocast_in(device, dtype):
             logits = model(patches).float()
-        if config.task == "inserted":
-            loss = loss_fn(logits, targets.float())
-            hits = ((logits >= 0) == (targets == 1)).float().mean()
-        else:
-            loss = loss_fn(logits, targets)
-            hits = (logits.argmax(1) == targets).float().mean()
+        loss = loss_fn(logits, targets.float())
+        hits = ((logits >= 0) == (targets == 1)).float().mean()
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -166,8 +154,6 @@ def pretrain(records: Sequence[CaseRecord], config: PretrainConfig, out: str | P
     torch.manual_seed(config.seed)
     device = select_device(config.device)
     model = PatchClassifier(frozen_layers=0, architecture=config.architecture, input_filter=config.input_filter)
-    if config.task == "rotation":
-        model.backbone.fc = nn.Linear(model.backbone.fc.in_features, 4)
     model.to(device)
     started = time.perf_counter()
     measured = run_pretext(model, images, rows, config, device, progress)
