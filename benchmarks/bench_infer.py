@@ -84,7 +84,7 @@ def main() -> None:
                            speedup_vs_naive=round(naive_s / served_s, 2))
         if args.train_steps > 0:
             config = TrainConfig(batch_size=args.train_batch_size, num_workers=args.num_workers, pretrained=False)
-            images = prepared_training_images([record], config.patch_settings())
+            images = prepared_training_images([record], config.patch_settings)
             raw_train = raw_train_steps(config, device, args.train_steps)
             started = time.perf_counter()
             loop = training_loop(config, images, device, args.train_steps)

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         config = TrainConfig(batch_size=args.train_batch_size, epochs=args.epochs, num_workers=args.num_workers,
                              pretrained=False, device=str(device), val_fraction=0.25)
-        images = prepared_training_images(records, config.patch_settings())
+        images = prepared_training_images(records, config.patch_settings)
         raw_train = raw_train_steps(config, device, args.raw_steps)
         loop = training_loop(config, images, device, args.raw_steps)
         out["raw_training"] = {"patches_per_s": round(raw_train, 1), "batch_size": config.batch_size}

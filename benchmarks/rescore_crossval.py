@@ -72,7 +72,8 @@ def rescore(crossval_dir: Path, data: Path, film_rows: list[dict[str, Any]] | No
         held = [image for image in prepared if image.record.group in set(fold["test_patients"])]
         chosen = {image.record.image_id
                   for image in test_images(held, report.get("normal_images_per_fold"), config.seed + number)}
-        infer = InferConfig(patch_size=config.patch_size, stride=config.stride, batch_size=128, device="cpu")
+        patches = config.patch_settings
+        infer = InferConfig(patch_size=patches.patch_size, stride=patches.stride, batch_size=128, device="cpu")
         predictor = PatchPredictor(crossval_dir / f"fold-{fold['fold']}" / checkpoint, infer, checkpoint_settings=False)
         for tta in (False, True):
             predictor.config = replace(infer, tta_flips=tta)  # one model load and runtime export per fold

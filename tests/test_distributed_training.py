@@ -38,7 +38,7 @@ def recording_rank(rank: int, world_size: int, workspace: str, job: DistributedJ
 
 def test_two_gloo_ranks_end_with_identical_weights_and_rank_0_alone_writes(tmp_path: Path) -> None:
     generate_dataset(tmp_path / "data", 4, seed=3, height=448, width=448, calcified_fraction=1.0, max_clusters=2)
-    images, problems = prepare_images(load_records(tmp_path / "data"), CONFIG.patch_settings())
+    images, problems = prepare_images(load_records(tmp_path / "data"), CONFIG.patch_settings)
     assert not problems and len(images) == 4
     out = tmp_path / "run"
     job = DistributedJob(CONFIG, out, images[:3], images[3:])

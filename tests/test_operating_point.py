@@ -20,7 +20,7 @@ from plaid.io.datalist import CaseRecord, load_records
 from plaid.io.images import read_mammogram
 from plaid.io.labels import write_label_png
 from plaid.model.checkpoint import load_model, read_checkpoint
-from plaid.patches.prepared import patch_index_for, prepare_images
+from plaid.patches.prepared import PatchSettings, patch_index_for, prepare_images
 from plaid.patches.sampling import BalancedSampler
 from plaid.synth.generator import generate_dataset
 from plaid.train.loop import PatchTrainer, TrainConfig
@@ -29,8 +29,8 @@ from plaid.train.records import hold_out_normal_women, train_from_records
 
 pytestmark = pytest.mark.slow
 
-SMALL = TrainConfig(patch_size=32, architecture="resnet18", frozen_layers=0, pretrained=False, device="cpu",
-                    amp=False, augment=False, epochs=1, batch_size=16, val_fraction=0.0,
+SMALL = TrainConfig(patch_settings=PatchSettings(patch_size=32), architecture="resnet18", frozen_layers=0,
+                    pretrained=False, device="cpu", amp=False, augment=False, epochs=1, batch_size=16, val_fraction=0.0,
                     operating_point_normal_women=2, max_false_marks_per_image=0.5)
 
 
@@ -83,7 +83,7 @@ def test_slope1_keeps_the_papers_point_on_the_balanced_validation_patches(data_d
     train_records = [CaseRecord(image=entry["image"], label=str(Path(entry["image"]).parent / "labels" / "final"
                                                                  / Path(entry["image"]).name))
                      for entry in meta["split"]["train"]]
-    images, _ = prepare_images(train_records, config.patch_settings())
+    images, _ = prepare_images(train_records, config.patch_settings)
     trainer = PatchTrainer(config, tmp_path / "unused", progress=False)
     train_index = trainer._validation_index(patch_index_for(images), [], images)[1]
     index = BalancedSampler(patch_index_for(images), seed=config.seed + 1).epoch_index(0)

@@ -45,7 +45,7 @@ def test_recipe_values_apply_and_flags_override_them(tmp_path: Path) -> None:
                                       "--negative-ratio", "1.5"])
     config = config_from_args(args)
     assert (config.epochs, config.negative_ratio) == (2, 1.5)          # flags win
-    assert config.patch_size == 64 and config.class_weighted_loss is True  # the recipe fills the rest
+    assert config.patch_settings.patch_size == 64 and config.class_weighted_loss is True  # the recipe fills the rest
     assert config.learning_rate == 1e-4                                  # paper default where neither speaks
     plain = config_from_args(build_parser().parse_args(["train", "data", "--out", "o"]))
     assert (plain.epochs, plain.patch_size, plain.negative_ratio) == (120, 224, 1.0)

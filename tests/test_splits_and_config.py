@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord
-from plaid.train.loop import TrainConfig
+from plaid.patches.prepared import PatchSettings
+from plaid.train.loop import TrainConfig, resume_conflicts
 from plaid.train.splits import split_by_group
 
 
@@ -47,7 +50,23 @@ def test_train_config_from_request_strings() -> None:
     config = TrainConfig.from_mapping({"epochs": "3", "amp": "false", "learning_rate": "0.001", "stride": "112",
                                        "unknown_key": 1, "weights_path": None})
     assert config.epochs == 3 and config.amp is False and config.learning_rate == pytest.approx(1e-3)
-    assert config.stride == 112 and config.batch_size == 32 and config.frozen_layers == 100
+    assert config.patch_settings.stride == 112 and config.batch_size == 32 and config.frozen_layers == 100
+
+
+def test_patch_options_are_flat_outside_and_one_patch_settings_inside() -> None:
+    flat = TrainConfig.from_mapping({"patch_size": "64", "stride": 32, "target_spacing_mm": "0.1",
+                                     "skip_background": "false"})
+    expected = PatchSettings(patch_size=64, stride=32, skip_background=False, target_spacing_mm=0.1)
+    assert flat.patch_settings == expected
+    stored = flat.to_dict()
+    assert stored["patch_size"] == 64 and stored["stride"] == 32 and "patch_settings" not in stored  # as runs stored it
+    assert set(stored) == set(TrainConfig.option_names()) and TrainConfig.from_mapping(stored) == flat
+    nested = {"patch_settings": {"patch_size": 64, "stride": 32, "skip_background": False, "target_spacing_mm": 0.1}}
+    assert TrainConfig.from_mapping(nested) == flat
+    assert TrainConfig.from_mapping({**nested, "patch_size": 96}).patch_settings.patch_size == 96  # flat key wins
+    assert resume_conflicts(nested, flat) == []
+    conflicts = resume_conflicts(stored, replace(flat, patch_settings=PatchSettings(patch_size=64)))
+    assert [line.split(":")[0] for line in conflicts] == ["stride", "skip_background", "target_spacing_mm"]
 
 
 def test_whole_number_options_refuse_fractions_and_booleans() -> None:

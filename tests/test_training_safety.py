@@ -111,7 +111,7 @@ def test_grad_scaler_path_trains_and_is_checkpointed(data_dir: Path, tmp_path: P
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loop, "training_precision", lambda device, amp: (None, True))
     records = [r for r in load_records(data_dir) if r.image_id.startswith("SYN0001")][:1]
-    prepared, _ = prepare_images(records, TINY.patch_settings())
+    prepared, _ = prepare_images(records, TINY.patch_settings)
     trainer = PatchTrainer(replace(TINY, epochs=1), tmp_path / "scaled", progress=False)
     result = trainer.fit(prepared, [])
     assert trainer.scaler.is_enabled()
@@ -130,7 +130,7 @@ def test_a_finished_run_is_never_overwritten_and_resume_checks_the_stored_config
         train_from_records(records, replace(TINY, learning_rate=1e-3), out, progress=False)
     for changed, option in ((replace(TINY, learning_rate=1e-3), "learning_rate"),
                             (replace(TINY, frozen_layers=160), "frozen_layers"),
-                            (replace(TINY, stride=112), "stride")):
+                            (replace(TINY, patch_settings=PatchSettings(stride=112)), "stride")):
         with pytest.raises(PlaidInputError, match=f"cannot resume.*{option}") as caught:
             train_from_records(records, changed, out, resume=True, progress=False)
         assert type(caught.value) is PlaidInputError
@@ -197,7 +197,7 @@ def test_corrupt_or_foreign_checkpoint_is_a_checkpoint_error(tmp_path: Path) -> 
 
 def _one_calcified_image(data_dir: Path) -> list:
     records = [r for r in load_records(data_dir) if r.image_id.startswith("SYN0001")][:1]
-    return prepare_images(records, TINY.patch_settings())[0]
+    return prepare_images(records, TINY.patch_settings)[0]
 
 
 def test_a_non_finite_loss_stops_training_naming_epoch_and_step(data_dir: Path, tmp_path: Path,

@@ -245,7 +245,7 @@ class CrossvalResult:
 def prepare_case(record: CaseRecord, config: TrainConfig) -> PreparedImage:
     """A labelled image, or an image-level-only one (calcified, no mask) prepared without patch labels. The
     full-size mask is kept only where it marks a calcification (its regions are the FROC's)."""
-    image = prepare_image(record, config.patch_settings(), with_label=bool(record.label), keep_mask=bool(record.label))
+    image = prepare_image(record, config.patch_settings, with_label=bool(record.label), keep_mask=bool(record.label))
     if image.labels is None or not image.labels.any():
         image.label_mask = None
     return image
@@ -274,7 +274,8 @@ def run_crossval(records: Sequence[CaseRecord], config: TrainConfig, out_dir: st
     positive_groups = {p.record.group for p in prepared if image_truth(p)}
     by_id = {p.record.image_id: p for p in prepared}
     split = patient_folds([p.record for p in prepared], folds, config.seed, positive_groups)
-    infer = InferConfig(patch_size=config.patch_size, stride=config.stride, batch_size=score_batch_size,
+    patches = config.patch_settings
+    infer = InferConfig(patch_size=patches.patch_size, stride=patches.stride, batch_size=score_batch_size,
                         device=config.device, tta_flips=config.tta_flips)
     result = CrossvalResult(problems=problems)
     films: list[FilmScores] = []

@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -78,14 +78,17 @@ def keras_layer_count() -> int:
     return len(PatchClassifier(frozen_layers=0).keras_layers())
 
 
+# The flat option names (CLI flags, recipes, request params, stored configs) that set `TrainConfig.patch_settings`.
+PATCH_OPTIONS = ("patch_size", "stride", "min_overlap", "skip_background", "target_spacing_mm", "pixel_spacing_mm")
+PATCH_SETTINGS = "patch_settings"
+
+
 @dataclass
 class TrainConfig:
-    """Every training knob; the defaults reproduce the paper."""
+    """Every training knob; the defaults reproduce the paper. How images are cut into patches is one
+    `PatchSettings`; its options are given and stored flat (``patch_size``, ``stride``, ... see `PATCH_OPTIONS`)."""
 
-    patch_size: int = 224
-    stride: int | None = None
-    min_overlap: float = 0.0
-    skip_background: bool = True
+    patch_settings: PatchSettings = field(default_factory=PatchSettings)
     epochs: int = 120
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -104,8 +107,6 @@ class TrainConfig:
     num_workers: int = 0
     multi_gpu: bool = False
     init_checkpoint: str | None = None
-    target_spacing_mm: float | None = None
-    pixel_spacing_mm: float | None = None
     class_weighted_loss: bool = False
     inserted_positives: int = 0
     tta_flips: bool = False
@@ -117,26 +118,36 @@ class TrainConfig:
     max_false_marks_per_image: float = 1.0
     operating_point_normal_women: int = 2
 
-    def patch_settings(self) -> PatchSettings:
-        """The tiling/labelling part of the config."""
-        return PatchSettings(self.patch_size, self.stride, self.min_overlap, self.skip_background,
-                             target_spacing_mm=self.target_spacing_mm, pixel_spacing_mm=self.pixel_spacing_mm)
-
     def to_dict(self) -> dict[str, Any]:
-        """The config as a plain dict."""
-        return asdict(self)
+        """The config as a plain dict with the patch options flat, as CLI flags, recipes and requests give them
+        (and as every stored train_config.json and checkpoint holds them)."""
+        patch = asdict(self.patch_settings)
+        values = {item.name: getattr(self, item.name) for item in fields(self) if item.name != PATCH_SETTINGS}
+        return {**{name: patch[name] for name in PATCH_OPTIONS}, **values}
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """Every option a recipe, request or stored config may set (the flat names `to_dict` writes)."""
+        return PATCH_OPTIONS + tuple(item.name for item in fields(cls) if item.name != PATCH_SETTINGS)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """A config from request/CLI values, ignoring unknown keys and coercing strings to each field's type."""
-        return dataclass_from_mapping(cls, values)
+        """A config from request/CLI/stored values, ignoring unknown keys and coercing strings to each field's type.
+
+        Patch options come flat (``patch_size``, ...) or, nested, as a ``patch_settings`` mapping; flat keys win.
+        """
+        flat = flat_options(values)
+        config = dataclass_from_mapping(cls, {key: value for key, value in flat.items() if key != PATCH_SETTINGS})
+        patch = dataclass_from_mapping(PatchSettings, {name: flat.get(name) for name in PATCH_OPTIONS})
+        return replace(config, patch_settings=patch)
 
     def validate(self) -> TrainConfig:
         """``self`` when every option is in range, else `PlaidInputError` naming the first bad option."""
+        patch = self.patch_settings
         checks = {
-            "patch_size": MIN_PATCH_SIZE <= self.patch_size <= MAX_PATCH_SIZE,
-            "stride": self.stride is None or 1 <= self.stride <= MAX_PATCH_SIZE,
-            "min_overlap": 0.0 <= self.min_overlap <= 1.0,
+            "patch_size": MIN_PATCH_SIZE <= patch.patch_size <= MAX_PATCH_SIZE,
+            "stride": patch.stride is None or 1 <= patch.stride <= MAX_PATCH_SIZE,
+            "min_overlap": 0.0 <= patch.min_overlap <= 1.0,
             "epochs": 1 <= self.epochs <= MAX_EPOCHS,
             "batch_size": 1 <= self.batch_size <= MAX_BATCH_SIZE,
             "learning_rate": _in_range(self.learning_rate, 0.0, MAX_LEARNING_RATE, low_open=True),
@@ -147,17 +158,19 @@ class TrainConfig:
             "val_fraction": 0.0 <= self.val_fraction < 1.0,
             "seed": 0 <= self.seed < 2**32,
             "num_workers": 0 <= self.num_workers <= 256,
-            "target_spacing_mm": self.target_spacing_mm is None or _in_range(self.target_spacing_mm, *SPACING_RANGE_MM),
-            "pixel_spacing_mm": self.pixel_spacing_mm is None or _in_range(self.pixel_spacing_mm, *SPACING_RANGE_MM),
+            "target_spacing_mm": patch.target_spacing_mm is None or _in_range(patch.target_spacing_mm,
+                                                                               *SPACING_RANGE_MM),
+            "pixel_spacing_mm": patch.pixel_spacing_mm is None or _in_range(patch.pixel_spacing_mm, *SPACING_RANGE_MM),
             "inserted_positives": 0 <= self.inserted_positives <= MAX_INSERTED_POSITIVES,
             "pretrain_steps": 0 <= self.pretrain_steps <= 1_000_000,
             "pretrain_learning_rate": _in_range(self.pretrain_learning_rate, 0.0, MAX_LEARNING_RATE, low_open=True),
             "max_false_marks_per_image": _in_range(self.max_false_marks_per_image, 0.0, MAX_FALSE_MARKS_PER_IMAGE),
             "operating_point_normal_women": 0 <= self.operating_point_normal_women <= 100_000,
         }
+        values = self.to_dict()
         for name, ok in checks.items():
             if not ok:
-                raise PlaidInputError(f"training option {name}={getattr(self, name)!r} is out of range")
+                raise PlaidInputError(f"training option {name}={values[name]!r} is out of range")
         if self.operating_point not in OPERATING_POINTS:
             raise PlaidInputError(f"training option operating_point={self.operating_point!r} is not one of "
                                   f"{', '.join(OPERATING_POINTS)}")
@@ -174,6 +187,19 @@ class TrainConfig:
                 raise PlaidInputError(f"training option device={self.device!r} is not a device (auto, cpu, cuda, "
                                       "cuda:1, ...)") from None
         return self
+
+
+def flat_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with a nested ``patch_settings`` mapping lifted to the flat patch options (flat keys win)."""
+    flat = dict(values)
+    nested = flat.pop(PATCH_SETTINGS, None)
+    if isinstance(nested, PatchSettings):
+        nested = asdict(nested)
+    if isinstance(nested, Mapping):
+        for name in PATCH_OPTIONS:
+            if flat.get(name) is None and nested.get(name) is not None:
+                flat[name] = nested[name]
+    return flat
 
 
 def _in_range(value: float, low: float, high: float, low_open: bool = False) -> bool:
@@ -244,15 +270,15 @@ def stored_config(out_dir: Path) -> dict[str, Any] | None:
 
 def resume_conflicts(stored: Mapping[str, Any], config: TrainConfig) -> list[str]:
     """Options that differ between a stored run and ``config`` and may not change on resume."""
-    defaults = TrainConfig()
+    stored = flat_options(stored)
+    defaults, now = TrainConfig().to_dict(), config.to_dict()
     conflicts = []
-    for item in fields(TrainConfig):
-        if item.name in RESUME_MAY_CHANGE:
+    for name, after in now.items():
+        if name in RESUME_MAY_CHANGE:
             continue
-        before = stored.get(item.name, getattr(defaults, item.name))
-        after = getattr(config, item.name)
+        before = stored.get(name, defaults[name])
         if before != after:
-            conflicts.append(f"{item.name}: stored {before!r}, now {after!r}")
+            conflicts.append(f"{name}: stored {before!r}, now {after!r}")
     return conflicts
 
 
@@ -366,10 +392,10 @@ class PatchTrainer:
         if not len(rows):
             logger.warning("no normal training patch to pretrain on; pretrain_steps=%d skipped", config.pretrain_steps)
             return
-        pretext = PretrainConfig(task="inserted", patch_size=config.patch_size, steps=config.pretrain_steps,
-                                 batch_size=config.batch_size, learning_rate=config.pretrain_learning_rate,
-                                 seed=config.seed, amp=config.amp, architecture=config.architecture,
-                                 input_filter=config.input_filter)
+        pretext = PretrainConfig(task="inserted", patch_size=config.patch_settings.patch_size,
+                                 steps=config.pretrain_steps, batch_size=config.batch_size,
+                                 learning_rate=config.pretrain_learning_rate, seed=config.seed, amp=config.amp,
+                                 architecture=config.architecture, input_filter=config.input_filter)
         measured = run_pretext(model, images, rows, pretext, self.device, progress=self.progress)
         model.initialisation = (f"random, then {config.pretrain_steps} steps of synthetic-cluster pretraining "
                                 f"(pretext accuracy {measured['final_accuracy']:.3f})")
@@ -407,7 +433,7 @@ class PatchTrainer:
         films = val_images
         val_images, val_index, validation = self._validation_index(train_index, val_images, train_images)
         marks = {**self.checkpoint_extra, "config": config.to_dict(), "validation": validation,
-                 "patch_settings": asdict(config.patch_settings())}
+                 "patch_settings": asdict(config.patch_settings)}
         stored = check_output_folder(self.out_dir, config, resume) if self.main else None
 
         torch.manual_seed(config.seed)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         raise PlaidInputError(f"recipe is not valid JSON ({exc})", path) from exc
     if not isinstance(content, dict):
         raise PlaidInputError("recipe must be a JSON object of training settings", path)
-    known = {item.name for item in fields(TrainConfig)}
+    known = set(TrainConfig.option_names())
     settings = {key: value for key, value in content.items() if not key.startswith(COMMENT_PREFIX)}
     unknown = sorted(set(settings) - known)
     if unknown:

@@ -78,7 +78,7 @@ def train_from_records(
     stored_split = read_split(out_dir / SPLIT_FILE) if resume and (out_dir / SPLIT_FILE).is_file() else None
     if stored_split is not None:
         usable = records_of_stored_split(usable, stored_split)
-    settings = config.patch_settings()
+    settings = config.patch_settings
     prepared, read_problems = prepare_images(usable, settings, on_error=on_error, progress=progress)
     problems += read_problems
     if not prepared:
