@@ -39,7 +39,7 @@ from plaid.model.backends import RUNTIME_CHOICES
 from plaid.model.checkpoint import save_checkpoint
 from plaid.model.device import select_device
 from plaid.model.network import build_model
-from plaid.train.loop import TrainConfig
+from plaid.train.config import TrainConfig
 
 
 def main() -> None:

@@ -36,7 +36,8 @@ from plaid.model.checkpoint import save_checkpoint
 from plaid.model.device import select_device
 from plaid.model.network import build_model
 from plaid.patches.prepared import preparation_processes, prepare_file
-from plaid.train.loop import PatchTrainer, TrainConfig
+from plaid.train.config import TrainConfig
+from plaid.train.loop import PatchTrainer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

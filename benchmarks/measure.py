@@ -33,7 +33,8 @@ from plaid.patches.prepared import (
 )
 from plaid.patches.sampling import BalancedSampler
 from plaid.synth.generator import synthesize_case, write_case
-from plaid.train.loop import PatchTrainer, TrainConfig
+from plaid.train.config import TrainConfig
+from plaid.train.loop import PatchTrainer
 
 
 def synthetic_cases(out_dir: Path, count: int, height: int, width: int, seed: int = 5) -> list[CaseRecord]:

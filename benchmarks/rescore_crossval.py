@@ -40,7 +40,8 @@ from plaid.evaluate.crossval import (
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import load_records
 from plaid.patches.prepared import process_records
-from plaid.train.loop import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainConfig
+from plaid.train.checkpointing import BEST_CHECKPOINT, LAST_CHECKPOINT
+from plaid.train.config import TrainConfig
 
 SHOWN = ("paper_auc", "realistic_auc", "image_auc")
 

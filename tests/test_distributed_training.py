@@ -12,9 +12,10 @@ from plaid.io.datalist import load_records
 from plaid.model.checkpoint import read_checkpoint
 from plaid.patches.prepared import prepare_images
 from plaid.synth.generator import generate_dataset
-from plaid.train import loop
+from plaid.train import checkpointing, loop
+from plaid.train.checkpointing import BEST_CHECKPOINT, LAST_CHECKPOINT
+from plaid.train.config import TrainConfig
 from plaid.train.distributed import DistributedJob, backend_for, distributed_world_size, fit_distributed, run_rank
-from plaid.train.loop import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -24,13 +25,13 @@ CONFIG = TrainConfig(epochs=1, batch_size=4, frozen_layers=0, pretrained=False, 
 def recording_rank(rank: int, world_size: int, workspace: str, job: DistributedJob) -> None:
     """A rank that notes every checkpoint it writes and keeps its final weights for the test to compare."""
     written: list[str] = []
-    save = loop.save_checkpoint
+    save = checkpointing.save_checkpoint
 
     def noted(path, model, **extra):
         written.append(Path(path).name)
         return save(path, model, **extra)
 
-    loop.save_checkpoint = noted
+    checkpointing.save_checkpoint = noted
     trainer = run_rank(rank, world_size, workspace, job)
     torch.save(trainer.model.state_dict(), job.out_dir.parent / f"rank{rank}.pt")
     (job.out_dir.parent / f"rank{rank}-checkpoints.json").write_text(json.dumps(written))
@@ -47,7 +48,7 @@ def test_two_gloo_ranks_end_with_identical_weights_and_rank_0_alone_writes(tmp_p
 
     assert [stats.epoch for stats in result.history] == [1] and result.best_checkpoint == out / BEST_CHECKPOINT
     assert sorted(path.name for path in out.iterdir()) == sorted(
-        [BEST_CHECKPOINT, LAST_CHECKPOINT, loop.HISTORY_FILE, loop.CONFIG_FILE])
+        [BEST_CHECKPOINT, LAST_CHECKPOINT, checkpointing.HISTORY_FILE, checkpointing.CONFIG_FILE])
     assert json.loads((tmp_path / "rank0-checkpoints.json").read_text()) == [BEST_CHECKPOINT, LAST_CHECKPOINT]
     assert json.loads((tmp_path / "rank1-checkpoints.json").read_text()) == []
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]

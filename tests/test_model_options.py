@@ -21,7 +21,8 @@ from plaid.model.input_filter import BAND_GAINS, build_input_filter
 from plaid.model.network import PatchClassifier, build_model
 from plaid.patches.prepared import PatchSettings, prepare_file
 from plaid.synth.generator import generate_dataset
-from plaid.train.loop import PatchTrainer, TrainConfig
+from plaid.train.config import TrainConfig
+from plaid.train.loop import PatchTrainer
 from plaid.train.recipes import config_with_overrides
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample-data" / "SYN0001_R_CC.png"

@@ -23,7 +23,8 @@ from plaid.model.checkpoint import load_model, read_checkpoint
 from plaid.patches.prepared import PatchSettings, patch_index_for, prepare_images
 from plaid.patches.sampling import BalancedSampler
 from plaid.synth.generator import generate_dataset
-from plaid.train.loop import PatchTrainer, TrainConfig
+from plaid.train.config import TrainConfig
+from plaid.train.loop import PatchTrainer
 from plaid.train.operating_point import FilmScores, false_marks_per_film
 from plaid.train.records import hold_out_normal_women, train_from_records
 

@@ -9,7 +9,8 @@ import pytest
 from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord
 from plaid.patches.prepared import PatchSettings
-from plaid.train.loop import TrainConfig, resume_conflicts
+from plaid.train.checkpointing import resume_conflicts
+from plaid.train.config import TrainConfig
 from plaid.train.splits import split_by_group
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,18 +28,13 @@ from plaid.model.device import training_precision
 from plaid.patches.prepared import PatchSettings, patch_settings_from_dict, prepare_images
 from plaid.serving import APP_DIR
 from plaid.synth.generator import generate_dataset
-from plaid.train import loop
-from plaid.train.loop import (
-    CONFIG_FILE,
-    VALIDATION_ON_TRAINING,
-    EpochStats,
-    NonFiniteTrainingError,
-    PatchTrainer,
-    TrainConfig,
-    is_better,
-)
+from plaid.train import loop, validation
+from plaid.train.checkpointing import CONFIG_FILE
+from plaid.train.config import TrainConfig
+from plaid.train.loop import NonFiniteTrainingError, PatchTrainer
 from plaid.train.records import train_from_records
 from plaid.train.splits import split_by_group
+from plaid.train.validation import VALIDATION_ON_TRAINING, EpochStats, is_better
 
 pytestmark = pytest.mark.slow
 
@@ -235,9 +230,9 @@ def test_safe_auc_is_nan_for_non_finite_scores() -> None:
     assert np.isnan(safe_auc(labels, np.array([0.1, np.inf, 0.2, 0.9])))
     assert safe_auc(labels, np.array([0.1, 0.8, 0.2, 0.9])) == 1.0
     nan = float("nan")
-    assert not loop._publishable(_stats(1, safe_auc(labels, np.full(4, np.nan)), 0.7), 0.5)
-    assert not loop._publishable(_stats(1, 0.8, 0.7), nan)
-    assert loop._publishable(_stats(1, 0.8, 0.7), 0.5)
+    assert not validation.publishable(_stats(1, safe_auc(labels, np.full(4, np.nan)), 0.7), 0.5)
+    assert not validation.publishable(_stats(1, 0.8, 0.7), nan)
+    assert validation.publishable(_stats(1, 0.8, 0.7), 0.5)
 
 
 def test_the_app_never_publishes_a_checkpoint_with_a_non_finite_threshold(run_dir: Path, tmp_path: Path) -> None:
@@ -299,7 +294,7 @@ def test_resume_trains_on_the_stored_split_after_the_records_changed(data_dir: P
 
 
 def test_a_history_stored_with_a_removed_option_still_resumes() -> None:
-    old = {**loop.asdict(_stats(1, 0.7, 0.6)), "mined_negatives": 0}  # written before mined negatives were removed
-    assert loop.stored_epoch(old) == _stats(1, 0.7, 0.6)
+    old = {**asdict(_stats(1, 0.7, 0.6)), "mined_negatives": 0}  # written before mined negatives were removed
+    assert validation.stored_epoch(old) == _stats(1, 0.7, 0.6)
     assert "mined_negative_fraction" not in TrainConfig().to_dict()
     assert TrainConfig.from_mapping({"mined_negative_fraction": 0.5, "epochs": 3}).epochs == 3  # old configs load

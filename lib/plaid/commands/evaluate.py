@@ -10,8 +10,8 @@ from plaid.commands import add_run_options, predictor_from_args
 from plaid.evaluate.protocols import DEFAULT_AGE_GROUPS, age_group_name, parse_age_groups
 from plaid.evaluate.run import EvalConfig, evaluate
 from plaid.io.datalist import load_records
+from plaid.train.checkpointing import SPLIT_FILE
 from plaid.train.holdout import select_test_records
-from plaid.train.loop import SPLIT_FILE
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,10 @@ from plaid.io.datalist import CaseRecord, load_records
 from plaid.model.input_filter import INPUT_FILTERS
 from plaid.model.network import ARCHITECTURES
 from plaid.serialization import write_json
+from plaid.train.checkpointing import HISTORY_FILE, SPLIT_FILE
+from plaid.train.config import TrainConfig
 from plaid.train.holdout import TEST_PART, describe_holdout, holdout_split, read_split, records_in_part
-from plaid.train.loop import HISTORY_FILE, SPLIT_FILE, TrainConfig, TrainResult
+from plaid.train.loop import TrainResult
 from plaid.train.operating_point import OPERATING_POINTS
 from plaid.train.recipes import config_with_overrides
 from plaid.train.records import train_from_records

@@ -43,7 +43,9 @@ from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord
 from plaid.patches.prepared import PreparedImage, Problem, prepare_image, process_records
 from plaid.serialization import write_json
-from plaid.train.loop import BEST_CHECKPOINT, LAST_CHECKPOINT, PatchTrainer, TrainConfig
+from plaid.train.checkpointing import BEST_CHECKPOINT, LAST_CHECKPOINT
+from plaid.train.config import TrainConfig
+from plaid.train.loop import PatchTrainer
 from plaid.train.splits import split_by_group
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,8 @@ import torch.multiprocessing
 
 from plaid.model.device import select_device
 from plaid.patches.prepared import PreparedImage
-from plaid.train.loop import PatchTrainer, TrainConfig, TrainResult
+from plaid.train.config import TrainConfig
+from plaid.train.loop import PatchTrainer, TrainResult
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,8 @@
 """The one training loop PLAID has: balanced patches, ResNet50, Adam + BCE, best checkpoint by validation AUC.
 
-Used unchanged by the `plaid train` CLI and by the MONAI Label train task.
+Used unchanged by the `plaid train` CLI and by the MONAI Label train task. Its options are `plaid.train.config`,
+the run folder and its checkpoints `plaid.train.checkpointing`, each epoch's validation scoring and the choice of
+the best epoch `plaid.train.validation`, the served threshold `plaid.train.operating_point`.
 """
 
 from __future__ import annotations
@@ -8,9 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
-from functools import lru_cache
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,213 +22,38 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from plaid.errors import PlaidError, PlaidInputError
-from plaid.evaluate.metrics import confusion_at, operating_point, safe_auc
-from plaid.model.checkpoint import read_checkpoint, save_checkpoint
+from plaid.evaluate.metrics import safe_auc
+from plaid.model.checkpoint import read_checkpoint
 from plaid.model.device import autocast_in, select_device, training_precision
-from plaid.model.input_filter import DEFAULT_INPUT_FILTER
-from plaid.model.network import (
-    DEFAULT_ARCHITECTURE,
-    DEFAULT_FROZEN_LAYERS,
-    PatchClassifier,
-    build_model,
-    unknown_model_option,
-)
-from plaid.options import dataclass_from_mapping
-from plaid.patches.prepared import PatchSettings, PreparedImage, Problem, patch_index_for
+from plaid.model.network import PatchClassifier, build_model
+from plaid.patches.prepared import PreparedImage, Problem, patch_index_for
 from plaid.patches.sampling import BalancedSampler, PatchIndex
-from plaid.serialization import read_json_object, write_json
+from plaid.train.checkpointing import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    check_output_folder,
+    restore_last,
+    save_epoch,
+    write_run_config,
+)
+from plaid.train.config import TrainConfig
 from plaid.train.dataset import PatchDataset
 from plaid.train.insertion import InsertedPositives, normal_rows
-from plaid.train.operating_point import FALSE_MARKS, OPERATING_POINTS, set_operating_point
+from plaid.train.operating_point import set_operating_point
 from plaid.train.pretrain import PretrainConfig, run_pretext
+from plaid.train.validation import (
+    VALIDATION_PATIENTS,
+    EpochStats,
+    key_metric,
+    score_patches,
+    validation_patches,
+    validation_threshold,
+)
 
 logger = logging.getLogger(__name__)
 
-BEST_CHECKPOINT = "best.pt"
-LAST_CHECKPOINT = "last.pt"
-HISTORY_FILE = "history.json"
-CONFIG_FILE = "train_config.json"
-SPLIT_FILE = "split.json"
-PATCH_LABELS_FILE = "patch_labels.json"
-VALIDATION_PATIENTS = "validation patients"
-VALIDATION_ON_TRAINING = "training patches"
-# Options a resumed run may change; every other stored option must match (weights come from last.pt).
-RESUME_MAY_CHANGE = frozenset({"epochs", "device", "num_workers", "multi_gpu", "amp", "init_checkpoint",
-                               "weights_path", "pretrained"})
-
-
-# Upper bounds on what a client may ask for: beyond them Adam diverges or a request ties the server up for days.
-MAX_LEARNING_RATE = 0.1
-MAX_EPOCHS = 10_000
-MAX_BATCH_SIZE = 4096
-MAX_PATCH_SIZE = 2048
-MIN_PATCH_SIZE = 32  # the ResNet stem and four stride-2 stages need at least this many pixels
-MAX_NEGATIVE_RATIO = 100.0
-MAX_INSERTED_POSITIVES = 100_000
-SPACING_RANGE_MM = (0.005, 5.0)
-MAX_FALSE_MARKS_PER_IMAGE = 1000.0
-
-
 class NonFiniteTrainingError(PlaidError):
     """Training produced a non-finite loss or score: the run stops instead of writing a broken model."""
-
-
-@lru_cache(maxsize=1)
-def keras_layer_count() -> int:
-    """How many Keras-counted layers the ResNet50 backbone has (the upper bound of ``frozen_layers``)."""
-    return len(PatchClassifier(frozen_layers=0).keras_layers())
-
-
-# The flat option names (CLI flags, recipes, request params, stored configs) that set `TrainConfig.patch_settings`.
-PATCH_OPTIONS = ("patch_size", "stride", "min_overlap", "skip_background", "target_spacing_mm", "pixel_spacing_mm")
-PATCH_SETTINGS = "patch_settings"
-
-
-@dataclass
-class TrainConfig:
-    """Every training knob; the defaults reproduce the paper. How images are cut into patches is one
-    `PatchSettings`; its options are given and stored flat (``patch_size``, ``stride``, ... see `PATCH_OPTIONS`)."""
-
-    patch_settings: PatchSettings = field(default_factory=PatchSettings)
-    epochs: int = 120
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    frozen_layers: int = DEFAULT_FROZEN_LAYERS
-    negative_ratio: float = 1.0
-    redraw_negatives: bool = True
-    max_negatives_per_image: int | None = None
-    val_fraction: float = 0.05
-    seed: int = 0
-    pretrained: bool = True
-    weights_path: str | None = None
-    offline: bool = False
-    device: str = "auto"
-    amp: bool = True
-    augment: bool = True
-    num_workers: int = 0
-    multi_gpu: bool = False
-    init_checkpoint: str | None = None
-    class_weighted_loss: bool = False
-    inserted_positives: int = 0
-    tta_flips: bool = False
-    architecture: str = DEFAULT_ARCHITECTURE
-    input_filter: str = DEFAULT_INPUT_FILTER
-    pretrain_steps: int = 0
-    pretrain_learning_rate: float = 1e-3
-    operating_point: str = FALSE_MARKS
-    max_false_marks_per_image: float = 1.0
-    operating_point_normal_women: int = 2
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as a plain dict with the patch options flat, as CLI flags, recipes and requests give them
-        (and as every stored train_config.json and checkpoint holds them)."""
-        patch = asdict(self.patch_settings)
-        values = {item.name: getattr(self, item.name) for item in fields(self) if item.name != PATCH_SETTINGS}
-        return {**{name: patch[name] for name in PATCH_OPTIONS}, **values}
-
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        """Every option a recipe, request or stored config may set (the flat names `to_dict` writes)."""
-        return PATCH_OPTIONS + tuple(item.name for item in fields(cls) if item.name != PATCH_SETTINGS)
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """A config from request/CLI/stored values, ignoring unknown keys and coercing strings to each field's type.
-
-        Patch options come flat (``patch_size``, ...) or, nested, as a ``patch_settings`` mapping; flat keys win.
-        """
-        flat = flat_options(values)
-        config = dataclass_from_mapping(cls, {key: value for key, value in flat.items() if key != PATCH_SETTINGS})
-        patch = dataclass_from_mapping(PatchSettings, {name: flat.get(name) for name in PATCH_OPTIONS})
-        return replace(config, patch_settings=patch)
-
-    def validate(self) -> TrainConfig:
-        """``self`` when every option is in range, else `PlaidInputError` naming the first bad option."""
-        patch = self.patch_settings
-        checks = {
-            "patch_size": MIN_PATCH_SIZE <= patch.patch_size <= MAX_PATCH_SIZE,
-            "stride": patch.stride is None or 1 <= patch.stride <= MAX_PATCH_SIZE,
-            "min_overlap": 0.0 <= patch.min_overlap <= 1.0,
-            "epochs": 1 <= self.epochs <= MAX_EPOCHS,
-            "batch_size": 1 <= self.batch_size <= MAX_BATCH_SIZE,
-            "learning_rate": _in_range(self.learning_rate, 0.0, MAX_LEARNING_RATE, low_open=True),
-            "frozen_layers": 0 <= self.frozen_layers <= keras_layer_count(),
-            "negative_ratio": _in_range(self.negative_ratio, 0.0, MAX_NEGATIVE_RATIO, low_open=True),
-            "max_negatives_per_image": (self.max_negatives_per_image is None
-                                        or 1 <= self.max_negatives_per_image <= 10_000_000),
-            "val_fraction": 0.0 <= self.val_fraction < 1.0,
-            "seed": 0 <= self.seed < 2**32,
-            "num_workers": 0 <= self.num_workers <= 256,
-            "target_spacing_mm": patch.target_spacing_mm is None or _in_range(patch.target_spacing_mm,
-                                                                               *SPACING_RANGE_MM),
-            "pixel_spacing_mm": patch.pixel_spacing_mm is None or _in_range(patch.pixel_spacing_mm, *SPACING_RANGE_MM),
-            "inserted_positives": 0 <= self.inserted_positives <= MAX_INSERTED_POSITIVES,
-            "pretrain_steps": 0 <= self.pretrain_steps <= 1_000_000,
-            "pretrain_learning_rate": _in_range(self.pretrain_learning_rate, 0.0, MAX_LEARNING_RATE, low_open=True),
-            "max_false_marks_per_image": _in_range(self.max_false_marks_per_image, 0.0, MAX_FALSE_MARKS_PER_IMAGE),
-            "operating_point_normal_women": 0 <= self.operating_point_normal_women <= 100_000,
-        }
-        values = self.to_dict()
-        for name, ok in checks.items():
-            if not ok:
-                raise PlaidInputError(f"training option {name}={values[name]!r} is out of range")
-        if self.operating_point not in OPERATING_POINTS:
-            raise PlaidInputError(f"training option operating_point={self.operating_point!r} is not one of "
-                                  f"{', '.join(OPERATING_POINTS)}")
-        unknown = unknown_model_option(self.architecture, self.input_filter)
-        if unknown:
-            raise PlaidInputError(f"training option {unknown}")
-        if self.frozen_layers and self.architecture != DEFAULT_ARCHITECTURE:
-            raise PlaidInputError(f"training option frozen_layers={self.frozen_layers} counts Keras ResNet50 layers; "
-                                  f"with architecture={self.architecture!r} set frozen_layers to 0")
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except (RuntimeError, ValueError):
-                raise PlaidInputError(f"training option device={self.device!r} is not a device (auto, cpu, cuda, "
-                                      "cuda:1, ...)") from None
-        return self
-
-
-def flat_options(values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` with a nested ``patch_settings`` mapping lifted to the flat patch options (flat keys win)."""
-    flat = dict(values)
-    nested = flat.pop(PATCH_SETTINGS, None)
-    if isinstance(nested, PatchSettings):
-        nested = asdict(nested)
-    if isinstance(nested, Mapping):
-        for name in PATCH_OPTIONS:
-            if flat.get(name) is None and nested.get(name) is not None:
-                flat[name] = nested[name]
-    return flat
-
-
-def _in_range(value: float, low: float, high: float, low_open: bool = False) -> bool:
-    """Whether ``value`` is a finite number in [low, high] (or (low, high] with ``low_open``)."""
-    if not math.isfinite(value):
-        return False
-    return (low < value if low_open else low <= value) and value <= high
-
-
-@dataclass
-class EpochStats:
-    """What one epoch measured."""
-
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    val_loss: float
-    val_accuracy: float
-    val_auc: float
-    train_patches: int
-    val_patches: int
-    seconds: float
-
-
-def stored_epoch(item: Mapping[str, Any]) -> EpochStats:
-    """An epoch of a stored history; keys of options since removed (e.g. ``mined_negatives``) are dropped."""
-    known = {entry.name for entry in fields(EpochStats)}
-    return EpochStats(**{key: value for key, value in item.items() if key in known})
 
 
 @dataclass
@@ -242,63 +68,6 @@ class TrainResult:
     resumed_from_epoch: int = 0
     validation: str = VALIDATION_PATIENTS
     operating_point: dict[str, Any] = field(default_factory=dict)
-
-
-def _key_metric(stats: EpochStats) -> tuple[float, float]:
-    """Ranking key: validation AUC first, then lower validation loss; NaN ranks below every number."""
-    auc = float(stats.val_auc) if np.isfinite(stats.val_auc) else -1.0
-    loss = -float(stats.val_loss) if np.isfinite(stats.val_loss) else float("-inf")
-    return auc, loss
-
-
-def is_better(stats: EpochStats, best: EpochStats | None) -> bool:
-    """True when ``stats`` should replace ``best`` (ties go to the later epoch, so NaN runs still move on)."""
-    return best is None or _key_metric(stats) >= _key_metric(best)
-
-
-def _both_classes(index: PatchIndex) -> bool:
-    return bool(len(index)) and 0 < int(index.label.sum()) < len(index)
-
-
-def stored_config(out_dir: Path) -> dict[str, Any] | None:
-    """The training configuration stored in ``out_dir`` (None when the folder holds no run)."""
-    path = out_dir / CONFIG_FILE
-    if not path.is_file():
-        return None
-    return read_json_object(path, "the stored training configuration")
-
-
-def resume_conflicts(stored: Mapping[str, Any], config: TrainConfig) -> list[str]:
-    """Options that differ between a stored run and ``config`` and may not change on resume."""
-    stored = flat_options(stored)
-    defaults, now = TrainConfig().to_dict(), config.to_dict()
-    conflicts = []
-    for name, after in now.items():
-        if name in RESUME_MAY_CHANGE:
-            continue
-        before = stored.get(name, defaults[name])
-        if before != after:
-            conflicts.append(f"{name}: stored {before!r}, now {after!r}")
-    return conflicts
-
-
-def check_output_folder(out_dir: Path, config: TrainConfig, resume: bool) -> dict[str, Any] | None:
-    """Refuse to overwrite a finished or started run unless resuming it with a compatible configuration.
-
-    Returns the stored configuration (None for a new folder).
-    """
-    stored = stored_config(out_dir)
-    started = stored is not None or (out_dir / LAST_CHECKPOINT).is_file()
-    if started and not resume:
-        raise PlaidInputError("this folder already holds a training run; resume it (--resume) with the same "
-                              "settings, or train into a new folder", out_dir)
-    if stored is not None and resume:
-        conflicts = resume_conflicts(stored, config)
-        if conflicts:
-            raise PlaidInputError("cannot resume: the stored configuration differs (" + "; ".join(conflicts)
-                                  + "); only " + ", ".join(sorted(RESUME_MAY_CHANGE)) + " may change. "
-                                  "Train into a new folder instead", out_dir)
-    return stored
 
 
 class PatchTrainer:
@@ -406,19 +175,6 @@ class PatchTrainer:
     def _autocast(self) -> Any:
         return autocast_in(self.device, self.autocast_dtype)
 
-    def _validation_index(self, train_index: PatchIndex, val_images: Sequence[PreparedImage],
-                          train_images: Sequence[PreparedImage]) -> tuple[Sequence[PreparedImage], PatchIndex, str]:
-        """Balanced validation patches of the validation patients, or of the training images when those
-        patients hold no calcified (or no normal) patch: then the run says so and marks its checkpoints."""
-        seed = self.config.seed + 1
-        if val_images:
-            index = BalancedSampler(patch_index_for(val_images), seed=seed).epoch_index(0)
-            if _both_classes(index):
-                return val_images, index, VALIDATION_PATIENTS
-        logger.warning("no validation patient can be spared with both calcified and normal patches; validating on "
-                       "the training patches (best epoch and threshold are optimistic; marked in the checkpoint)")
-        return train_images, BalancedSampler(train_index, seed=seed).epoch_index(0), VALIDATION_ON_TRAINING
-
     def fit(self, train_images: Sequence[PreparedImage], val_images: Sequence[PreparedImage],
             resume: bool = False) -> TrainResult:
         """Train for ``config.epochs`` epochs (continuing from ``last.pt`` when ``resume``)."""
@@ -431,38 +187,30 @@ class PatchTrainer:
                                   max_negatives_per_image=config.max_negatives_per_image,
                                   extra_positives=config.inserted_positives)
         films = val_images
-        val_images, val_index, validation = self._validation_index(train_index, val_images, train_images)
+        val_images, val_index, validation = validation_patches(train_index, val_images, train_images, config.seed + 1)
         marks = {**self.checkpoint_extra, "config": config.to_dict(), "validation": validation,
                  "patch_settings": asdict(config.patch_settings)}
         stored = check_output_folder(self.out_dir, config, resume) if self.main else None
 
         torch.manual_seed(config.seed)
         model = self._initial_model().to(self.device)
-        last_path = self.out_dir / LAST_CHECKPOINT
-        if config.pretrain_steps and model.initialisation == "random" and not (resume and last_path.is_file()):
+        resuming = resume and (self.out_dir / LAST_CHECKPOINT).is_file()
+        if config.pretrain_steps and model.initialisation == "random" and not resuming:
             self._pretrain_on_inserted_clusters(model, train_images, train_index)
         if self.device.type == "cuda":  # channels_last convolutions under bf16 autocast use the tensor cores
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
         history: list[EpochStats] = []
         start_epoch = 0
-        if resume and last_path.is_file():
-            state = read_checkpoint(last_path)
-            model.load_state_dict(state["state_dict"])
-            optimizer.load_state_dict(state["optimizer"])
-            if state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])
-            history = [stored_epoch(item) for item in state.get("history", [])]
-            start_epoch = int(state.get("epoch", 0))
-            logger.info("resuming from %s after epoch %d", last_path, start_epoch)
+        if resuming:
+            history, start_epoch = restore_last(self.out_dir, model, optimizer, self.scaler)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if stored is None and self.main:
-            write_json(self.out_dir / CONFIG_FILE, {**config.to_dict(), "initialisation": model.initialisation,
-                                                    "frozen_layers_applied": model.frozen_layers})
+            write_run_config(self.out_dir, config, model)
         self.model = model
         runner = self._wrap_for_devices(model)
         loss_fn = nn.BCEWithLogitsLoss(pos_weight=positive_weight(config).to(self.device))
-        best = max(history, key=_key_metric) if history else None
+        best = max(history, key=key_metric) if history else None
         best_path = self.out_dir / BEST_CHECKPOINT if best and (self.out_dir / BEST_CHECKPOINT).is_file() else None
 
         for epoch in range(start_epoch, config.epochs):
@@ -476,7 +224,8 @@ class PatchTrainer:
             if self.world_size > 1:  # batch-norm statistics as rank 0 has them, so every rank validates alike
                 for buffer in model.buffers():
                     torch.distributed.broadcast(buffer, src=0)
-            val_labels, val_scores, val_loss = self._score(model, self._data_loader(val_images, val_index, False, 0))
+            val_labels, val_scores, val_loss = score_patches(model, self._data_loader(val_images, val_index, False, 0),
+                                                             self.device, self.autocast_dtype)
             if not (np.all(np.isfinite(val_scores)) and (math.isfinite(val_loss) or not len(val_labels))):
                 raise NonFiniteTrainingError(f"training stopped: the model scores validation patches as non-finite "
                                              f"numbers after epoch {epoch + 1}; nothing of this epoch was saved. "
@@ -495,19 +244,9 @@ class PatchTrainer:
             logger.info("epoch %d/%d: loss %.4f acc %.3f | val loss %.4f acc %.3f auc %.4f (%.1f s)",
                         stats.epoch, config.epochs, train_loss, train_acc, val_loss, stats.val_accuracy,
                         stats.val_auc, stats.seconds)
-            threshold = _validation_threshold(val_labels, val_scores)
-            if not _publishable(stats, threshold):
-                logger.warning("epoch %d is not kept as the best model: its validation AUC %s or threshold %s is not "
-                               "a number", stats.epoch, stats.val_auc, threshold)
-            elif is_better(stats, best):
-                best = stats
-                best_path = save_checkpoint(
-                    self.out_dir / BEST_CHECKPOINT, model, epoch=epoch + 1, metrics=asdict(stats),
-                    threshold=threshold, **marks,
-                )
-            save_checkpoint(last_path, model, epoch=epoch + 1, optimizer=optimizer.state_dict(),
-                            scaler=self.scaler.state_dict(), history=[asdict(item) for item in history], **marks)
-            write_json(self.out_dir / HISTORY_FILE, [asdict(item) for item in history])
+            threshold = validation_threshold(val_labels, val_scores)
+            if save_epoch(self.out_dir, model, history, best, threshold, marks, optimizer, self.scaler):
+                best, best_path = stats, self.out_dir / BEST_CHECKPOINT
             if self.on_epoch:
                 self.on_epoch(stats)
             if self._stop_requested():
@@ -567,48 +306,9 @@ class PatchTrainer:
             total_loss, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
         return (total_loss / seen, correct / seen) if seen else (float("nan"), float("nan"))
 
-    @torch.no_grad()
-    def _score(self, runner: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, float]:
-        runner.eval()
-        labels_out, scores_out, loss_sum = [], [], 0.0
-        for patches, labels in loader:
-            patches = patches.to(self.device).contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                logits = runner(patches).float().cpu()
-            loss_sum += float(nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum"))
-            labels_out.append(labels.numpy())
-            scores_out.append(torch.sigmoid(logits).numpy())
-        if not labels_out:
-            return np.zeros(0), np.zeros(0), float("nan")
-        labels_all = np.concatenate(labels_out).astype(np.int64)
-        return labels_all, np.concatenate(scores_out), loss_sum / len(labels_all)
-
 
 def positive_weight(config: TrainConfig) -> torch.Tensor:
     """BCE weight of the positive class: the negative ratio with ``class_weighted_loss`` (classes then weigh
     the same in the loss), else 1."""
     ratio = config.negative_ratio if config.class_weighted_loss and config.negative_ratio > 0 else 1.0
     return torch.tensor(float(ratio))
-
-
-def _publishable(stats: EpochStats, threshold: float) -> bool:
-    """Whether an epoch's model may become best.pt: a finite threshold, validation AUC and loss."""
-    return all(math.isfinite(value) for value in (threshold, stats.val_auc, stats.val_loss, stats.train_loss))
-
-
-def checkpoint_is_publishable(meta: Mapping[str, Any]) -> bool:
-    """Whether a checkpoint's metadata holds a finite threshold and finite validation metrics (what a served
-    model needs: a NaN threshold marks nothing)."""
-    threshold = meta.get("threshold")
-    metrics = meta.get("metrics") or {}
-    numbers = [threshold, metrics.get("val_auc"), metrics.get("val_loss")]
-    return all(isinstance(value, int | float) and math.isfinite(value) for value in numbers)
-
-
-def _validation_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The slope-1 operating point on validation patches, or 0.5 when it cannot be computed."""
-    if len(labels) == 0 or labels.min() == labels.max():
-        return 0.5
-    threshold = operating_point(labels, scores).threshold
-    logger.debug("validation operating point %.4f: %s", threshold, confusion_at(labels, scores, threshold))
-    return threshold

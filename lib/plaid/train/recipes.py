@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from plaid.errors import PlaidInputError
-from plaid.train.loop import TrainConfig
+from plaid.train.config import TrainConfig
 
 COMMENT_PREFIX = "_"
 

@@ -18,18 +18,13 @@ from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord
 from plaid.patches.prepared import PreparedImage, Problem, prepare_images
 from plaid.serialization import json_safe, write_json
+from plaid.train.checkpointing import PATCH_LABELS_FILE, SPLIT_FILE, check_output_folder
+from plaid.train.config import TrainConfig
 from plaid.train.distributed import DistributedJob, distributed_world_size, fit_distributed
 from plaid.train.holdout import TRAINING_PARTS, read_split, records_in_part
-from plaid.train.loop import (
-    PATCH_LABELS_FILE,
-    SPLIT_FILE,
-    EpochStats,
-    PatchTrainer,
-    TrainConfig,
-    TrainResult,
-    check_output_folder,
-)
+from plaid.train.loop import PatchTrainer, TrainResult
 from plaid.train.splits import describe_split, split_by_group
+from plaid.train.validation import EpochStats
 
 logger = logging.getLogger(__name__)
 

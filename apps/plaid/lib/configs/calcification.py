@@ -18,7 +18,7 @@ from lib.scoring.uncertainty import PatchUncertaintyScoring
 from lib.trainers.calcification import CalcificationTrainer
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.options import dataclass_from_mapping, parse_bool
-from plaid.train.loop import TrainConfig
+from plaid.train.config import TrainConfig
 from plaid.train.recipes import read_recipe
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from plaid.io.datalist import CaseRecord, attach_metadata
 from plaid.model.checkpoint import read_checkpoint
 from plaid.options import strict_bool
 from plaid.serialization import json_safe, write_json
-from plaid.train.loop import TrainConfig, checkpoint_is_publishable
+from plaid.train.checkpointing import checkpoint_is_publishable
+from plaid.train.config import TrainConfig
 from plaid.train.records import train_from_records
 
 logger = logging.getLogger(__name__)
