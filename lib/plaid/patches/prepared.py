@@ -7,6 +7,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -266,10 +267,22 @@ def prefetched(items: Sequence[ItemT], produce: Callable[[ItemT], ResultT], work
             yield item, future
 
 
+def one_thread_each() -> None:
+    """Limit this process's numpy/scipy (BLAS, OpenMP) and torch thread pools to one thread: preparation
+    processes run side by side, one per core, rather than each spreading over every core."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
 def preparation_processes(workers: int) -> Executor:
     """Spawned worker processes for `prefetched`: image preparation free of the GIL, for many cores feeding
-    a GPU. ``produce`` must then be picklable (e.g. a `functools.partial` of `prepare_file`)."""
-    return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"))
+    a GPU, one thread each (`one_thread_each`). ``produce`` must then be picklable (e.g. a
+    `functools.partial` of `prepare_file`)."""
+    return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=one_thread_each)
 
 
 def process_records(
