@@ -42,22 +42,28 @@ def draw_dihedral(rng: np.random.Generator, count: int) -> np.ndarray:
     return (left_right.astype(np.int64) + 2 * up_down + 4 * turns).astype(np.int8)
 
 
+def _dihedral(patches: torch.Tensor, code: int) -> torch.Tensor:
+    """Patches flipped and turned by one code (see `draw_dihedral`)."""
+    dims = [dim for bit, dim in ((1, -1), (2, -2)) if code & bit]
+    out = patches.flip(dims) if dims else patches
+    return torch.rot90(out, code >> 2, dims=(-2, -1)) if code >> 2 else out
+
+
 def augment_batch(patches: torch.Tensor, codes: torch.Tensor | np.ndarray) -> torch.Tensor:
     """The (N, C, H, W) square patches flipped and turned by their codes (`draw_dihedral`): left-right flip,
-    then up-down flip, then quarter turns, as `plaid.train.dataset.apply_dihedral` does one patch. Each
-    of the eight distinct results is one batch operation on the patches that draw it; a code below 0 leaves
-    its patch alone. Runs on whatever device ``patches`` are on."""
-    codes = torch.as_tensor(np.asarray(codes) if isinstance(codes, np.ndarray) else codes).to(torch.int64).cpu()
-    out = patches.clone()
-    valid = codes >= 0
-    for bit, dims in ((1, (-1,)), (2, (-2,))):
-        chosen = torch.nonzero(valid & ((codes & bit) != 0)).flatten().to(patches.device)
-        if len(chosen):
-            out[chosen] = out[chosen].flip(dims)
-    for turns in (1, 2, 3):
-        chosen = torch.nonzero(valid & ((codes >> 2) == turns)).flatten().to(patches.device)
-        if len(chosen):
-            out[chosen] = torch.rot90(out[chosen], turns, dims=(-2, -1))
+    then up-down flip, then quarter turns, as `plaid.train.dataset.apply_dihedral` does one patch. The patches
+    that draw the same code are selected, transformed and written back together (one batch operation per
+    code, never one per patch); a code below 0 leaves its patch alone. Runs on whatever device ``patches``
+    are on; returns a new tensor."""
+    codes = np.asarray(codes.cpu() if isinstance(codes, torch.Tensor) else codes, dtype=np.int64)
+    out = torch.empty_like(patches)
+    for code in np.unique(codes):
+        chosen = np.flatnonzero(codes == code)
+        if len(chosen) == len(codes):
+            return _dihedral(patches, int(code)).contiguous() if code > 0 else patches.clone()
+        at = torch.from_numpy(chosen).to(patches.device)
+        selected = patches.index_select(0, at)
+        out.index_copy_(0, at, _dihedral(selected, int(code)) if code > 0 else selected)
     return out
 
 
@@ -153,11 +159,11 @@ class PatchBatchSource(Dataset):
             rng.integers(plan.inserted_rows)
             cluster = clustered_patch(self.images[int(plan.image[at])], int(plan.patch[at]), rng)
             stored[at, 0] = np.rint(cluster * np.float32(UINT16_SCALE))
-        patches = torch.from_numpy(stored.view(np.int16))
         labels = torch.from_numpy(plan.label)
-        if self.finish:
-            return augment_batch(widen(patches), plan.codes), labels
-        return patches, torch.from_numpy(plan.codes), labels
+        if self.finish:  # one pass from uint16 to [0, 1] float32, then the flips and turns
+            unit = torch.from_numpy(np.multiply(stored, np.float32(1.0 / UINT16_SCALE), dtype=np.float32))
+            return augment_batch(unit, plan.codes), labels
+        return torch.from_numpy(stored.view(np.int16)), torch.from_numpy(plan.codes), labels
 
 
 class PlanSampler(Sampler):
