@@ -153,7 +153,7 @@ def training_loop(config: TrainConfig, images: Sequence[PreparedImage], device: 
     trainer = PatchTrainer(config, ".", progress=False)
     model, optimizer, loss_fn = _train_parts(config, device)
     index = BalancedSampler(patch_index_for(images), seed=0).epoch_index(0)
-    rows = np.arange(min(len(index), config.batch_size * steps)) % len(index)
+    rows = np.arange(config.batch_size * steps) % len(index)  # whole batches: what the loop trains is counted
     warm = trainer._data_loader(images, index.subset(rows[: config.batch_size]), shuffle=True, seed=0)
     trainer._train_epoch(model, optimizer, loss_fn, warm, 0)
     loader = trainer._data_loader(images, index.subset(rows), shuffle=True, seed=1)
