@@ -5,15 +5,18 @@ Every function times real PLAID code on synthetic full-size mammograms; none ass
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from plaid.infer.predictor import PatchPredictor
@@ -33,8 +36,10 @@ from plaid.patches.prepared import (
 )
 from plaid.patches.sampling import BalancedSampler
 from plaid.synth.generator import synthesize_case, write_case
+from plaid.train.batches import batch_on_device
 from plaid.train.config import TrainConfig
 from plaid.train.loop import PatchTrainer
+from plaid.train.pretrain import PretrainConfig, pretext_batch, tissue_rows
 
 
 def synthetic_cases(out_dir: Path, count: int, height: int, width: int, seed: int = 5) -> list[CaseRecord]:
@@ -149,7 +154,7 @@ def training_loop(config: TrainConfig, images: Sequence[PreparedImage], device: 
     trainer = PatchTrainer(config, ".", progress=False)
     model, optimizer, loss_fn = _train_parts(config, device)
     index = BalancedSampler(patch_index_for(images), seed=0).epoch_index(0)
-    rows = np.arange(min(len(index), config.batch_size * steps)) % len(index)
+    rows = np.arange(config.batch_size * steps) % len(index)  # whole batches: what the loop trains is counted
     warm = trainer._data_loader(images, index.subset(rows[: config.batch_size]), shuffle=True, seed=0)
     trainer._train_epoch(model, optimizer, loss_fn, warm, 0)
     loader = trainer._data_loader(images, index.subset(rows), shuffle=True, seed=1)
@@ -168,3 +173,92 @@ def prepared_training_images(records: Sequence[CaseRecord], settings: PatchSetti
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def one_core() -> Iterator[None]:
+    """Run the block on one thread (numpy/scipy BLAS and OpenMP pools, torch intra-op), as one core would."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def best_of(repeats: int, function: Callable[[], Any]) -> float:
+    """The shortest of ``repeats`` timed calls, in seconds."""
+    return min(timed(function)[0] for _ in range(repeats))
+
+
+def decode_png(path: str | Path) -> np.ndarray:
+    """The bare decode PLAID's reader does for a PNG: Pillow, straight to a numpy array."""
+    with Image.open(path) as handle:
+        handle.load()
+        return np.asarray(handle)
+
+
+def prepare_vs_decode(path: str | Path, settings: PatchSettings, repeats: int = 3) -> dict[str, float]:
+    """One core: seconds of the bare decode and of the full preparation (read, tissue flags, normalised padded
+    image) of the same file, best of ``repeats`` each, alternating so load changes hit both alike."""
+    with one_core():
+        prepare_file(path, settings)  # first-call costs (imports, cached resize matrices) before timing
+        decode_s, prepare_s = [], []
+        for _ in range(repeats):
+            decode_s.append(timed(decode_png, path)[0])
+            prepare_s.append(timed(prepare_file, path, settings)[0])
+    return {"decode_s": min(decode_s), "prepare_s": min(prepare_s), "ratio": min(prepare_s) / min(decode_s)}
+
+
+def null_runtime() -> Runtime:
+    """A runtime that answers at once (probability 0 for every patch): what remains is PLAID's own path."""
+    return Runtime(name="null", run=lambda batch: np.zeros(len(batch), dtype=np.float32), takes_uint16=True)
+
+
+def null_model_images_per_s(path: str | Path, predictor: PatchPredictor, out_dir: Path, repeats: int = 3) -> float:
+    """Images/s on one core of the served path (read, prepare, gather tissue patches in batches, NRRD mask)
+    with a model that answers at once."""
+    predictor.runtime()  # load the checkpoint (settings, threshold) once, as a server does
+    served = predictor._runtime
+    predictor._runtime = null_runtime()
+    try:
+        with one_core():
+            served_pipeline([path], predictor, out_dir)
+            return 1.0 / best_of(repeats, lambda: served_pipeline([path], predictor, out_dir))
+    finally:
+        predictor._runtime = served
+
+
+def data_path_patches_per_s(config: TrainConfig, images: Sequence[PreparedImage], device: torch.device,
+                            batches: int) -> float:
+    """Patches/s on one core of the training loop's batches with the step removed: the epoch's balanced rows,
+    the trainer's loader (gather, augmentation), each batch moved as the loop moves it (`batch_on_device`)."""
+    trainer = PatchTrainer(config, ".", progress=False)
+    index = BalancedSampler(patch_index_for(images), seed=0).epoch_index(0)
+    rows = np.arange(config.batch_size * batches) % len(index)
+    with one_core():
+        for batch in trainer._data_loader(images, index.subset(rows[: config.batch_size]), True, 0):
+            batch_on_device(batch, device)
+        loader = trainer._data_loader(images, index.subset(rows), shuffle=True, seed=1)
+        _sync(device)
+        started = time.perf_counter()
+        seen = sum(len(batch_on_device(batch, device)[1]) for batch in loader)
+        _sync(device)
+    return seen / (time.perf_counter() - started)
+
+
+def pretext_patches_per_s(images: Sequence[PreparedImage], device: torch.device, batches: int,
+                          batch_size: int = 32) -> float:
+    """Pretext patches (``inserted``: flipped, turned, half with a pasted cluster) made per second on one core."""
+    rows = tissue_rows(images)
+    config = PretrainConfig(patch_size=images[0].grid.patch_size, batch_size=batch_size)
+    rng = np.random.default_rng(0)
+    with one_core():
+        pretext_batch(images, rows, config, rng, device)
+        _sync(device)
+        started = time.perf_counter()
+        for _ in range(batches):
+            pretext_batch(images, rows, config, rng, device)
+        _sync(device)
+    return batches * batch_size / (time.perf_counter() - started)

@@ -119,3 +119,12 @@ def test_images_prepared_in_worker_processes_arrive_with_working_views() -> None
         np.testing.assert_array_equal(image.tissue, local.tissue)
         assert np.shares_memory(image.patch_view(5), image.padded)
         np.testing.assert_array_equal(image.patch_view(5), local.patch_view(5))
+
+
+def test_integer_pixels_normalise_through_the_table_exactly_as_floats(rng: np.random.Generator) -> None:
+    stored = rng.integers(0, 4096, (300, 500)).astype(np.uint16)
+    settings = PatchSettings(skip_background=False)
+    from_integers = prepare(stored, settings)
+    np.testing.assert_array_equal(from_integers.padded, prepare(stored.astype(np.float32), settings).padded)
+    np.testing.assert_array_equal(from_integers.pixels, to_unit_uint16(stored.astype(np.float32)))
+    assert not from_integers.padded[300:].any() and not from_integers.padded[:, 500:].any()

@@ -30,10 +30,12 @@ def is_dicom_file(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def read_mammogram(path: str | Path, min_size: int | None = None) -> Mammogram:
+def read_mammogram(path: str | Path, min_size: int | None = None, keep_integers: bool = False) -> Mammogram:
     """Read a mammogram file into a `Mammogram`, validating it is a non-empty 2-D image.
 
-    ``min_size`` (usually the patch size) rejects images smaller than one patch.
+    ``min_size`` (usually the patch size) rejects images smaller than one patch. With ``keep_integers`` a
+    PNG/TIFF/PGM keeps the decoder's 8- or 16-bit integers (no full-size float copy; `plaid.patches.prepared`
+    normalises them through a lookup table); otherwise pixels are float32.
     """
     path = Path(path)
     if not path.is_file():
@@ -41,7 +43,7 @@ def read_mammogram(path: str | Path, min_size: int | None = None) -> Mammogram:
     if is_dicom_file(path):
         image = read_dicom_mammogram(path)
     elif path.suffix.lower() in RASTER_SUFFIXES:
-        image = _read_raster(path)
+        image = _read_raster(path, keep_integers)
     else:
         raise ImageReadError(
             f"unsupported file type {path.suffix!r}; expected one of {', '.join(IMAGE_SUFFIXES)}", path
@@ -63,8 +65,8 @@ def validate_pixels(pixels: np.ndarray, path: str | Path | None = None, min_size
         )
 
 
-def _read_raster(path: Path) -> Mammogram:
-    """Read PNG / TIFF / PGM without any 8-bit conversion."""
+def _read_raster(path: Path, keep_integers: bool = False) -> Mammogram:
+    """Read PNG / TIFF / PGM without any 8-bit conversion (float32, or the file's uint8/uint16 when asked)."""
     suffix = path.suffix.lower()
     try:
         if suffix in (".tif", ".tiff"):
@@ -88,16 +90,29 @@ def _read_raster(path: Path) -> Mammogram:
         array = array[..., :3].mean(axis=-1)
     bits = int(array.dtype.itemsize * 8) if np.issubdtype(array.dtype, np.integer) else None
     meta = ImageMeta(path=str(path), file_format=suffix.lstrip("."), photometric="MONOCHROME2", bits_stored=bits)
+    if keep_integers and array.dtype in (np.uint8, np.uint16):
+        return Mammogram(pixels=array, meta=meta)
     return Mammogram(pixels=array.astype(np.float32, copy=False), meta=meta)
 
 
-def normalise_intensity(
-    pixels: np.ndarray, low_percentile: float = 0.5, high_percentile: float = 99.95
-) -> np.ndarray:
-    """Map intensities to [0, 1] between two image percentiles (clipped); keeps float precision."""
+LOW_PERCENTILE = 0.5
+HIGH_PERCENTILE = 99.95
+
+
+def intensity_window(pixels: np.ndarray, low_percentile: float = LOW_PERCENTILE,
+                     high_percentile: float = HIGH_PERCENTILE) -> tuple[np.float32, np.float32]:
+    """The (low, high) intensities `normalise_intensity` maps to 0 and 1: percentiles of a ~512x512 subsample."""
     sample = pixels[:: max(1, pixels.shape[0] // 512), :: max(1, pixels.shape[1] // 512)]
-    low, high = np.percentile(sample, [low_percentile, high_percentile])
+    low, high = np.percentile(sample.astype(np.float32), [low_percentile, high_percentile])
     if high <= low:
         high = low + 1.0
-    scaled = (pixels.astype(np.float32) - np.float32(low)) / np.float32(high - low)
+    return np.float32(low), np.float32(high - low)
+
+
+def normalise_intensity(
+    pixels: np.ndarray, low_percentile: float = LOW_PERCENTILE, high_percentile: float = HIGH_PERCENTILE
+) -> np.ndarray:
+    """Map intensities to [0, 1] between two image percentiles (clipped); keeps float precision."""
+    low, span = intensity_window(pixels, low_percentile, high_percentile)
+    scaled = (pixels.astype(np.float32) - low) / span
     return np.clip(scaled, 0.0, 1.0, out=scaled)

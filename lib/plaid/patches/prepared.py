@@ -7,6 +7,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -18,18 +19,19 @@ import numpy as np
 
 from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord
-from plaid.io.images import ImageMeta, normalise_intensity, read_mammogram
+from plaid.io.images import ImageMeta, intensity_window, read_mammogram
 from plaid.io.labels import read_label_mask
-from plaid.patches.grid import DEFAULT_PATCH_SIZE, PatchGrid, grid_for, pad_to_grid, patch_view
+from plaid.patches.grid import DEFAULT_PATCH_SIZE, PatchGrid, grid_for, patch_view
 from plaid.patches.labels import patch_labels_from_mask
 from plaid.patches.sampling import PatchIndex
 from plaid.patches.spacing import image_spacing, resample_image, resample_mask, target_shape
-from plaid.patches.tissue import tissue_mask, tissue_patches
+from plaid.patches.tissue import breast_mask_small, tissue_patches_from_small
 
 logger = logging.getLogger(__name__)
 
 UINT16_SCALE = 65535.0
 PREPARE_WORKERS = 4
+BAND_ROWS = 256  # rows normalised at a time: the float32 temporaries stay in cache
 ResultT = TypeVar("ResultT")
 ItemT = TypeVar("ItemT")
 
@@ -138,11 +140,44 @@ class PreparedImage:
         return self.tissue
 
 
+def _unit_uint16(values: np.ndarray, low: np.float32, span: np.float32, out: np.ndarray) -> None:
+    """``out`` = round(65535 * clip((values - low) / span, 0, 1)), computed in float32."""
+    unit = values.astype(np.float32)
+    np.subtract(unit, low, out=unit)
+    np.divide(unit, span, out=unit)
+    np.clip(unit, 0.0, 1.0, out=unit)
+    np.multiply(unit, np.float32(UINT16_SCALE), out=unit)
+    np.rint(unit, out=unit)
+    out[...] = unit
+
+
+def normalise_into(pixels: np.ndarray, out: np.ndarray) -> None:
+    """Write the [0, 1]-as-uint16 image (`plaid.io.images.normalise_intensity` scaled to 65535 and rounded)
+    into ``out`` (same shape; may be a view of a larger array). 8- and 16-bit integers go through a lookup
+    table of every possible value (one gather); other types are converted band by band."""
+    low, span = intensity_window(pixels)
+    if pixels.dtype in (np.uint8, np.uint16):
+        table = np.empty(np.iinfo(pixels.dtype).max + 1, dtype=np.uint16)
+        _unit_uint16(np.arange(len(table), dtype=np.float32), low, span, table)
+        for top in range(0, pixels.shape[0], BAND_ROWS):
+            out[top : top + BAND_ROWS] = np.take(table, pixels[top : top + BAND_ROWS])
+        return
+    for top in range(0, pixels.shape[0], BAND_ROWS):
+        _unit_uint16(pixels[top : top + BAND_ROWS], low, span, out[top : top + BAND_ROWS])
+
+
 def to_unit_uint16(pixels: np.ndarray) -> np.ndarray:
     """Normalise to [0, 1] and store as uint16 (no 8-bit round trip)."""
-    unit = normalise_intensity(pixels)  # a new float32 array: scale and round it in place
-    np.multiply(unit, np.float32(UINT16_SCALE), out=unit)
-    return np.rint(unit, out=unit).astype(np.uint16)
+    out = np.empty(pixels.shape, dtype=np.uint16)
+    normalise_into(pixels, out)
+    return out
+
+
+def normalised_padded(pixels: np.ndarray, grid: PatchGrid) -> np.ndarray:
+    """The [0, 1]-as-uint16 image zero-padded to the grid, written once into its final array."""
+    padded = np.zeros(grid.padded_shape(), dtype=np.uint16)
+    normalise_into(pixels, padded[: grid.height, : grid.width])
+    return padded
 
 
 def prepare(
@@ -155,25 +190,27 @@ def prepare(
 ) -> PreparedImage:
     """The one preparation step: normalise, lay the grid, flag tissue patches and (with ``mask``) label them.
 
-    ``pixels`` are in the file's own units; ``mask`` (non-zero = calcification) has the image's shape.
+    ``pixels`` are in the file's own units (float, or the file's 8/16-bit integers); ``mask`` (non-zero =
+    calcification) has the image's shape. Every full-size pass reads the pixels as they came: the tissue
+    mask works on a small copy, the normalised image is written straight into its padded array.
     """
     grid = grid_for(pixels, settings.patch_size, settings.stride)
     if settings.skip_background:
-        tissue = tissue_patches(tissue_mask(pixels), grid, settings.tissue_min_fraction)
+        tissue = tissue_patches_from_small(breast_mask_small(pixels), grid, settings.tissue_min_fraction)
     else:
         tissue = np.ones(len(grid), dtype=bool)
     labels = None
     if mask is not None:
         labels = patch_labels_from_mask(mask, grid, settings.min_overlap, record.label if record else None)
     return PreparedImage(
-        padded=pad_to_grid(to_unit_uint16(pixels), grid), grid=grid, tissue=tissue, meta=meta or ImageMeta(),
+        padded=normalised_padded(pixels, grid), grid=grid, tissue=tissue, meta=meta or ImageMeta(),
         record=record, labels=labels, label_mask=np.asarray(mask) if keep_mask and mask is not None else None,
     )
 
 
 def prepare_file(path: str | Path, settings: PatchSettings) -> PreparedImage:
     """Read an unlabelled mammogram file and prepare it."""
-    image = read_mammogram(path, min_size=settings.patch_size)
+    image = read_mammogram(path, min_size=settings.patch_size, keep_integers=True)
     return prepare(image.pixels, settings, meta=image.meta)
 
 
@@ -181,7 +218,7 @@ def prepare_image(
     record: CaseRecord, settings: PatchSettings, with_label: bool = True, keep_mask: bool = False
 ) -> PreparedImage:
     """Read one case (and its mask when ``with_label``) and prepare it; fills the record's patient/age."""
-    image = read_mammogram(record.image, min_size=settings.patch_size)
+    image = read_mammogram(record.image, min_size=settings.patch_size, keep_integers=True)
     shape = settings.working_shape(record, image.meta, image.shape)
     pixels = resample_image(image.pixels, shape)
     record.fill_from(image.meta)
@@ -230,10 +267,22 @@ def prefetched(items: Sequence[ItemT], produce: Callable[[ItemT], ResultT], work
             yield item, future
 
 
+def one_thread_each() -> None:
+    """Limit this process's numpy/scipy (BLAS, OpenMP) and torch thread pools to one thread: preparation
+    processes run side by side, one per core, rather than each spreading over every core."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
 def preparation_processes(workers: int) -> Executor:
     """Spawned worker processes for `prefetched`: image preparation free of the GIL, for many cores feeding
-    a GPU. ``produce`` must then be picklable (e.g. a `functools.partial` of `prepare_file`)."""
-    return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"))
+    a GPU, one thread each (`one_thread_each`). ``produce`` must then be picklable (e.g. a
+    `functools.partial` of `prepare_file`)."""
+    return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=one_thread_each)
 
 
 def process_records(
@@ -256,20 +305,24 @@ def process_records(
     results: list[ResultT] = []
     problems: list[Problem] = []
     stream: Iterable[tuple[CaseRecord, Future[Any]]] | Iterable[CaseRecord]
-    stream = prefetched(records, prepare, workers, lookahead=2 * workers) if prepare is not None else records
+    source = prefetched(records, prepare, workers, lookahead=2 * workers) if prepare is not None else None
+    stream = source if source is not None else records
     if progress:
         from tqdm import tqdm
 
         stream = tqdm(stream, desc=description, unit="image", total=len(records))
-    for entry in stream:
-        record = entry[0] if prepare is not None else entry
-        try:
-            results.append(work(entry[1].result()) if prepare is not None else work(record))
-        except PlaidInputError as exc:
-            if on_error == "stop":
-                raise
-            logger.warning("skipping %s", exc)
-            problems.append(Problem(path=exc.path or record.image, message=str(exc)))
+    # closed here, in this thread, even when the loop stops early: a suspended prefetch left to the garbage
+    # collector would shut its thread pool down in whichever thread the collection happens to run
+    with contextlib.closing(source) if source is not None else contextlib.nullcontext():
+        for entry in stream:
+            record = entry[0] if prepare is not None else entry
+            try:
+                results.append(work(entry[1].result()) if prepare is not None else work(record))
+            except PlaidInputError as exc:
+                if on_error == "stop":
+                    raise
+                logger.warning("skipping %s", exc)
+                problems.append(Problem(path=exc.path or record.image, message=str(exc)))
     return results, problems
 
 

@@ -17,7 +17,14 @@ from torch.utils.data import Dataset
 
 from plaid.patches.prepared import PreparedImage
 from plaid.patches.sampling import PatchIndex
-from plaid.synth.specks import draw_speck, speck_diameter_px
+from plaid.synth.specks import (
+    SpeckDraws,
+    draw_speck,
+    draw_speck_shapes,
+    paste_specks,
+    speck_diameter_px,
+    speck_diameters_px,
+)
 from plaid.train.dataset import augment_patch
 
 DISPLAY_MAX = 4095.0
@@ -54,6 +61,49 @@ def insert_cluster(patch: np.ndarray, spacing_mm: float, rng: np.random.Generato
     return np.clip(pixels / np.float32(DISPLAY_MAX), 0.0, 1.0), mask
 
 
+def draw_clusters(count: int, size: int, spacing_mm: np.ndarray, rng: np.random.Generator,
+                  specks: tuple[int, int] = SPECKS, contrast: tuple[float, float] = INSERTED_CONTRAST) -> SpeckDraws:
+    """The specks of ``count`` clusters, one per ``size``-pixel square patch, placed by `insert_cluster`'s rules
+    (a centre and spread per cluster, 3-10 specks inside it, no two specks touching), all clusters at once:
+    each round offers every unfinished cluster one candidate speck."""
+    spacing_mm = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (count,))
+    spread = np.minimum(rng.uniform(*CLUSTER_SPREAD_MM, count) / spacing_mm, 0.3 * size)
+    margin = spread + 3.0
+    centre_row, centre_col = rng.uniform(margin, size - margin), rng.uniform(margin, size - margin)
+    wanted = rng.integers(specks[0], specks[1] + 1, count)
+    rows = np.full((count, specks[1]), np.nan)
+    cols, diameters = rows.copy(), rows.copy()
+    placed = np.zeros(count, dtype=np.int64)
+    clusters = np.arange(count)
+    for _ in range(specks[1] * 30):
+        open_ = clusters[placed < wanted]
+        if not len(open_):
+            break
+        radial = spread[open_] * np.sqrt(rng.uniform(size=len(open_)))
+        turn = rng.uniform(0.0, 2 * math.pi, len(open_))
+        row, col = centre_row[open_] + radial * np.sin(turn), centre_col[open_] + radial * np.cos(turn)
+        diameter = speck_diameters_px(spacing_mm[open_], rng)
+        gap = np.hypot(row[:, None] - rows[open_], col[:, None] - cols[open_])
+        clash = (gap < 0.6 * (diameter[:, None] + diameters[open_]) + 1.5).any(axis=1)  # NaN: no speck yet
+        fits = open_[~clash]
+        slot = placed[fits]
+        rows[fits, slot], cols[fits, slot], diameters[fits, slot] = row[~clash], col[~clash], diameter[~clash]
+        placed[fits] += 1
+    patch, slot = np.nonzero(~np.isnan(rows))
+    return draw_speck_shapes(patch, rows[patch, slot], cols[patch, slot], diameters[patch, slot],
+                             rng.uniform(*contrast, len(patch)), rng)
+
+
+def paste_clusters(patches: torch.Tensor, spacing_mm: np.ndarray, rng: np.random.Generator,
+                   specks: tuple[int, int] = SPECKS,
+                   contrast: tuple[float, float] = INSERTED_CONTRAST) -> tuple[torch.Tensor, torch.Tensor]:
+    """One cluster pasted into each of the (N, H, W) [0, 1] square tissue patches (any device), drawn with each
+    patch's pixel spacing: the batch form of `insert_cluster`. Returns the patches and the specks' masks."""
+    draws = draw_clusters(len(patches), patches.shape[-1], spacing_mm, rng, specks, contrast)
+    pixels, masks = paste_specks(patches * DISPLAY_MAX, draws)
+    return torch.clamp(pixels / DISPLAY_MAX, 0.0, 1.0), masks
+
+
 class InsertedPositives(Dataset):
     """``count`` positives per epoch: random normal tissue patches of the training images with an inserted
     cluster, augmented like the real ones. ``rows`` are (image number, patch number) pairs to draw from."""
@@ -69,15 +119,24 @@ class InsertedPositives(Dataset):
     def __len__(self) -> int:
         return self.count
 
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(self, item: int) -> tuple[np.random.Generator, int, int]:
+        """Item ``item``'s generator (seeded by (seed, item)) and the (image number, patch number) it drew."""
         rng = np.random.default_rng([self.seed, item])
         image_number, patch_number = self.rows[int(rng.integers(len(self.rows)))]
-        image = self.images[int(image_number)]
-        patch, _ = insert_cluster(image.patches([int(patch_number)])[0], image.spacing_mm_tiled or DEFAULT_SPACING_MM,
-                                  rng)
+        return rng, int(image_number), int(patch_number)
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng, image_number, patch_number = self.draw(item)
+        patch = clustered_patch(self.images[image_number], patch_number, rng)
         if self.augment:
             patch = augment_patch(patch, rng)
         return torch.from_numpy(np.ascontiguousarray(patch)).unsqueeze(0), torch.tensor(1.0)
+
+
+def clustered_patch(image: PreparedImage, patch_number: int, rng: np.random.Generator) -> np.ndarray:
+    """Grid patch ``patch_number`` of ``image`` in [0, 1] with a cluster inserted at the image's tiled spacing."""
+    patch, _ = insert_cluster(image.patches([patch_number])[0], image.spacing_mm_tiled or DEFAULT_SPACING_MM, rng)
+    return patch
 
 
 def normal_rows(index: PatchIndex) -> np.ndarray:

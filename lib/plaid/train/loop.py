@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader
 
 from plaid.errors import PlaidError, PlaidInputError
 from plaid.evaluate.metrics import safe_auc
@@ -28,6 +28,7 @@ from plaid.model.device import autocast_in, select_device, training_precision
 from plaid.model.network import PatchClassifier, build_model
 from plaid.patches.prepared import PreparedImage, Problem, patch_index_for
 from plaid.patches.sampling import BalancedSampler, PatchIndex
+from plaid.train.batches import BatchFeed, PlannedLoader, batch_on_device
 from plaid.train.checkpointing import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -37,7 +38,6 @@ from plaid.train.checkpointing import (
     write_run_config,
 )
 from plaid.train.config import TrainConfig
-from plaid.train.dataset import PatchDataset
 from plaid.train.insertion import InsertedPositives, normal_rows
 from plaid.train.operating_point import set_operating_point
 from plaid.train.pretrain import PretrainConfig, run_pretext
@@ -97,21 +97,15 @@ class PatchTrainer:
         self.model: PatchClassifier | None = None
         self.autocast_dtype, scale_loss = training_precision(self.device, config.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=scale_loss)
+        self._batch_feed: BatchFeed | None = None
 
     def _data_loader(self, images: Sequence[PreparedImage], index, shuffle: bool, seed: int,
-                     inserted: Dataset | None = None) -> DataLoader:
-        dataset: Dataset = PatchDataset(images, index, augment=self.config.augment and shuffle, seed=seed)
-        generator = None
-        if inserted is not None and len(inserted):
-            dataset = ConcatDataset([dataset, inserted])
-            generator = torch.Generator().manual_seed(seed)
-        sampler = None
-        if shuffle and self.world_size > 1:  # this rank's share of the epoch (padded so every rank has as many)
-            sampler = DistributedSampler(dataset, self.world_size, self.rank, shuffle=True, seed=seed)
-            generator = None
-        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=generator is not None,
-                          generator=generator, sampler=sampler, num_workers=self.config.num_workers,
-                          pin_memory=self.device.type == "cuda")
+                     inserted: InsertedPositives | None = None) -> PlannedLoader:
+        if self._batch_feed is None:  # one loader per image set, its workers kept across epochs
+            self._batch_feed = BatchFeed(self.config.batch_size, self.config.num_workers, self.device,
+                                         self.rank, self.world_size)
+        return self._batch_feed.loader(images, index, shuffle=shuffle, seed=seed,
+                                       augment=self.config.augment and shuffle, inserted=inserted)
 
     def _wrap_for_devices(self, model: PatchClassifier) -> nn.Module:
         if self.world_size > 1:
@@ -279,9 +273,8 @@ class PatchTrainer:
             from tqdm import tqdm
 
             batches = tqdm(loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="batch", leave=False)
-        for step, (patches, labels) in enumerate(batches, start=1):
-            patches = patches.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            labels = labels.to(self.device)
+        for step, batch in enumerate(batches, start=1):
+            patches, labels = batch_on_device(batch, self.device)
             optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 logits = runner(patches)

@@ -29,8 +29,8 @@ from plaid.model.input_filter import DEFAULT_INPUT_FILTER
 from plaid.model.network import DEFAULT_ARCHITECTURE, PatchClassifier, unknown_model_option
 from plaid.patches.prepared import PatchSettings, PreparedImage, prepare_images
 from plaid.serialization import write_json
-from plaid.train.dataset import augment_patch
-from plaid.train.insertion import DEFAULT_SPACING_MM, insert_cluster
+from plaid.train.batches import augment_batch, draw_dihedral, widen
+from plaid.train.insertion import DEFAULT_SPACING_MM, paste_clusters
 
 logger = logging.getLogger(__name__)
 
@@ -80,19 +80,37 @@ def tissue_rows(images: Sequence[PreparedImage]) -> np.ndarray:
     return np.concatenate(rows) if rows else np.zeros((0, 2), dtype=np.int64)
 
 
+def gather_patches(images: Sequence[PreparedImage], rows: np.ndarray) -> np.ndarray:
+    """The stored uint16 patches at ``rows`` (image number, patch number), one gather per image: (N, H, W)."""
+    size = images[int(rows[0, 0])].grid.patch_size if len(rows) else 0
+    stored = np.empty((len(rows), size, size), dtype=np.uint16)
+    for number in np.unique(rows[:, 0]):
+        at = np.flatnonzero(rows[:, 0] == number)
+        stored[at] = images[int(number)].patch_stack(rows[at, 1])
+    return stored
+
+
 def pretext_batch(images: Sequence[PreparedImage], rows: np.ndarray, config: PretrainConfig,
-                  rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch of pretext patches and targets (1: a cluster was pasted in, 0: plain tissue)."""
-    patches, targets = [], []
-    for image_number, patch_number in rows[rng.integers(len(rows), size=config.batch_size)]:
-        image = images[int(image_number)]
-        patch = augment_patch(image.patches([int(patch_number)])[0], rng)
-        target = int(rng.integers(2))
-        if target:
-            patch, _ = insert_cluster(patch, image.spacing_mm_tiled or DEFAULT_SPACING_MM, rng)
-        patches.append(np.ascontiguousarray(patch, dtype=np.float32))
-        targets.append(target)
-    return torch.from_numpy(np.stack(patches)).unsqueeze(1), torch.tensor(targets)
+                  rng: np.random.Generator, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch of pretext patches (N, 1, H, W) and targets (1: a cluster was pasted in, 0: plain tissue),
+    made as batch operations on ``device`` (the CPU by default): the patches travel as uint16 and are widened,
+    flipped and turned at random there, and half of them (target 1) get a cluster.
+    """
+    device = device or torch.device("cpu")
+    chosen = rows[rng.integers(len(rows), size=config.batch_size)]
+    stored = torch.from_numpy(gather_patches(images, chosen).view(np.int16))[:, None]
+    if device.type == "cuda":
+        stored = stored.pin_memory()
+    patches = augment_batch(widen(stored.to(device, non_blocking=True)), draw_dihedral(rng, config.batch_size))
+    targets = rng.integers(2, size=config.batch_size)
+    chosen_patches = np.flatnonzero(targets)
+    if len(chosen_patches):
+        spacing = np.array([images[int(number)].spacing_mm_tiled or DEFAULT_SPACING_MM
+                            for number in chosen[chosen_patches, 0]])
+        at = torch.as_tensor(chosen_patches, device=device)
+        pasted, _ = paste_clusters(patches[at, 0], spacing, rng)
+        patches[at, 0] = pasted
+    return patches, torch.as_tensor(targets, device=device)
 
 
 def backbone_state(model: PatchClassifier) -> dict[str, torch.Tensor]:
@@ -122,8 +140,8 @@ def run_pretext(model: PatchClassifier, images: Sequence[PreparedImage], rows: n
         steps = tqdm(steps, desc=f"pretraining ({config.task})", unit="step")
     losses, correct = [], []
     for _ in steps:
-        patches, targets = pretext_batch(images, rows, config, rng)
-        patches, targets = patches.to(device), targets.to(device)
+        patches, targets = pretext_batch(images, rows, config, rng, device)
+        patches = patches.contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad(set_to_none=True)
         with autocast_in(device, dtype):
             logits = model(patches).float()

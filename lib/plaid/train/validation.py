@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from plaid.evaluate.metrics import confusion_at, operating_point
 from plaid.model.device import autocast_in
@@ -96,7 +95,7 @@ def validation_patches(train_index: PatchIndex, val_images: Sequence[PreparedIma
 
 
 @torch.no_grad()
-def score_patches(runner: nn.Module, loader: DataLoader, device: torch.device,
+def score_patches(runner: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
                   autocast_dtype: torch.dtype | None) -> tuple[np.ndarray, np.ndarray, float]:
     """(labels, probabilities, mean BCE loss) of every patch ``loader`` gives, scored by ``runner`` in eval mode."""
     runner.eval()
