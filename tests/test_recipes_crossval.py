@@ -48,7 +48,7 @@ def test_recipe_values_apply_and_flags_override_them(tmp_path: Path) -> None:
     assert config.patch_settings.patch_size == 64 and config.class_weighted_loss is True  # the recipe fills the rest
     assert config.learning_rate == 1e-4                                  # paper default where neither speaks
     plain = config_from_args(build_parser().parse_args(["train", "data", "--out", "o"]))
-    assert (plain.epochs, plain.patch_size, plain.negative_ratio) == (120, 224, 1.0)
+    assert (plain.epochs, plain.patch_settings.patch_size, plain.negative_ratio) == (120, 224, 1.0)
     switched_off = config_from_args(build_parser().parse_args(["train", "data", "--out", "o", "--recipe", str(recipe),
                                                                "--no-class-weighted-loss"]))
     assert switched_off.class_weighted_loss is False and switched_off.epochs == 7  # a recipe's true turned off
