@@ -27,6 +27,7 @@ from plaid.train.config import TrainConfig
 from plaid.train.loop import PatchTrainer
 from plaid.train.operating_point import FilmScores, false_marks_per_film
 from plaid.train.records import hold_out_normal_women, train_from_records
+from plaid.train.validation import score_patches, validation_patches
 
 pytestmark = pytest.mark.slow
 
@@ -86,11 +87,12 @@ def test_slope1_keeps_the_papers_point_on_the_balanced_validation_patches(data_d
                      for entry in meta["split"]["train"]]
     images, _ = prepare_images(train_records, config.patch_settings)
     trainer = PatchTrainer(config, tmp_path / "unused", progress=False)
-    train_index = trainer._validation_index(patch_index_for(images), [], images)[1]
+    train_index = validation_patches(patch_index_for(images), [], images, config.seed + 1)[1]
     index = BalancedSampler(patch_index_for(images), seed=config.seed + 1).epoch_index(0)
     assert np.array_equal(index.patch, train_index.patch)  # validation on the training patches, as before
     model, _ = load_model(result.best_checkpoint)
-    labels, scores, _ = trainer._score(model, trainer._data_loader(images, index, False, 0))
+    labels, scores, _ = score_patches(model, trainer._data_loader(images, index, False, 0), trainer.device,
+                                      trainer.autocast_dtype)
     assert meta["threshold"] == operating_point(labels, scores).threshold
     assert np.isfinite(meta["validation_false_marks_per_image"])
 

@@ -211,13 +211,13 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_step(data_dir: Path, 
 
 def test_non_finite_validation_scores_stop_training_before_any_checkpoint(data_dir: Path, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    scored = PatchTrainer._score
+    scored = validation.score_patches
 
-    def nan_scores(self: PatchTrainer, runner: torch.nn.Module, batches: object) -> tuple:
-        labels, scores, loss = scored(self, runner, batches)
+    def nan_scores(*args: object) -> tuple:
+        labels, scores, loss = scored(*args)
         return labels, np.full_like(scores, np.nan), loss
 
-    monkeypatch.setattr(PatchTrainer, "_score", nan_scores)
+    monkeypatch.setattr(loop, "score_patches", nan_scores)
     trainer = PatchTrainer(replace(TINY, epochs=1), tmp_path / "nan", progress=False)
     with pytest.raises(NonFiniteTrainingError, match="after epoch 1"):
         trainer.fit(_one_calcified_image(data_dir), [])
