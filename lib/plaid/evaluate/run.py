@@ -70,10 +70,15 @@ def _threshold_source(predictor: PatchPredictor) -> str:
         return "default 0.5 (the checkpoint records none)"
     if meta.get("threshold_source"):
         return f"checkpoint ({meta['threshold_source']})"
-    if meta.get("operating_point") == "false_marks":
-        return (f"checkpoint (at most {meta['max_false_marks_per_image']} false marks per film on "
-                f"{meta['operating_point_films']} {meta['operating_point_films_source']} films: "
-                f"{meta['validation_false_marks_per_image']:.2f} there)")
+    point = meta.get("operating_point")
+    if point and point != "slope1":
+        limit, given = meta.get("max_false_marks_per_image"), meta.get("validation_false_marks_per_image")
+        text = f"checkpoint ({point}" + (f", at most {limit:g} false marks per validation film" if limit is not None
+                                         else "")
+        if given is not None and meta.get("operating_point_films"):
+            text += (f"; {given:.2f} on its {meta['operating_point_films']} "
+                     f"{meta.get('operating_point_films_source', 'validation')} films")
+        return text + ")"
     return "checkpoint (slope-1 operating point on the validation patches)"
 
 
