@@ -109,7 +109,7 @@ def test_a_threshold_chosen_on_films_holds_its_false_marks_per_film_in_evaluate(
                  "--max-false-marks-per-image", "1", "--runtime", "torch-fp32", *FAST]) == 0
     stored = read_checkpoint(out)
     assert stored["operating_point"] == "false_marks" and stored["max_false_marks_per_image"] == 1.0
-    assert stored["validation_films"] == 4 and stored["validation_false_marks_per_image"] <= 1.0
+    assert stored["operating_point_films"] == 4 and stored["validation_false_marks_per_image"] <= 1.0
     assert not (tmp_path / ".chosen.pt.scoring").exists()
     report_dir = tmp_path / "report"
     assert main(["evaluate", str(films), "--model", str(out), "--out", str(report_dir), "--all",

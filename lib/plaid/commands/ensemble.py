@@ -18,12 +18,12 @@ import numpy as np
 
 from plaid.commands import add_run_options
 from plaid.errors import PlaidInputError
-from plaid.evaluate.metrics import false_marks_threshold
 from plaid.evaluate.scoring import score_records
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.model.checkpoint import read_checkpoint, write_payload
 from plaid.model.ensemble import MEMBERS_KEY, ensemble_payload, training_patients
+from plaid.train.operating_point import FALSE_MARKS, FilmScores, operating_point_record
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +81,11 @@ def choose_threshold(checkpoint: Path, records: list[CaseRecord], max_per_film: 
     images, _ = score_records(records, PatchPredictor(checkpoint, infer), on_error=on_error, progress=progress)
     if not images:
         raise PlaidInputError("no usable film in --data (every one was skipped; see the warnings above)")
-    negatives = np.concatenate([image.probabilities[image.tissue & ~image.labels] for image in images])
-    threshold = false_marks_threshold(negatives, len(images), max_per_film)
-    achieved = float((negatives >= np.float32(threshold)).sum()) / len(images)
-    return {"threshold": threshold, "operating_point": "false_marks", "max_false_marks_per_image": max_per_film,
-            "validation_false_marks_per_image": achieved, "validation_films": len(images),
-            "threshold_source": f"chosen for the ensemble: at most {max_per_film:g} false patches per film on "
-                                f"{len(images)} films no member trained on ({achieved:.2f} there)"}
+    films = [FilmScores(image.probabilities[image.tissue], image.labels[image.tissue]) for image in images]
+    record = operating_point_record(films, FALSE_MARKS, max_per_film, 0.5, "unseen")
+    achieved = record["validation_false_marks_per_image"]
+    return {**record, "threshold_source": f"chosen for the ensemble: at most {max_per_film:g} false patches per "
+                                          f"film on {len(images)} films no member trained on ({achieved:.2f} there)"}
 
 
 def run(args: argparse.Namespace) -> int:
