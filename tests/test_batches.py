@@ -19,12 +19,20 @@ from plaid.train.batches import (
     draw_dihedral,
     plan_epoch,
 )
-from plaid.train.dataset import apply_dihedral
-from plaid.train.insertion import InsertedPositives, draw_clusters, normal_rows, paste_clusters
+from plaid.train.insertion import InsertedPositives, clustered_patch, draw_clusters, normal_rows, paste_clusters
 from plaid.train.loop import PatchTrainer, TrainConfig
 from plaid.train.pretrain import PretrainConfig, pretext_batch, tissue_rows
 
 CPU = torch.device("cpu")
+
+
+def apply_dihedral(patch: np.ndarray, left_right: bool, up_down: bool, turns: int) -> np.ndarray:
+    """The per-patch reference of `augment_batch`: flip left-right, then up-down, then quarter turns."""
+    if left_right:
+        patch = patch[:, ::-1]
+    if up_down:
+        patch = patch[::-1, :]
+    return np.rot90(patch, int(turns))
 
 
 def _dihedral(patch: np.ndarray) -> list[np.ndarray]:
@@ -92,13 +100,14 @@ def test_the_gpu_form_finished_on_the_device_equals_the_cpu_form() -> None:
 def test_inserted_positives_in_a_batch_are_the_per_item_clusters() -> None:
     image = _labelled_image(np.random.default_rng(4))
     index = patch_index_for([image])
-    inserted = InsertedPositives([image], normal_rows(index), count=5, seed=11, augment=False)
+    inserted = InsertedPositives([image], normal_rows(index), count=5, seed=11)
     feed = BatchFeed(batch_size=4, num_workers=0, device=CPU)
     found = 0
     for plan in plan_epoch(index, 4, seed=1, augment=False, shuffle=False, inserted=inserted):
         patches, labels = feed._loader([image], finish=True).dataset[plan]
         for row in np.flatnonzero(plan.inserted_item >= 0):
-            expected = inserted[int(plan.inserted_item[row])][0][0].numpy()
+            rng, image_number, patch_number = inserted.draw(int(plan.inserted_item[row]))
+            expected = clustered_patch([image][image_number], patch_number, rng)
             np.testing.assert_allclose(patches[row, 0].numpy(), expected, atol=1.0 / 65535)
             assert labels[row] == 1.0
             found += 1

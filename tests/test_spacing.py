@@ -17,7 +17,7 @@ from plaid.model.checkpoint import save_checkpoint
 from plaid.model.network import build_model
 from plaid.patches.prepared import PatchSettings, prepare_image
 from plaid.patches.spacing import image_spacing, resample_image, resample_mask, target_shape, to_original_grid
-from plaid.train.insertion import InsertedPositives, insert_cluster
+from plaid.train.insertion import InsertedPositives, clustered_patch, insert_cluster
 
 
 def test_spacing_comes_from_header_then_metadata_then_flag() -> None:
@@ -82,15 +82,15 @@ def test_inserted_clusters_are_sized_for_the_grid_the_patches_were_cut_from(tmp_
     record = CaseRecord(image=str(image), pixel_spacing_mm=0.2)
     prepared = prepare_image(record, PatchSettings(patch_size=112, target_spacing_mm=0.1), with_label=False)
     rows = np.stack([np.zeros(int(prepared.tissue.sum()), dtype=np.int64), np.flatnonzero(prepared.tissue)], axis=1)
-    inserted = InsertedPositives([prepared], rows, count=4, seed=3, augment=False)
+    inserted = InsertedPositives([prepared], rows, count=4, seed=3)
     for item in range(len(inserted)):
-        patch, target = inserted[item]
+        drawn, _, drawn_number = inserted.draw(item)
+        patch = clustered_patch(prepared, drawn_number, drawn)
         rng = np.random.default_rng([3, item])
         _, patch_number = rows[int(rng.integers(len(rows)))]
         tissue = prepared.patches([int(patch_number)])[0]
         expected, _ = insert_cluster(tissue, 0.1, rng)
-        assert float(target) == 1.0
-        np.testing.assert_array_equal(patch[0].numpy(), expected)
+        np.testing.assert_array_equal(patch, expected)
 
 
 def test_predictor_infers_at_the_checkpoint_spacing_and_maps_back(tmp_path: Path) -> None:

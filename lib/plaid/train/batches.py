@@ -35,7 +35,7 @@ LOADERS_KEPT = 2  # training images and validation images
 
 def draw_dihedral(rng: np.random.Generator, count: int) -> np.ndarray:
     """``count`` flip/rotation codes: bit 0 a left-right flip, bit 1 an up-down flip (each with probability
-    1/2), bits 2-3 the number of quarter turns (0-3, uniform), as `plaid.train.dataset.augment_patch` draws them."""
+    1/2), bits 2-3 the number of quarter turns (0-3, uniform), as the per-patch augmentation drew them."""
     left_right = rng.random(count) < 0.5
     up_down = rng.random(count) < 0.5
     turns = rng.integers(0, 4, size=count)
@@ -51,7 +51,7 @@ def _dihedral(patches: torch.Tensor, code: int) -> torch.Tensor:
 
 def augment_batch(patches: torch.Tensor, codes: torch.Tensor | np.ndarray) -> torch.Tensor:
     """The (N, C, H, W) square patches flipped and turned by their codes (`draw_dihedral`): left-right flip,
-    then up-down flip, then quarter turns, as `plaid.train.dataset.apply_dihedral` does one patch. The patches
+    then up-down flip, then quarter turns (tests/test_batches.py checks each code against one patch). The patches
     that draw the same code are selected, transformed and written back together (one batch operation per
     code, never one per patch); a code below 0 leaves its patch alone. Runs on whatever device ``patches``
     are on; returns a new tensor."""

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from plaid.patches.prepared import PreparedImage
 from plaid.patches.sampling import PatchIndex
@@ -25,7 +24,6 @@ from plaid.synth.specks import (
     speck_diameter_px,
     speck_diameters_px,
 )
-from plaid.train.dataset import augment_patch
 
 DISPLAY_MAX = 4095.0
 SPECKS = (3, 10)
@@ -104,17 +102,16 @@ def paste_clusters(patches: torch.Tensor, spacing_mm: np.ndarray, rng: np.random
     return torch.clamp(pixels / DISPLAY_MAX, 0.0, 1.0), masks
 
 
-class InsertedPositives(Dataset):
+class InsertedPositives:
     """``count`` positives per epoch: random normal tissue patches of the training images with an inserted
-    cluster, augmented like the real ones. ``rows`` are (image number, patch number) pairs to draw from."""
+    cluster (`plaid.train.batches` pastes and augments them with the real patches). ``rows`` are (image number,
+    patch number) pairs to draw from."""
 
-    def __init__(self, images: Sequence[PreparedImage], rows: np.ndarray, count: int, seed: int,
-                 augment: bool = True) -> None:
+    def __init__(self, images: Sequence[PreparedImage], rows: np.ndarray, count: int, seed: int) -> None:
         self.images = images
         self.rows = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
         self.count = int(count) if len(self.rows) else 0
         self.seed = seed
-        self.augment = augment
 
     def __len__(self) -> int:
         return self.count
@@ -124,13 +121,6 @@ class InsertedPositives(Dataset):
         rng = np.random.default_rng([self.seed, item])
         image_number, patch_number = self.rows[int(rng.integers(len(self.rows)))]
         return rng, int(image_number), int(patch_number)
-
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng, image_number, patch_number = self.draw(item)
-        patch = clustered_patch(self.images[image_number], patch_number, rng)
-        if self.augment:
-            patch = augment_patch(patch, rng)
-        return torch.from_numpy(np.ascontiguousarray(patch)).unsqueeze(0), torch.tensor(1.0)
 
 
 def clustered_patch(image: PreparedImage, patch_number: int, rng: np.random.Generator) -> np.ndarray:

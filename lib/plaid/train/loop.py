@@ -211,7 +211,7 @@ class PatchTrainer:
             started = time.perf_counter()
             epoch_index = sampler.epoch_index(epoch)
             inserted = InsertedPositives(train_images, normal_rows(train_index), config.inserted_positives,
-                                         seed=config.seed + 1000 * epoch, augment=config.augment)
+                                         seed=config.seed + 1000 * epoch)
             loader = self._data_loader(train_images, epoch_index, shuffle=True, seed=config.seed + epoch,
                                        inserted=inserted)
             train_loss, train_acc = self._train_epoch(runner, optimizer, loss_fn, loader, epoch)
