@@ -6,11 +6,13 @@ for one epoch per operating point.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from plaid.cli import main
 from plaid.errors import PlaidInputError
@@ -23,6 +25,7 @@ from plaid.model.checkpoint import load_model, read_checkpoint
 from plaid.patches.prepared import PatchSettings, patch_index_for, prepare_images
 from plaid.patches.sampling import BalancedSampler
 from plaid.synth.generator import generate_dataset
+from plaid.train.checkpointing import checkpoint_is_publishable
 from plaid.train.config import TrainConfig
 from plaid.train.loop import PatchTrainer
 from plaid.train.operating_point import FilmScores, false_marks_per_film
@@ -122,7 +125,53 @@ def test_operating_point_options_are_checked(tmp_path: Path) -> None:
     for bad, option in (({"operating_point": "nonsense"}, "operating_point"),
                         ({"max_false_marks_per_image": float("nan")}, "max_false_marks_per_image"),
                         ({"max_false_marks_per_image": -1}, "max_false_marks_per_image"),
-                        ({"operating_point_normal_women": -1}, "operating_point_normal_women")):
+                        ({"operating_point_normal_women": -1}, "operating_point_normal_women"),
+                        ({"ensemble_members": 0}, "ensemble_members"), ({"ensemble_members": 33}, "ensemble_members")):
         with pytest.raises(PlaidInputError, match=option):
             TrainConfig.from_mapping(bad).validate()
     assert TrainConfig().operating_point == "false_marks" and TrainConfig().max_false_marks_per_image == 1.0
+
+
+def test_an_ensemble_of_seeds_trains_on_one_split_and_serves_the_mean_at_its_own_operating_point(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ensemble"
+    command = ["train", str(data_dir), "--out", str(out), "--patch-size", "32", "--architecture", "resnet18",
+               "--frozen-layers", "0", "--no-pretrained", "--device", "cpu", "--epochs", "1", "--batch-size", "16",
+               "--val-fraction", "0", "--max-false-marks-per-image", "0.5", "--ensemble-members", "2", "--seed", "3",
+               "--no-progress"]
+    assert main(command) == 0
+    payload = read_checkpoint(out / "best.pt")
+    members = [read_checkpoint(out / f"member-{number}" / "best.pt") for number in (1, 2)]
+    assert payload["architecture"] == "ensemble" and [m["source"] for m in payload["members"]] == [
+        "member-1/best.pt", "member-2/best.pt"]
+    assert [m["config"]["seed"] for m in members] == [3, 4] and payload["config"]["ensemble_members"] == 2
+    assert members[0]["split"] == members[1]["split"]  # one split, chosen with the ensemble's seed
+    assert [e["image_id"] for e in payload["split"]["validation"]] == [
+        e["image_id"] for e in members[0]["split"]["validation"]]
+    heads = [member["state_dict"]["backbone.fc.weight"] for member in members]
+    assert not torch.equal(*heads)
+    assert checkpoint_is_publishable(payload)  # the app publishes it like one model
+
+    films = _validation_films(payload)
+    served = [PatchPredictor(path, InferConfig(device="cpu", runtime="torch-fp32"))
+              for path in (out / "best.pt", out / "member-1" / "best.pt", out / "member-2" / "best.pt")]
+    predictions = [[predictor.predict(read_mammogram(film).pixels) for film in films] for predictor in served]
+    for mean, first, second in zip(*predictions, strict=True):
+        np.testing.assert_allclose(mean.probabilities, (first.probabilities + second.probabilities) / 2, atol=1e-5)
+    assert payload["operating_point"] == "false_marks" and payload["operating_point_films"] == len(films) == 4
+    marks = [int(prediction.positive.sum()) for prediction in predictions[0]]  # these films are all normal
+    assert payload["validation_false_marks_per_image"] == pytest.approx(sum(marks) / len(films))
+    assert sum(marks) / len(films) <= 0.5
+    assert payload["threshold"] not in (members[0]["threshold"], members[1]["threshold"])
+
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert [m["seed"] for m in summary["members"]] == [3, 4] and summary["epochs_completed"] == 2
+    assert summary["operating_point"]["threshold"] == payload["threshold"]
+    # resuming trains each member on from its own last.pt and rebuilds the ensemble from them
+    assert main([*command, "--epochs", "2", "--resume"]) == 0
+    assert [read_checkpoint(out / f"member-{n}" / "last.pt")["epoch"] for n in (1, 2)] == [2, 2]
+    assert json.loads((out / "train_summary.json").read_text())["epochs_completed"] == 4
+    three = [*command, "--resume"]
+    three[three.index("--ensemble-members") + 1] = "3"
+    assert main(three) == 2  # the stored run has two members

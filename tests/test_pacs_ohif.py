@@ -1,11 +1,12 @@
 """Browser test: headless Chromium opens the served OHIF on a study holding PLAID's SEG and SR; the SEG overlay
-is drawn and the SR's boxes become tracked, editable measurements.
+is drawn and the SR's boxes become tracked, editable measurements listed in the Measurements panel.
 
 The mammogram is grey everywhere (no black background), so its displayed rectangle can be found in the
 screenshot; the SEG covers a known box of it. OHIF tints segment pixels with the segment colour, so in
 the SEG view coloured pixels must fill that box (relative to the displayed image) and nowhere else,
 and in the plain MG view there must be none. Opening the SR hydrates it into OHIF's measurement tracking: each
-box becomes a RectangleROI annotation with its statistics text box. Screenshots and the page's DOM are kept in
+box becomes a RectangleROI annotation with its statistics text box and a row of the Measurements panel, which
+PLAID's OHIF configuration opens when measurements arrive. Screenshots and the page's DOM are kept in
 the test's tmp folder.
 """
 
@@ -56,20 +57,24 @@ def _screenshot(url: str, out: Path, budget_ms: int) -> np.ndarray:
     return np.asarray(Image.open(out).convert("RGB")).astype(int)
 
 
-def _tracked_boxes(url: str, out: Path) -> int:
-    """How many RectangleROI annotations OHIF's measurement tracking drew after opening ``url``.
+def _tracked_measurements(url: str, out: Path) -> tuple[int, int, list[str]]:
+    """After opening ``url``: the count OHIF's Measurements panel shows, how many RectangleROI annotations its
+    measurement tracking drew, and the panel's row labels.
 
     Each tracked rectangle carries a statistics text box ("Area: ... Mean: ..."); the SR viewport's own
     read-only drawing has none. The page's DOM is kept in ``out``.
     """
-    count = 0
+    panel, drawn, labels = 0, 0, []
     for budget_ms in (30000, 60000, 90000):
         dom = _chromium(url, budget_ms, "--dump-dom", cwd=out.parent)
         out.write_text(dom)
-        count = len(re.findall(r">Area: [0-9.]+ mm", dom))
-        if count >= len(SR_BOXES):
+        counts = re.findall(r"<span>Measurements \((\d+)\)</span>", dom)
+        panel = int(counts[0]) if counts else 0
+        drawn = len(re.findall(r">Area: [0-9.]+ mm", dom))
+        labels = re.findall(r">(Calcification patch [^<]*)<", dom)
+        if panel >= len(SR_BOXES) and drawn >= len(SR_BOXES):
             break
-    return count
+    return panel, drawn, labels
 
 
 def _image_rect(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -167,7 +172,10 @@ def test_ohif_draws_plaid_seg_over_the_mammogram(study) -> None:
 
 def test_ohif_tracks_each_sr_box_as_an_editable_measurement(study) -> None:
     ohif, source, sr, work = study["ohif"], study["source"], study["sr"], study["work"]
-    tracked = _tracked_boxes(ohif.viewer_url(str(source.StudyInstanceUID), str(sr.SeriesInstanceUID)),
-                             work / "ohif_sr_view.html")
+    panel, drawn, labels = _tracked_measurements(
+        ohif.viewer_url(str(source.StudyInstanceUID), str(sr.SeriesInstanceUID)), work / "ohif_sr_view.html")
     print(f"DOM: {work / 'ohif_sr_view.html'}")
-    assert tracked == len(SR_BOXES), "OHIF did not turn every SR box into a tracked RectangleROI measurement"
+    assert panel == len(SR_BOXES), "OHIF's Measurements panel does not list every SR box as a measurement"
+    assert drawn == len(SR_BOXES), "OHIF did not turn every SR box into a tracked RectangleROI measurement"
+    # each row names its patch and probability, the unit-less value without a stray "1"
+    assert labels == [f"Calcification patch {box['patch']}: probability {box['probability']:.2f}" for box in SR_BOXES]

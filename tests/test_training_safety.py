@@ -23,12 +23,13 @@ from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.io.images import read_mammogram
 from plaid.io.labels import write_label_png
+from plaid.model import device as device_module
 from plaid.model.checkpoint import read_checkpoint
 from plaid.model.device import training_precision
 from plaid.patches.prepared import PatchSettings, patch_settings_from_dict, prepare_images
 from plaid.serving import APP_DIR
 from plaid.synth.generator import generate_dataset
-from plaid.train import loop, validation
+from plaid.train import loop, pretrain, validation
 from plaid.train.checkpointing import CONFIG_FILE
 from plaid.train.config import TrainConfig
 from plaid.train.loop import NonFiniteTrainingError, PatchTrainer
@@ -100,6 +101,33 @@ def test_cuda_uses_bf16_where_supported_else_fp16_with_a_grad_scaler(monkeypatch
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert training_precision(cuda, amp=True) == (torch.float16, True)
     assert training_precision(cuda, amp=False) == (None, False)
+
+
+def test_cpu_training_gives_the_same_weights_whether_or_not_the_cpu_has_bf16(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo and the recipes must train to the same model on any CPU: amp (on by default) leaves CPU training
+    in fp32 whatever the bf16 probe says; bf16 autocast, as CPUs with native bf16 used to get, gives another."""
+    records = [r for r in load_records(data_dir) if r.image_id.startswith(("SYN0001", "SYN0002"))]
+    config = replace(TINY, epochs=1, amp=True, architecture="resnet18", frozen_layers=0, pretrain_steps=3,
+                     patch_settings=PatchSettings(patch_size=64), augment=True, inserted_positives=4)
+    prepared, _ = prepare_images(records, config.patch_settings)
+
+    def trained(name: str) -> dict[str, torch.Tensor]:
+        trainer = PatchTrainer(config, tmp_path / name, progress=False)
+        trainer.fit(prepared, [])
+        return trainer.model.state_dict()
+
+    weights = {}
+    for has_bf16 in (True, False):
+        monkeypatch.setattr(device_module, "cpu_supports_bf16", lambda has=has_bf16: has)
+        assert training_precision(torch.device("cpu"), amp=True) == (None, False)
+        weights[has_bf16] = trained(f"bf16-{has_bf16}")
+    assert all(torch.equal(weights[True][key], weights[False][key]) for key in weights[True])
+    for module in (loop, pretrain):
+        monkeypatch.setattr(module, "training_precision", lambda device, amp: (torch.bfloat16, False))
+    in_bf16 = trained("autocast")
+    assert not all(torch.equal(in_bf16[key], weights[False][key]) for key in in_bf16)
 
 
 def test_grad_scaler_path_trains_and_is_checkpointed(data_dir: Path, tmp_path: Path,

@@ -22,7 +22,7 @@ from plaid.evaluate.scoring import score_records
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.model.checkpoint import read_checkpoint, write_payload
-from plaid.model.ensemble import MEMBERS_KEY, ensemble_payload, training_patients
+from plaid.model.ensemble import MEMBERS_KEY, ensemble_payload, mean_slope1_threshold, training_patients
 from plaid.train.operating_point import FALSE_MARKS, FilmScores, operating_point_record
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def unseen_records(records: list[CaseRecord], members: list[dict[str, Any]]) -> 
     return unseen
 
 
-def choose_threshold(checkpoint: Path, records: list[CaseRecord], max_per_film: float,
+def choose_threshold(checkpoint: Path, records: list[CaseRecord], max_per_film: float, slope1: float,
                      infer: InferConfig, on_error: str, progress: bool) -> dict[str, Any]:
     """Score every tissue patch of ``records`` with the ensemble as served and pick the lowest threshold with
     at most ``max_per_film`` false patches per film; returns the checkpoint keys that record it."""
@@ -82,7 +82,7 @@ def choose_threshold(checkpoint: Path, records: list[CaseRecord], max_per_film: 
     if not images:
         raise PlaidInputError("no usable film in --data (every one was skipped; see the warnings above)")
     films = [FilmScores(image.probabilities[image.tissue], image.labels[image.tissue]) for image in images]
-    record = operating_point_record(films, FALSE_MARKS, max_per_film, 0.5, "unseen")
+    record = operating_point_record(films, FALSE_MARKS, max_per_film, slope1, "unseen")
     achieved = record["validation_false_marks_per_image"]
     return {**record, "threshold_source": f"chosen for the ensemble: at most {max_per_film:g} false patches per "
                                           f"film on {len(images)} films no member trained on ({achieved:.2f} there)"}
@@ -108,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
         write_payload(scoring, {**payload, "threshold": 0.5})
         try:
             infer = InferConfig(batch_size=args.batch_size, device=args.device, runtime=args.runtime)
-            payload.update(choose_threshold(scoring, records, args.max_false_marks_per_image, infer, args.on_error,
-                                            args.progress))
+            payload.update(choose_threshold(scoring, records, args.max_false_marks_per_image,
+                                            mean_slope1_threshold(members), infer, args.on_error, args.progress))
         finally:
             scoring.unlink(missing_ok=True)
     write_payload(args.out, payload)

@@ -7,7 +7,6 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from plaid.evaluate.plots import plot_training_curves
 from plaid.io.datalist import CaseRecord, load_records
@@ -53,7 +52,7 @@ CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "frozen_layers", "negat
                 "device", "weights_path", "pretrained", "offline", "patch_size", "target_spacing_mm",
                 "pixel_spacing_mm", "class_weighted_loss", "inserted_positives", "tta_flips", "architecture",
                 "input_filter", "pretrain_steps", "pretrain_learning_rate", "operating_point",
-                "max_false_marks_per_image", "operating_point_normal_women")
+                "max_false_marks_per_image", "operating_point_normal_women", "ensemble_members")
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +97,9 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                         help="women without calcification whose films choose the operating point, held out of "
                              "training where validation has fewer (default 2)")
     parser.add_argument("--seed", type=int, help="seed of the splits and the patch sampling (default 0)")
+    parser.add_argument("--ensemble-members", type=int,
+                        help="train this many models (seeds SEED, SEED+1, ...) on one split and serve the mean of "
+                             "their probabilities as one checkpoint (default 1)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--weights", dest="weights_path",
                         help="pretrained ResNet50 weights file (ImageNet, or `plaid pretrain` output)")
@@ -112,9 +114,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return config_with_overrides(args.recipe, {key: getattr(args, key) for key in CONFIG_FLAGS})
 
 
-def _history(out_dir: Path) -> list[dict[str, Any]]:
+def _draw_curves(out_dir: Path) -> str | None:
+    """Where the training curves of the run in ``out_dir`` were drawn (None when it stored no history, as an
+    ensemble's root folder)."""
     path = out_dir / HISTORY_FILE
-    return json.loads(path.read_text()) if path.is_file() else []
+    history = json.loads(path.read_text()) if path.is_file() else []
+    return str(plot_training_curves(history, out_dir / CURVES_FILE)) if history else None
 
 
 def _hold_out(args: argparse.Namespace, records: list[CaseRecord],
@@ -142,25 +147,34 @@ def run(args: argparse.Namespace) -> int:
     extra = describe_holdout(test, fraction, config.seed) if test else None
     result: TrainResult = train_from_records(records, config, args.out, resume=args.resume, on_error=args.on_error,
                                              progress=args.progress, extra_split=extra)
-    history = _history(args.out)
-    curves = plot_training_curves(history, args.out / CURVES_FILE) if history else None
+    curves = _draw_curves(args.out)
     summary = {
         "data": str(args.data),
         "out": str(args.out),
         "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
         "epochs_completed": len(result.history),
-        "epochs_requested": config.epochs,
+        "epochs_requested": config.epochs * config.ensemble_members,
         "resumed_from_epoch": result.resumed_from_epoch,
         "best_val_auc": result.best_val_auc,
         "operating_point": result.operating_point,
         "test_images": len(test),
         "skipped": [asdict(problem) for problem in result.problems],
-        "training_curves": str(curves) if curves else None,
+        "training_curves": curves,
+        "members": [{"out": str(member.out_dir), "seed": config.seed + number,
+                     "best_checkpoint": str(member.best_checkpoint) if member.best_checkpoint else None,
+                     "epochs_completed": len(member.history), "best_val_auc": member.best_val_auc,
+                     "operating_point": member.operating_point,
+                     "training_curves": _draw_curves(member.out_dir)}
+                    for number, member in enumerate(result.members)],
     }
     write_json(args.out / SUMMARY_FILE, summary)
     if result.resumed_from_epoch:
         print(f"resumed from epoch {result.resumed_from_epoch}")
-    print(f"trained {len(result.history)}/{config.epochs} epochs; best validation AUC {result.best_val_auc:.4f}")
+    for number, member in enumerate(summary["members"], start=1):
+        print(f"member {number} (seed {member['seed']}): {member['epochs_completed']}/{config.epochs} epochs, best "
+              f"validation AUC {member['best_val_auc']:.4f} -> {member['best_checkpoint']}")
+    print(f"trained {len(result.history)}/{summary['epochs_requested']} epochs; best validation AUC "
+          f"{result.best_val_auc:.4f}{' (mean over members)' if result.members else ''}")
     print(f"best checkpoint: {result.best_checkpoint}")
     point = result.operating_point
     if point:

@@ -45,8 +45,8 @@ from plaid.patches.prepared import PreparedImage, Problem, prepare_image, proces
 from plaid.serialization import write_json
 from plaid.train.checkpointing import BEST_CHECKPOINT, LAST_CHECKPOINT
 from plaid.train.config import TrainConfig
-from plaid.train.loop import PatchTrainer
-from plaid.train.splits import split_by_group
+from plaid.train.members import fit_prepared
+from plaid.train.records import training_split
 
 logger = logging.getLogger(__name__)
 
@@ -267,6 +267,8 @@ def run_crossval(records: Sequence[CaseRecord], config: TrainConfig, out_dir: st
     give the intervals of the pooled FROC and image AUC.
     """
     out_dir = Path(out_dir)
+    if checkpoint == "last" and config.ensemble_members > 1:
+        raise PlaidInputError("an ensemble has no last checkpoint: score its best.pt (--checkpoint best)")
     usable = [r for r in records if r.label or r.calcified]
     if not usable:
         raise PlaidInputError("no image has a mask or an image-level calcification label")
@@ -285,12 +287,12 @@ def run_crossval(records: Sequence[CaseRecord], config: TrainConfig, out_dir: st
         fold_started = time.perf_counter()
         held = {r.image_id for r in held_out}
         trainable = [p.record for p in prepared if p.record.image_id not in held and p.labels is not None]
-        train, val = split_by_group(trainable, config.val_fraction, config.seed, positive_groups=positive_groups)
+        train, val = training_split(trainable, config, positive_groups)
         fold_dir = out_dir / f"fold-{number + 1}"
         logger.info("fold %d/%d: %d training, %d validation, %d test images", number + 1, folds, len(train),
                     len(val), len(held_out))
-        trainer = PatchTrainer(config, fold_dir, progress=progress)
-        trained = trainer.fit([by_id[r.image_id] for r in train], [by_id[r.image_id] for r in val], resume=False)
+        trained = fit_prepared(config, fold_dir, [by_id[r.image_id] for r in train], [by_id[r.image_id] for r in val],
+                               progress=progress)
         path = fold_dir / (LAST_CHECKPOINT if checkpoint == "last" else BEST_CHECKPOINT)
         predictor = PatchPredictor(path, infer, checkpoint_settings=False)  # images are prepared already
         meta = predictor.model()[1]

@@ -1,4 +1,6 @@
-"""Device choice and mixed precision: bf16 autocast on CUDA (fp16 on GPUs without bf16) and on CPUs with native bf16."""
+"""Device choice and mixed precision: training autocasts to bf16 on CUDA (fp16 with a loss scaler on GPUs without
+bf16) and runs in fp32 on every CPU, so a model trained on a CPU is the same whether or not it has native bf16.
+Inference runtimes choose their own precision (`plaid.model.backends`)."""
 
 from __future__ import annotations
 
@@ -39,15 +41,12 @@ def cpu_supports_bf16() -> bool:
 
 
 def training_precision(device: torch.device, amp: bool) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, whether to scale the loss): bf16 where the device has it, else fp16 + GradScaler
-    on CUDA, else full precision."""
-    if not amp:
+    """(autocast dtype or None, whether to scale the loss): on CUDA with ``amp`` bf16 where the GPU has it, else
+    fp16 with a loss scaler; full precision otherwise, on every CPU too. bf16 on CPUs that have it would make
+    the trained weights, and every figure measured with them, depend on the kind of CPU."""
+    if not amp or device.type != "cuda":
         return None, False
-    if device.type == "cuda":
-        return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
-    if device.type == "cpu" and cpu_supports_bf16():
-        return torch.bfloat16, False
-    return None, False
+    return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
 
 
 def autocast_in(device: torch.device, dtype: torch.dtype | None) -> ContextManager:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -115,6 +116,11 @@ def combined_split(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     combined["test"] = [entry for entry in (splits[0].get("test") or [])
                         if entry.get("image_id") in common and _group(entry) not in seen]
     return combined
+
+
+def mean_slope1_threshold(payloads: Sequence[Mapping[str, Any]]) -> float:
+    """The mean of the members' slope-1 thresholds (each one's served threshold when it stored none apart)."""
+    return float(np.mean([float(member.get("slope1_threshold", member.get("threshold", 0.5))) for member in payloads]))
 
 
 def training_patients(meta: Mapping[str, Any]) -> set[str]:

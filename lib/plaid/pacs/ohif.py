@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 OHIF_PACKAGE = "@ohif/app"
 OHIF_VERSION = "3.13.2"
+TRACKED_MEASUREMENTS_PANEL = "@ohif/extension-measurement-tracking.panelModule.trackedMeasurements"
 PROXIED_PREFIXES = ("/dicom-web", "/wado")
 FORWARDED_REQUEST_HEADERS = ("Accept", "Content-Type", "Range")
 FORWARDED_RESPONSE_HEADERS = ("Content-Type", "Content-Range", "Accept-Ranges")
@@ -105,6 +106,11 @@ def app_config_js(title: str = "PLAID - Orthanc") -> str:
         "investigationalUseDialog": {"option": "never"}, "dataSources": [source],
         # open PLAID's SEG and SR straight away: the SR's boxes become tracked, editable measurements
         "disableConfirmationPrompts": True,
+        # and show them: the viewer mode opens with its right panel closed; measurements arriving open the
+        # tracked-measurements panel (OHIF's mode factory applies this with immutability-helper)
+        "modesConfiguration": {"@ohif/mode-longitudinal": {"activatePanelTriggers": {"$set": [{
+            "panelId": TRACKED_MEASUREMENTS_PANEL, "sourceServiceName": "measurementService",
+            "sourceEvents": ["MEASUREMENT_ADDED", "RAW_MEASUREMENT_ADDED"]}]}}},
     }
     text = json.dumps(config, indent=2).replace('"__ORIGIN__', "window.location.origin + '").replace(
         "/dicom-web\"", "/dicom-web'").replace("/wado\"", "/wado'")

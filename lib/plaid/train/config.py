@@ -28,6 +28,7 @@ MAX_NEGATIVE_RATIO = 100.0
 MAX_INSERTED_POSITIVES = 100_000
 SPACING_RANGE_MM = (0.005, 5.0)
 MAX_FALSE_MARKS_PER_IMAGE = 1000.0
+MAX_ENSEMBLE_MEMBERS = 32
 
 
 @lru_cache(maxsize=1)
@@ -75,6 +76,7 @@ class TrainConfig:
     operating_point: str = FALSE_MARKS
     max_false_marks_per_image: float = 1.0
     operating_point_normal_women: int = 2
+    ensemble_members: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain dict with the patch options flat, as CLI flags, recipes and requests give them
@@ -124,6 +126,7 @@ class TrainConfig:
             "pretrain_learning_rate": _in_range(self.pretrain_learning_rate, 0.0, MAX_LEARNING_RATE, low_open=True),
             "max_false_marks_per_image": _in_range(self.max_false_marks_per_image, 0.0, MAX_FALSE_MARKS_PER_IMAGE),
             "operating_point_normal_women": 0 <= self.operating_point_normal_women <= 100_000,
+            "ensemble_members": 1 <= self.ensemble_members <= MAX_ENSEMBLE_MEMBERS,
         }
         values = self.to_dict()
         for name, ok in checks.items():

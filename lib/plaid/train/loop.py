@@ -39,7 +39,7 @@ from plaid.train.checkpointing import (
 )
 from plaid.train.config import TrainConfig
 from plaid.train.insertion import InsertedPositives, normal_rows
-from plaid.train.operating_point import set_operating_point
+from plaid.train.operating_point import choose_operating_point
 from plaid.train.pretrain import PretrainConfig, run_pretext
 from plaid.train.validation import (
     VALIDATION_PATIENTS,
@@ -68,6 +68,7 @@ class TrainResult:
     resumed_from_epoch: int = 0
     validation: str = VALIDATION_PATIENTS
     operating_point: dict[str, Any] = field(default_factory=dict)
+    members: list[TrainResult] = field(default_factory=list)
 
 
 class PatchTrainer:
@@ -246,23 +247,13 @@ class PatchTrainer:
             if self._stop_requested():
                 logger.info("training stopped on request after epoch %d", epoch + 1)
                 break
-        chosen = self._choose_operating_point(best_path, films, train_images) if self.main and best_path else {}
+        chosen = {}
+        if self.main and best_path:
+            chosen = choose_operating_point(best_path, films, train_images, config.operating_point,
+                                            config.max_false_marks_per_image, config.device)
         return TrainResult(out_dir=self.out_dir, best_checkpoint=best_path, history=history,
                            best_val_auc=best.val_auc if best else float("nan"), resumed_from_epoch=start_epoch,
                            validation=validation, operating_point=chosen)
-
-    def _choose_operating_point(self, best_path: Path, films: Sequence[PreparedImage],
-                                train_images: Sequence[PreparedImage]) -> dict[str, Any]:
-        """Store the operating point in best.pt, chosen on the validation films (every tissue patch, as served);
-        on the training films, with a warning, when no film was held out."""
-        config = self.config
-        source = "validation"
-        if not films:
-            logger.warning("no validation film was held out: the operating point is chosen on the training films "
-                           "(optimistic; set val_fraction or operating_point_normal_women)")
-            films, source = train_images, "training"
-        return set_operating_point(best_path, films, config.operating_point, config.max_false_marks_per_image,
-                                   source, device=config.device)
 
     def _train_epoch(self, runner: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                      loader: DataLoader, epoch: int) -> tuple[float, float]:

@@ -21,7 +21,7 @@ import numpy as np
 from plaid.evaluate.metrics import false_marks_threshold
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.model.backends import TORCH_FP32
-from plaid.model.checkpoint import load_model, save_checkpoint
+from plaid.model.checkpoint import read_checkpoint, write_payload
 from plaid.patches.prepared import PreparedImage
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ def operating_point_record(films: Sequence[FilmScores], operating_point: str, ma
     calcified = np.concatenate([film.probabilities[film.calcified] for film in films] or [np.zeros(0)])
     return {
         "threshold": threshold,
+        "slope1_threshold": slope1_threshold,
         "operating_point": operating_point if films or operating_point == SLOPE1 else SLOPE1,
         "max_false_marks_per_image": max_per_film,
         "validation_false_marks_per_image": false_marks_per_film(films, threshold),
@@ -82,20 +83,35 @@ def operating_point_record(films: Sequence[FilmScores], operating_point: str, ma
 
 def set_operating_point(checkpoint: str | Path, films: Sequence[PreparedImage], operating_point: str,
                         max_per_film: float, source: str, device: str = "auto") -> dict[str, Any]:
-    """Score ``films`` with the checkpoint as served, store the chosen operating point in it and return it.
+    """Score ``films`` with the checkpoint (one model or an ensemble) as served, store the chosen operating
+    point in it and return it.
 
     The threshold the checkpoint already holds (the slope-1 point of its best epoch) is kept with
     ``slope1``, or when there is no film to choose on.
     """
-    model, meta = load_model(checkpoint)
+    payload = read_checkpoint(checkpoint)
     scores = score_films(checkpoint, films, device) if films else []
-    record = operating_point_record(scores, operating_point, max_per_film, float(meta.get("threshold", 0.5)), source)
+    slope1 = float(payload.get("slope1_threshold", payload.get("threshold", 0.5)))
+    record = operating_point_record(scores, operating_point, max_per_film, slope1, source)
     if operating_point == FALSE_MARKS and not films:
         logger.warning("no film to choose the operating point on: keeping the slope-1 threshold %.4f",
                        record["threshold"])
     if math.isfinite(record["threshold"]):
-        save_checkpoint(checkpoint, model, **{**meta, **record})
+        write_payload(checkpoint, {**payload, **record})
     logger.info("operating point %s: threshold %.4f gives %.2f false marks per film on %d %s films",
                 record["operating_point"], record["threshold"], record["validation_false_marks_per_image"],
                 len(films), source)
     return record
+
+
+def choose_operating_point(best_path: Path, validation_films: Sequence[PreparedImage],
+                           training_films: Sequence[PreparedImage], operating_point: str, max_per_film: float,
+                           device: str = "auto") -> dict[str, Any]:
+    """Store a training run's operating point in its best checkpoint, chosen on the validation films; on the
+    training films, with a warning, when no film was held out."""
+    films, source = validation_films, "validation"
+    if not films:
+        logger.warning("no validation film was held out: the operating point is chosen on the training films "
+                       "(optimistic; set val_fraction or operating_point_normal_women)")
+        films, source = training_films, "training"
+    return set_operating_point(best_path, films, operating_point, max_per_film, source, device=device)

@@ -20,9 +20,9 @@ from plaid.patches.prepared import PreparedImage, Problem, prepare_images
 from plaid.serialization import json_safe, write_json
 from plaid.train.checkpointing import PATCH_LABELS_FILE, SPLIT_FILE, check_output_folder
 from plaid.train.config import TrainConfig
-from plaid.train.distributed import DistributedJob, distributed_world_size, fit_distributed
 from plaid.train.holdout import TRAINING_PARTS, read_split, records_in_part
-from plaid.train.loop import PatchTrainer, TrainResult
+from plaid.train.loop import TrainResult
+from plaid.train.members import fit_prepared
 from plaid.train.splits import describe_split, split_by_group
 from plaid.train.validation import EpochStats
 
@@ -84,10 +84,7 @@ def train_from_records(
         train_ids = {p.record.image_id for p in prepared} - validation_ids
     else:
         positive_groups = {p.record.group for p in prepared if p.labels is not None and p.labels.any()}
-        train_records, validation = split_by_group([p.record for p in prepared], config.val_fraction, config.seed,
-                                                   positive_groups=positive_groups)
-        train_records, validation = hold_out_normal_women(train_records, validation, positive_groups,
-                                                          config.operating_point_normal_women, config.seed)
+        train_records, _ = training_split([p.record for p in prepared], config, positive_groups)
         train_ids = {r.image_id for r in train_records}
     train_prepared = [p for p in prepared if p.record.image_id in train_ids]
     val_prepared = [p for p in prepared if p.record.image_id not in train_ids]
@@ -103,19 +100,18 @@ def train_from_records(
         write_json(out_dir / PATCH_LABELS_FILE, describe_patch_labels(prepared))
     logger.info("training on %d images, validating on %d (of %d usable)", len(train_prepared),
                 len(val_prepared), len(prepared))
-    extra = {"split": json_safe(split)}
-    world_size = distributed_world_size(config)
-    if world_size > 1:
-        if on_epoch or should_stop:
-            logger.warning("per-epoch callbacks are not called in distributed training")
-        job = DistributedJob(config, out_dir, train_prepared, val_prepared, resume, progress, extra)
-        result = fit_distributed(job, world_size)
-    else:
-        trainer = PatchTrainer(config, out_dir, progress=progress, on_epoch=on_epoch, should_stop=should_stop,
-                               checkpoint_extra=extra)
-        result = trainer.fit(train_prepared, val_prepared, resume=resume)
+    result = fit_prepared(config, out_dir, train_prepared, val_prepared, resume=resume, progress=progress,
+                          on_epoch=on_epoch, should_stop=should_stop, checkpoint_extra={"split": json_safe(split)})
     result.problems = problems
     return result
+
+
+def training_split(records: Sequence[CaseRecord], config: TrainConfig,
+                   positive_groups: set[str]) -> tuple[list[CaseRecord], list[CaseRecord]]:
+    """(training, validation) records: ``val_fraction`` of the patients (calcified ones dealt out first), then
+    women without calcification moved to validation until it holds ``operating_point_normal_women`` of them."""
+    train, validation = split_by_group(records, config.val_fraction, config.seed, positive_groups=positive_groups)
+    return hold_out_normal_women(train, validation, positive_groups, config.operating_point_normal_women, config.seed)
 
 
 def hold_out_normal_women(
