@@ -152,6 +152,8 @@ def test_an_ensemble_of_seeds_trains_on_one_split_and_serves_the_mean_at_its_own
     heads = [member["state_dict"]["backbone.fc.weight"] for member in members]
     assert not torch.equal(*heads)
     assert checkpoint_is_publishable(payload)  # the app publishes it like one model
+    with pytest.raises(PlaidInputError, match="is an ensemble"):  # the app's finetune of a published ensemble
+        PatchTrainer(replace(SMALL, init_checkpoint=str(out / "best.pt")), tmp_path / "tuned")._initial_model()
 
     films = _validation_films(payload)
     served = [PatchPredictor(path, InferConfig(device="cpu", runtime="torch-fp32"))

@@ -25,6 +25,7 @@ from plaid.errors import PlaidError, PlaidInputError
 from plaid.evaluate.metrics import safe_auc
 from plaid.model.checkpoint import read_checkpoint
 from plaid.model.device import autocast_in, select_device, training_precision
+from plaid.model.ensemble import is_ensemble
 from plaid.model.network import PatchClassifier, build_model
 from plaid.patches.prepared import PreparedImage, Problem, patch_index_for
 from plaid.patches.sampling import BalancedSampler, PatchIndex
@@ -129,6 +130,10 @@ class PatchTrainer:
         config = self.config
         if config.init_checkpoint and Path(config.init_checkpoint).is_file():
             stored = read_checkpoint(config.init_checkpoint)
+            if is_ensemble(stored):
+                raise PlaidInputError("the model to fine-tune is an ensemble: fine-tuning needs a single model; "
+                                      "train without fine-tuning (ensemble_members sets how many models)",
+                                      config.init_checkpoint)
             for option in ("architecture", "input_filter"):
                 trained_with = stored.get(option, getattr(TrainConfig, option))
                 if trained_with != getattr(config, option):
