@@ -104,7 +104,8 @@ def main() -> None:
     spread = [f"{mean:.2f} ± {sd:.2f}" for mean, sd in zip(members.mean(0), members.std(0, ddof=1), strict=True)]
     print(f"| members, mean ± sd | {' | '.join(spread)} |")
     first = next(iter(rows.values()))
-    intervals = ", ".join(f"{name} {row['image_auc_interval']}" for name, row in rows.items())
+    intervals = ", ".join(f"{name} {low:.2f}-{high:.2f}" for name, row in rows.items()
+                          for low, high in [row["image_auc_interval"]] if low is not None)
     print(f"({first['films']} films, {first['calcified_films']} calcified, {first['regions']} regions; image AUC "
           f"intervals: {intervals})")
     (args.crossval_dir / "members.json").write_text(json.dumps(rows, indent=1))

@@ -68,10 +68,10 @@ for step in "$@"; do
           --target-spacing-mm 0.1 --patch-size 128 --seed "${SEED:-0}" --folds 5 --only-folds 2 "${SCORE[@]}" ;;
     rescore:*) "$PY" benchmarks/rescore_crossval.py "$WORK/${step#rescore:}" "$DATA" \
           --films "$WORK/${step#rescore:}/films-tta.json" --paper-draws 1000 ;;
-    recipe-x3|scaled-x3)  # ensembles of seeds 0-2 on one split per fold; 2 folds, so each member trains on 40 women
+    recipe-x3|scaled-x3)  # ensembles of seeds SEED..SEED+2 on one split per fold; 2 folds: members train on 40 women
           extra=(); [ "$step" = scaled-x3 ] && extra=(--architecture resnet50 --pretrain-steps 1200 --epochs 24)
-          plaid crossval "$DATA" --out "$WORK/$step" --recipe recipes/mini-mias.json "${extra[@]}" \
-          --ensemble-members 3 --folds 2 --normal-images 16 --no-progress ;;
+          plaid crossval "$DATA" --out "$WORK/$step${SEED:+-seed$SEED}" --recipe recipes/mini-mias.json "${extra[@]}" \
+          --ensemble-members 3 --seed "${SEED:-0}" --folds 2 --normal-images 16 --no-progress ;;
     paper4|paper8) plaid crossval "$DATA" --out "$WORK/$step" --epochs "${step#paper}" --folds 5 "${SCORE[@]}" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
