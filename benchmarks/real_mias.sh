@@ -3,7 +3,7 @@
 # Usage: benchmarks/real_mias.sh STEP...
 #   steps: import e1 e2 pretrain e3 paper v1 tta v1-contrast v1-resnet18 r18-contrast r18-none paper4 paper8
 #          v1-seed1 ins150 r18c8 r18c8-pretext r18c8-pretext480 r18c8-pretext-e24 r18c8-pretext480-e24 recipe
-#          recipe-x2 recipe-x3 scaled-x3 rescore:RUN
+#          recipe-x2 recipe-x3 r18c8-pretext-x3 rescore:RUN
 # v1 is the first shipped recipe's 5-fold run (--normal-images 6; its flags pin that recipe's backbone, filter,
 # epochs and no pretraining, so it runs as measured on the current file); e1-e3, paper and tta compare options
 # around it. The recipe shipped now is r18c8-pretext (its step names every value that differs from v1).
@@ -68,8 +68,9 @@ for step in "$@"; do
           --target-spacing-mm 0.1 --patch-size 128 --seed "${SEED:-0}" --folds 5 --only-folds 2 "${SCORE[@]}" ;;
     rescore:*) "$PY" benchmarks/rescore_crossval.py "$WORK/${step#rescore:}" "$DATA" \
           --films "$WORK/${step#rescore:}/films-tta.json" --paper-draws 1000 ;;
-    recipe-x3|scaled-x3)  # ensembles of seeds SEED..SEED+2 on one split per fold; 2 folds: members train on 40 women
-          extra=(); [ "$step" = scaled-x3 ] && extra=(--architecture resnet50 --pretrain-steps 1200 --epochs 24)
+    recipe-x3|r18c8-pretext-x3)  # ensembles of seeds SEED..SEED+2 on one split per fold; 2 folds: members train on
+          # 40 women each. r18c8-pretext-x3 pins the recipe shipped before (ResNet18, 240 pretext steps, 8 epochs)
+          extra=(); [ "$step" != recipe-x3 ] && extra=(--architecture resnet18 --pretrain-steps 240 --epochs 8)
           plaid crossval "$DATA" --out "$WORK/$step${SEED:+-seed$SEED}" --recipe recipes/mini-mias.json "${extra[@]}" \
           --ensemble-members 3 --seed "${SEED:-0}" --folds 2 --normal-images 16 --no-progress ;;
     paper4|paper8) plaid crossval "$DATA" --out "$WORK/$step" --epochs "${step#paper}" --folds 5 "${SCORE[@]}" ;;
