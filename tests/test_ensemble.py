@@ -16,6 +16,7 @@ from plaid.evaluate.metrics import false_marks_threshold
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import load_records
 from plaid.model.checkpoint import load_model, read_checkpoint, save_checkpoint
+from plaid.model.description import describe_checkpoint
 from plaid.model.ensemble import EnsembleClassifier
 from plaid.model.network import PatchClassifier
 from plaid.synth.generator import generate_dataset
@@ -76,6 +77,8 @@ def test_the_ensemble_predicts_the_mean_of_its_members_probabilities(members: li
     assert "mean of the members' thresholds" in meta["threshold_source"]
     assert [m["threshold"] for m in meta["members"]] == [0.3, 0.5] and "state_dict" not in meta["members"][0]
     assert meta["patch_settings"]["patch_size"] == 64 and "seed" not in meta["config"]  # members differ in it
+    assert describe_checkpoint(ensemble) == ("ensemble of 2 resnet18 on full-resolution 64x64 patches, "
+                                             "operating point 0.40")
 
 
 def test_exported_runtimes_serve_the_ensemble_as_one_model(ensemble: Path, films: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from plaid.model.checkpoint import read_checkpoint
+from plaid.model.ensemble import MEMBERS_KEY, is_ensemble
 from plaid.model.input_filter import CONTRAST
 from plaid.model.network import DEFAULT_ARCHITECTURE
 
@@ -43,5 +44,11 @@ def describe_checkpoint(path: str | Path, default_patch_size: int = 224, thresho
         return f"model {path.name} cannot be read"
     stored = meta.get("threshold")
     chosen = threshold if threshold is not None else (float(stored) if stored is not None else None)
-    return describe_model(str(meta.get("architecture", DEFAULT_ARCHITECTURE)), str(meta.get("input_filter", "none")),
-                          checkpoint_patch_size(meta, default_patch_size), chosen)
+    architecture, input_filter = str(meta.get("architecture", DEFAULT_ARCHITECTURE)), meta.get("input_filter", "none")
+    if is_ensemble(meta):  # e.g. "ensemble of 3 resnet50 (contrast front end) on ..."
+        members = meta[MEMBERS_KEY]
+        backbones = sorted({str(member.get("architecture", DEFAULT_ARCHITECTURE)) for member in members})
+        filters = {str(member.get("input_filter", "none")) for member in members}
+        architecture = f"ensemble of {len(members)} {'/'.join(backbones)}"
+        input_filter = filters.pop() if len(filters) == 1 else "mixed"
+    return describe_model(architecture, str(input_filter), checkpoint_patch_size(meta, default_patch_size), chosen)
