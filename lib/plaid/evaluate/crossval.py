@@ -36,6 +36,7 @@ from plaid.evaluate.headline import (
     at_threshold,
     froc_sensitivities,
     headline_figures,
+    image_auc,
     rate_key,
 )
 from plaid.evaluate.metrics import safe_auc
@@ -193,8 +194,6 @@ def fold_metrics(images: Sequence[ScoredFoldImage], threshold: float, seed: int)
     The paper protocol ranks one seeded draw of negatives against the calcified patches. Averaged over draws
     it equals the realistic AUC (each normal patch is equally likely to be drawn), so with few calcified
     patches the two differ by the luck of the draw."""
-    located = [image for image in images if image.labels is not None]
-
     def image_values(values_of: str) -> np.ndarray:
         return np.array([highest_tissue_value(getattr(image, values_of), image.tissue) for image in images])
 
@@ -203,18 +202,16 @@ def fold_metrics(images: Sequence[ScoredFoldImage], threshold: float, seed: int)
     positives = np.flatnonzero(labels == 1)
     paper = paper_sample(labels, np.random.default_rng(seed))
     image_labels = np.array([image.calcified for image in images], dtype=int)
-    image_scores = image_values("probabilities")
-    false_positives = [int((image.tissue & ~image.labels & (image.probabilities >= threshold)).sum())
-                       for image in located]
     films = [image.film() for image in images]
     froc = froc_sensitivities(films)
+    marked = at_threshold(films, threshold)
     return {
         **{name: froc[rate_key(rate)] for name, rate in zip(FROC_METRICS, HEADLINE_FP_RATES, strict=True)},
-        "region_sensitivity_at_threshold": at_threshold(films, threshold)["region_sensitivity"],
+        "region_sensitivity_at_threshold": marked["region_sensitivity"],
         "paper_auc": safe_auc(labels[paper], scores[paper]),
         "realistic_auc": safe_auc(labels, scores),
-        "image_auc": safe_auc(image_labels, image_scores),
-        "fp_per_image": float(np.mean(false_positives)) if false_positives else float("nan"),
+        "image_auc": image_auc(films),
+        "fp_per_image": marked["false_marks_per_film"],
         "patch_sensitivity": float(np.mean(scores[positives] >= threshold)) if len(positives) else float("nan"),
         "brightness_paper_auc": safe_auc(labels[paper], brightness[paper]),
         "brightness_image_auc": safe_auc(image_labels, image_values("brightness")),
