@@ -67,9 +67,9 @@ def fit_prepared(
 
     if config.ensemble_members <= 1:
         return fit_one(config, out_dir)
-    check_output_folder(out_dir, config, resume)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / CONFIG_FILE, config.to_dict())
+    if check_output_folder(out_dir, config, resume) is None:  # as a single run, the options it started with
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / CONFIG_FILE, config.to_dict())
     results: list[TrainResult] = []
     for number, member in enumerate(member_configs(config)):
         if results and should_stop and should_stop():
