@@ -122,3 +122,46 @@ def test_pretext_scales_the_loss_where_half_precision_needs_it(tmp_path: Path,
     assert len(steps_taken) == 3 and all(scale > 1 for scale in steps_taken)
     assert np.isfinite(result["final_loss"])
 
+
+
+def test_ensemble_members_share_one_pretext_and_the_first_is_the_single_run(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pretext runs once per ensemble: member 1 trains exactly as a single run with the same seed would,
+    the others start from the weights it left in pretext.pt and differ from it only by their own training."""
+    from plaid.model.checkpoint import read_checkpoint
+    from plaid.train import loop
+
+    data = tmp_path / "data"
+    generate_dataset(data, 4, seed=5, height=256, width=192, formats=("png",), calcified_fraction=0.5,
+                     max_clusters=1)
+    pretexts: list[int] = []
+    real_pretext = loop.run_pretext
+    monkeypatch.setattr(loop, "run_pretext", lambda model, images, rows, config, *args, **kwargs: (
+        pretexts.append(config.seed), real_pretext(model, images, rows, config, *args, **kwargs))[1])
+    common = ["--epochs", "1", "--patch-size", "64", "--batch-size", "4", "--architecture", "resnet18",
+              "--frozen-layers", "0", "--no-pretrained", "--device", "cpu", "--val-fraction", "0",
+              "--pretrain-steps", "3", "--seed", "2", "--no-progress"]
+    assert main(["train", str(data), "--out", str(tmp_path / "single"), *common]) == 0
+    assert main(["train", str(data), "--out", str(tmp_path / "ensemble"), "--ensemble-members", "3", *common]) == 0
+    assert pretexts == [2, 2]  # the single run's, then the ensemble's one
+
+    single = read_checkpoint(tmp_path / "single" / "best.pt")["state_dict"]
+    members = [read_checkpoint(tmp_path / "ensemble" / f"member-{n}" / "best.pt") for n in (1, 2, 3)]
+    for key, value in single.items():
+        assert torch.equal(members[0]["state_dict"][key], value), key
+    heads = [member["state_dict"]["backbone.fc.weight"] for member in members]
+    assert not torch.equal(heads[1], heads[2])
+    stored = torch.load(tmp_path / "ensemble" / "pretext.pt", weights_only=True)
+    assert stored["pretext"]["seed"] == 2 and stored["pretext"]["steps"] == 3
+    configs = [json.loads((tmp_path / "ensemble" / f"member-{n}" / "train_config.json").read_text()) for n in (1, 2, 3)]
+    assert [c["seed"] for c in configs] == [2, 3, 4]
+    assert {c["initialisation"] for c in configs} == {stored["initialisation"]}
+    assert "seed 2" in stored["initialisation"]
+
+    # the stored pretext serves any seed of the same settings, and no other settings
+    trainer = loop.PatchTrainer(loop.TrainConfig(architecture="resnet18", pretrained=False, device="cpu"),
+                                tmp_path / "other", pretext_file=tmp_path / "ensemble" / "pretext.pt")
+    model = loop.build_model(0, pretrained=False, architecture="resnet18")
+    assert trainer._load_stored_pretext(model, loop.PretrainConfig(**{**stored["pretext"], "seed": 9}))
+    assert torch.equal(model.state_dict()["backbone.conv1.weight"], stored["state_dict"]["backbone.conv1.weight"])
+    assert not trainer._load_stored_pretext(model, loop.PretrainConfig(**{**stored["pretext"], "steps": 4}))

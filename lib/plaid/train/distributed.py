@@ -41,6 +41,7 @@ class DistributedJob:
     resume: bool = False
     progress: bool = False
     checkpoint_extra: dict[str, Any] = field(default_factory=dict)
+    pretext_file: Path | None = None
 
 
 def distributed_world_size(config: TrainConfig) -> int:
@@ -73,7 +74,7 @@ def run_rank(rank: int, world_size: int, workspace: str, job: DistributedJob) ->
                                          world_size=world_size, rank=rank)
     try:
         trainer = PatchTrainer(job.config, job.out_dir, progress=job.progress, checkpoint_extra=job.checkpoint_extra,
-                               rank=rank, world_size=world_size)
+                               rank=rank, world_size=world_size, pretext_file=job.pretext_file)
         result = trainer.fit(job.train_images, job.val_images, resume=job.resume)
         if rank == 0:
             with open(Path(workspace) / RESULT_FILE, "wb") as handle:

@@ -83,8 +83,10 @@ class PatchTrainer:
     def __init__(self, config: TrainConfig, out_dir: str | Path, progress: bool = True,
                  on_epoch: Callable[[EpochStats], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
-                 checkpoint_extra: dict[str, Any] | None = None, rank: int = 0, world_size: int = 1) -> None:
+                 checkpoint_extra: dict[str, Any] | None = None, rank: int = 0, world_size: int = 1,
+                 pretext_file: str | Path | None = None) -> None:
         self.config = config
+        self.pretext_file = Path(pretext_file) if pretext_file else None
         self.checkpoint_extra = dict(checkpoint_extra or {})
         self.out_dir = Path(out_dir)
         self.rank, self.world_size = rank, world_size
@@ -155,22 +157,44 @@ class PatchTrainer:
                                        index: PatchIndex) -> None:
         """``pretrain_steps`` steps of the ``inserted`` pretext task (`plaid.train.pretrain`) on the normal
         patches of the training images, for a randomly initialised model; its head then starts the real
-        training already answering "cluster present"."""
+        training already answering "cluster present".
+
+        With ``pretext_file`` the pretext runs once: a run that finds the file holding this pretext (same
+        task settings, whatever the seed) starts from its weights instead, and a run that does not writes it.
+        """
         config = self.config
-        rows = normal_rows(index)
-        if not len(rows):
-            logger.warning("no normal training patch to pretrain on; pretrain_steps=%d skipped", config.pretrain_steps)
-            return
         pretext = PretrainConfig(task="inserted", patch_size=config.patch_settings.patch_size,
                                  steps=config.pretrain_steps, batch_size=config.batch_size,
                                  learning_rate=config.pretrain_learning_rate, seed=config.seed, amp=config.amp,
                                  architecture=config.architecture, input_filter=config.input_filter)
+        if self._load_stored_pretext(model, pretext):
+            return
+        rows = normal_rows(index)
+        if not len(rows):
+            logger.warning("no normal training patch to pretrain on; pretrain_steps=%d skipped", config.pretrain_steps)
+            return
         measured = run_pretext(model, images, rows, pretext, self.device, progress=self.progress)
         model.initialisation = (f"random, then {config.pretrain_steps} steps of synthetic-cluster pretraining "
-                                f"(pretext accuracy {measured['final_accuracy']:.3f})")
+                                f"(seed {config.seed}, pretext accuracy {measured['final_accuracy']:.3f})")
         if self.main:
             logger.info("pretrained on inserted clusters for %d steps: pretext accuracy %.3f over the last tenth",
                         config.pretrain_steps, measured["final_accuracy"])
+            if self.pretext_file:
+                store_pretext(self.pretext_file, model, pretext)
+
+    def _load_stored_pretext(self, model: PatchClassifier, pretext: PretrainConfig) -> bool:
+        """Load the weights of ``pretext_file`` into ``model`` when it holds ``pretext`` (seed aside)."""
+        if not (self.pretext_file and self.pretext_file.is_file()):
+            return False
+        stored = torch.load(self.pretext_file, map_location="cpu", weights_only=True)
+        if pretext_settings(stored["pretext"]) != pretext_settings(asdict(pretext)):
+            logger.warning("%s holds another pretext (%s); running this one", self.pretext_file, stored["pretext"])
+            return False
+        model.load_state_dict(stored["state_dict"])
+        model.initialisation = stored["initialisation"]
+        if self.main:
+            logger.info("started from the pretext in %s (%s)", self.pretext_file, model.initialisation)
+        return True
 
     def _autocast(self) -> Any:
         return autocast_in(self.device, self.autocast_dtype)
@@ -294,6 +318,20 @@ class PatchTrainer:
             torch.distributed.all_reduce(totals)
             total_loss, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
         return (total_loss / seen, correct / seen) if seen else (float("nan"), float("nan"))
+
+
+def pretext_settings(pretext: dict[str, Any]) -> dict[str, Any]:
+    """What makes two pretexts interchangeable: every setting but the seed and the device."""
+    return {key: value for key, value in pretext.items() if key not in ("seed", "device")}
+
+
+def store_pretext(path: Path, model: PatchClassifier, pretext: PretrainConfig) -> None:
+    """Write ``model``'s weights after the pretext ``pretext`` to ``path``, whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save({"state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
+                "initialisation": model.initialisation, "pretext": asdict(pretext)}, str(partial))
+    partial.replace(path)
 
 
 def positive_weight(config: TrainConfig) -> torch.Tensor:

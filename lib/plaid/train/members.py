@@ -1,10 +1,12 @@
 """Fitting one model or an ensemble of seeds on prepared training and validation films.
 
 With ``ensemble_members`` > 1 the members train one after another on the same split: member k (counted
-from 0) with seed ``seed + k`` (its initialisation, pretext and patch sampling) in ``OUT/member-{k + 1}``, a
-run folder of its own that resumes alone. ``OUT/best.pt`` then holds the ensemble (`plaid.model.ensemble`),
-served by the app and the CLI as one model, with an operating point chosen for the ensemble's mean
-probability on the same validation films a single model's would be chosen on.
+from 0) with seed ``seed + k`` (its initialisation, patch sampling and augmentation) in ``OUT/member-{k + 1}``,
+a run folder of its own that resumes alone. With ``pretrain_steps`` the members share one pretext: the first
+runs it with seed ``seed``, exactly as a single run would, and leaves its weights in ``OUT/pretext.pt``; the
+others start from them, so an ensemble of K costs one pretext and K trainings. ``OUT/best.pt`` then holds
+the ensemble (`plaid.model.ensemble`), served by the app and the CLI as one model, with an operating point
+chosen for the ensemble's mean probability on the same validation films a single model's would be chosen on.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from plaid.train.validation import EpochStats
 logger = logging.getLogger(__name__)
 
 MEMBER_FOLDER = "member-{}"
+PRETEXT_FILE = "pretext.pt"
 
 
 def member_configs(config: TrainConfig) -> list[TrainConfig]:
@@ -54,15 +57,16 @@ def fit_prepared(
     """Train one model, or each member of an ensemble and then the ensemble checkpoint, into ``out_dir``."""
     out_dir = Path(out_dir)
 
-    def fit_one(member: TrainConfig, folder: Path) -> TrainResult:
+    def fit_one(member: TrainConfig, folder: Path, pretext_file: Path | None = None) -> TrainResult:
         world_size = distributed_world_size(member)
         if world_size > 1:
             if on_epoch or should_stop:
                 logger.warning("per-epoch callbacks are not called in distributed training")
-            job = DistributedJob(member, folder, train_images, val_images, resume, progress, checkpoint_extra or {})
+            job = DistributedJob(member, folder, train_images, val_images, resume, progress, checkpoint_extra or {},
+                                 pretext_file)
             return fit_distributed(job, world_size)
         trainer = PatchTrainer(member, folder, progress=progress, on_epoch=on_epoch, should_stop=should_stop,
-                               checkpoint_extra=checkpoint_extra)
+                               checkpoint_extra=checkpoint_extra, pretext_file=pretext_file)
         return trainer.fit(train_images, val_images, resume=resume)
 
     if config.ensemble_members <= 1:
@@ -76,7 +80,7 @@ def fit_prepared(
             logger.info("training stopped on request after %d of %d members", len(results), config.ensemble_members)
             break
         logger.info("ensemble member %d/%d (seed %d)", number + 1, config.ensemble_members, member.seed)
-        results.append(fit_one(member, out_dir / MEMBER_FOLDER.format(number + 1)))
+        results.append(fit_one(member, out_dir / MEMBER_FOLDER.format(number + 1), out_dir / PRETEXT_FILE))
     history = [epoch for result in results for epoch in result.history]
     unfinished = [result.out_dir.name for result in results if result.best_checkpoint is None]
     if unfinished or len(results) < config.ensemble_members:
