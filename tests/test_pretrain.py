@@ -165,3 +165,6 @@ def test_ensemble_members_share_one_pretext_and_the_first_is_the_single_run(tmp_
     assert trainer._load_stored_pretext(model, loop.PretrainConfig(**{**stored["pretext"], "seed": 9}))
     assert torch.equal(model.state_dict()["backbone.conv1.weight"], stored["state_dict"]["backbone.conv1.weight"])
     assert not trainer._load_stored_pretext(model, loop.PretrainConfig(**{**stored["pretext"], "steps": 4}))
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")  # an unreadable file is run again, not a crash
+    trainer.pretext_file = tmp_path / "broken.pt"
+    assert not trainer._load_stored_pretext(model, loop.PretrainConfig(**stored["pretext"]))

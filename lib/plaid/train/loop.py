@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -186,12 +187,18 @@ class PatchTrainer:
         """Load the weights of ``pretext_file`` into ``model`` when it holds ``pretext`` (seed aside)."""
         if not (self.pretext_file and self.pretext_file.is_file()):
             return False
-        stored = torch.load(self.pretext_file, map_location="cpu", weights_only=True)
-        if pretext_settings(stored["pretext"]) != pretext_settings(asdict(pretext)):
+        try:
+            stored = torch.load(self.pretext_file, map_location="cpu", weights_only=True)
+            same = pretext_settings(stored["pretext"]) == pretext_settings(asdict(pretext))
+            if same:
+                model.load_state_dict(stored["state_dict"])
+        except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as error:
+            logger.warning("%s is not a readable pretext (%s); running the pretext again", self.pretext_file, error)
+            return False
+        if not same:
             logger.warning("%s holds another pretext (%s); running this one", self.pretext_file, stored["pretext"])
             return False
-        model.load_state_dict(stored["state_dict"])
-        model.initialisation = stored["initialisation"]
+        model.initialisation = str(stored.get("initialisation", "a stored pretext"))
         if self.main:
             logger.info("started from the pretext in %s (%s)", self.pretext_file, model.initialisation)
         return True
