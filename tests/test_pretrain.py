@@ -123,7 +123,6 @@ def test_pretext_scales_the_loss_where_half_precision_needs_it(tmp_path: Path,
     assert np.isfinite(result["final_loss"])
 
 
-
 def test_ensemble_members_share_one_pretext_and_the_first_is_the_single_run(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The pretext runs once per ensemble: member 1 trains exactly as a single run with the same seed would,

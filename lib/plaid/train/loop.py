@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from plaid.errors import PlaidError, PlaidInputError
 from plaid.evaluate.metrics import safe_auc
-from plaid.model.checkpoint import read_checkpoint
+from plaid.model.checkpoint import read_checkpoint, write_payload
 from plaid.model.device import autocast_in, select_device, training_precision
 from plaid.model.ensemble import is_ensemble
 from plaid.model.network import PatchClassifier, build_model
@@ -188,7 +188,7 @@ class PatchTrainer:
         if not (self.pretext_file and self.pretext_file.is_file()):
             return False
         try:
-            stored = torch.load(self.pretext_file, map_location="cpu", weights_only=True)
+            stored = read_checkpoint(self.pretext_file)
             same = pretext_settings(stored["pretext"]) == pretext_settings(asdict(pretext))
             if same:
                 model.load_state_dict(stored["state_dict"])
@@ -334,11 +334,8 @@ def pretext_settings(pretext: dict[str, Any]) -> dict[str, Any]:
 
 def store_pretext(path: Path, model: PatchClassifier, pretext: PretrainConfig) -> None:
     """Write ``model``'s weights after the pretext ``pretext`` to ``path``, whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save({"state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
-                "initialisation": model.initialisation, "pretext": asdict(pretext)}, str(partial))
-    partial.replace(path)
+    write_payload(path, {"state_dict": model.state_dict(), "initialisation": model.initialisation,
+                         "pretext": asdict(pretext)})
 
 
 def positive_weight(config: TrainConfig) -> torch.Tensor:
