@@ -12,9 +12,9 @@ import tifffile
 import torch
 
 from plaid.cli import main
-from plaid.evaluate.metrics import false_marks_threshold
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import load_records
+from plaid.metrics import false_marks_threshold
 from plaid.model.checkpoint import load_model, read_checkpoint, save_checkpoint
 from plaid.model.description import describe_checkpoint
 from plaid.model.ensemble import EnsembleClassifier

@@ -12,12 +12,12 @@ from PIL import Image
 from plaid.errors import PlaidInputError
 from plaid.evaluate.bootstrap import bootstrap_metrics
 from plaid.evaluate.froc import froc_curve, region_scores
-from plaid.evaluate.metrics import roc_auc
 from plaid.evaluate.overlays import PREDICTION_COLOUR, render_overlay
 from plaid.evaluate.plots import plot_training_curves
 from plaid.evaluate.protocols import age_table, paper_rows, parse_age_groups
 from plaid.evaluate.scoring import PatchTable
 from plaid.io.datalist import CaseRecord
+from plaid.metrics import roc_auc
 from plaid.patches.grid import PatchGrid
 from plaid.patches.sampling import PatchIndex
 from plaid.train.holdout import holdout_split, records_in_part, select_test_records

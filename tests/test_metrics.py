@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from plaid.evaluate.metrics import confusion_at, operating_point, roc_auc, roc_curve
+from plaid.metrics import confusion_at, operating_point, roc_auc, roc_curve
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -16,11 +16,11 @@ import torch
 
 from plaid.cli import main
 from plaid.errors import PlaidInputError
-from plaid.evaluate.metrics import false_marks_threshold, operating_point
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.io.images import read_mammogram
 from plaid.io.labels import write_label_png
+from plaid.metrics import false_marks_threshold, operating_point
 from plaid.model.checkpoint import load_model, read_checkpoint
 from plaid.patches.prepared import PatchSettings, patch_index_for, prepare_images
 from plaid.patches.sampling import BalancedSampler

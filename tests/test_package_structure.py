@@ -1,4 +1,5 @@
-"""The package's import graph: every module imports on its own, and no module depends on itself through others."""
+"""The package's import graph: every module imports on its own, no module depends on itself through others, and
+no package imports one above it in the data flow (read -> patches -> model -> infer -> train -> evaluate)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,44 @@ def imported_modules(name: str, known: set[str]) -> set[str]:
     return found
 
 
+# The data flow, lowest first: a module may import from its own layer's packages and from the ones below.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("plaid", "plaid.errors", "plaid.serialization", "plaid.options", "plaid.metrics"),
+    ("plaid.io",),
+    ("plaid.patches",),
+    ("plaid.model", "plaid.synth"),
+    ("plaid.infer",),
+    ("plaid.train",),
+    ("plaid.evaluate",),
+    ("plaid.importers", "plaid.pacs", "plaid.serving"),
+    ("plaid.commands",),
+    ("plaid.cli",),
+)
+
+
+def layer_of(module: str) -> int:
+    """The index in `LAYERS` of the most specific entry ``module`` falls under."""
+    matches = [(len(name), number) for number, names in enumerate(LAYERS) for name in names
+               if module == name or module.startswith(name + ".")]
+    if not matches:
+        raise AssertionError(f"{module} is in no layer of LAYERS: add it where it belongs in the data flow")
+    return max(matches)[1]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """'importer -> imported' for every import of a module from a layer above the importer's."""
+    return sorted(f"{name} -> {target}" for name, targets in graph.items() for target in targets
+                  if layer_of(target) > layer_of(name))
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every plaid module and the plaid modules it imports (a module's own parent packages left out)."""
+    names = module_names()
+    known = set(names)
+    return {name: {target for target in imported_modules(name, known) if not name.startswith(target + ".")}
+            for name in names}
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import cycle of ``graph`` as a list of modules, or None when it has none."""
     state: dict[str, int] = {}
@@ -64,11 +103,18 @@ def test_cycle_finder_reports_a_cycle() -> None:
 
 
 def test_no_module_imports_itself_through_others() -> None:
-    names = module_names()
-    known = set(names)
-    graph = {name: {target for target in imported_modules(name, known) if not name.startswith(target + ".")}
-             for name in names}
-    assert find_cycle(graph) is None
+    assert find_cycle(import_graph()) is None
+
+
+def test_layer_checker_reports_an_upward_import() -> None:
+    graph = {"plaid.train.loop": {"plaid.evaluate.metrics", "plaid.model.network"},
+             "plaid.io.labels": {"plaid.patches.labels"}, "plaid.evaluate.run": {"plaid.train.holdout"}}
+    assert upward_imports(graph) == ["plaid.io.labels -> plaid.patches.labels",
+                                     "plaid.train.loop -> plaid.evaluate.metrics"]
+
+
+def test_no_package_imports_one_above_it_in_the_data_flow() -> None:
+    assert upward_imports(import_graph()) == []
 
 
 def test_every_module_imports_in_a_child_interpreter() -> None:

@@ -18,11 +18,11 @@ import torch
 
 from plaid.cli import main
 from plaid.errors import CheckpointError, PlaidInputError
-from plaid.evaluate.metrics import safe_auc
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.io.images import read_mammogram
 from plaid.io.labels import write_label_png
+from plaid.metrics import safe_auc
 from plaid.model import device as device_module
 from plaid.model.checkpoint import read_checkpoint
 from plaid.model.device import training_precision

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from plaid.evaluate.metrics import confusion_at, roc_auc
+from plaid.metrics import confusion_at, roc_auc
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,9 @@ from plaid.evaluate.headline import (
     image_auc,
     rate_key,
 )
-from plaid.evaluate.metrics import safe_auc
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord
+from plaid.metrics import safe_auc
 from plaid.patches.prepared import PreparedImage, Problem, prepare_image, process_records
 from plaid.serialization import write_json
 from plaid.train.checkpointing import BEST_CHECKPOINT, LAST_CHECKPOINT

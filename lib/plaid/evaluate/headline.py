@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from plaid.evaluate.froc import froc_curve
-from plaid.evaluate.metrics import safe_auc
+from plaid.metrics import safe_auc
 
 HEADLINE_FP_RATES = (0.25, 0.5, 1.0, 2.0)
 # Checkpoint keys that describe how its threshold was chosen (shown beside the threshold when present).

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from plaid.evaluate.froc import FrocCurve
-from plaid.evaluate.metrics import OperatingPoint, RocCurve
+from plaid.metrics import OperatingPoint, RocCurve
 
 
 def _pyplot():

@@ -21,8 +21,8 @@ import numpy as np
 from plaid.errors import PlaidInputError
 from plaid.evaluate.bootstrap import bootstrap_metrics
 from plaid.evaluate.froc import FrocCurve, froc_curve
-from plaid.evaluate.metrics import confusion_at, operating_point, safe_auc
 from plaid.evaluate.scoring import PatchTable, ScoredImage
+from plaid.metrics import confusion_at, operating_point, safe_auc
 from plaid.patches.sampling import BalancedSampler
 
 logger = logging.getLogger(__name__)

@@ -21,13 +21,13 @@ import numpy as np
 
 from plaid.errors import PlaidInputError
 from plaid.evaluate.headline import FilmScores, headline_figures, stored_operating_point
-from plaid.evaluate.metrics import operating_point, roc_curve
 from plaid.evaluate.overlays import render_overlay
 from plaid.evaluate.plots import plot_froc, plot_roc
 from plaid.evaluate.protocols import DEFAULT_AGE_GROUPS, paper_protocol, paper_rows, realistic_protocol
 from plaid.evaluate.report import render_markdown
 from plaid.evaluate.scoring import PatchTable, ScoredImage, score_records
 from plaid.infer.predictor import PatchPredictor
+from plaid.metrics import operating_point, roc_curve
 from plaid.patches.prepared import PreparedImage
 from plaid.serialization import write_json
 from plaid.train.holdout import EvalSelection

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plaid.errors import ImageReadError
-from plaid.patches.labels import check_mask_shape
+from plaid.errors import ImageReadError, LabelShapeError
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +19,18 @@ def label_suffix(path: str | Path) -> str:
     """The file's suffix, treating '.nii.gz' as one suffix."""
     name = Path(path).name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def check_mask_shape(mask: np.ndarray, image_shape: tuple[int, int], path: str | Path | None = None) -> np.ndarray:
+    """Return ``mask`` as a 2-D array, raising `LabelShapeError` if it does not match ``image_shape``."""
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and 1 in mask.shape:
+        mask = mask.reshape([s for s in mask.shape if s != 1] or [1])
+    if mask.ndim != 2 or tuple(mask.shape) != tuple(image_shape):
+        raise LabelShapeError(
+            f"annotation of shape {tuple(mask.shape)} does not match image of shape {tuple(image_shape)}", path
+        )
+    return mask
 
 
 def read_label_mask(path: str | Path, image_shape: tuple[int, int] | None = None) -> np.ndarray:

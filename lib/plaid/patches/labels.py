@@ -6,20 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from plaid.errors import LabelShapeError
+from plaid.io.labels import check_mask_shape
 from plaid.patches.grid import PatchGrid, patch_fraction
-
-
-def check_mask_shape(mask: np.ndarray, image_shape: tuple[int, int], path: str | Path | None = None) -> np.ndarray:
-    """Return ``mask`` as a 2-D array, raising `LabelShapeError` if it does not match ``image_shape``."""
-    mask = np.asarray(mask)
-    if mask.ndim == 3 and 1 in mask.shape:
-        mask = mask.reshape([s for s in mask.shape if s != 1] or [1])
-    if mask.ndim != 2 or tuple(mask.shape) != tuple(image_shape):
-        raise LabelShapeError(
-            f"annotation of shape {tuple(mask.shape)} does not match image of shape {tuple(image_shape)}", path
-        )
-    return mask
 
 
 def patch_labels_from_mask(

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from plaid.errors import PlaidError, PlaidInputError
-from plaid.evaluate.metrics import safe_auc
+from plaid.metrics import safe_auc
 from plaid.model.checkpoint import read_checkpoint, write_payload
 from plaid.model.device import autocast_in, select_device, training_precision
 from plaid.model.ensemble import is_ensemble

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from plaid.evaluate.metrics import false_marks_threshold
 from plaid.infer.predictor import InferConfig, PatchPredictor
+from plaid.metrics import false_marks_threshold
 from plaid.model.backends import TORCH_FP32
 from plaid.model.checkpoint import read_checkpoint, write_payload
 from plaid.patches.prepared import PreparedImage

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from plaid.evaluate.metrics import confusion_at, operating_point
+from plaid.metrics import confusion_at, operating_point
 from plaid.model.device import autocast_in
 from plaid.patches.prepared import PreparedImage, patch_index_for
 from plaid.patches.sampling import BalancedSampler, PatchIndex

@@ -1,10 +1,19 @@
-"""Binary classification metrics used by the paper: accuracy, sensitivity, specificity, ROC, AUC, operating point."""
+"""Binary classification measures shared by training (validation, operating point) and evaluation.
+
+Taken from scikit-learn, with thin wrappers that fix PLAID's rules: the ROC curve (`roc_curve`: every distinct
+score, ties merged into one step, first point at +inf), the ROC AUC (`roc_auc`, and `safe_auc`, NaN with one class
+or a non-finite score) and the confusion counts at a threshold (`confusion_at`: ``score >= threshold`` is
+positive; a rate without a denominator is NaN). PLAID's own code, where no maintained library has the measure:
+the slope-1 operating point of the paper (`operating_point`, ties to the higher threshold) and the false-marks
+threshold (`false_marks_threshold`). The region FROC by patch is in `plaid.evaluate.froc`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from sklearn import metrics as sk_metrics
 
 
 @dataclass(frozen=True)
@@ -56,28 +65,23 @@ def _as_arrays(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def roc_curve(labels: np.ndarray, scores: np.ndarray) -> RocCurve:
-    """ROC curve over every distinct score, tied scores merged into one step."""
+    """ROC curve over every distinct score (scikit-learn's, no point dropped), tied scores merged into one step."""
     labels, scores = _as_arrays(labels, scores)
-    positives, negatives = int(labels.sum()), int(labels.size - labels.sum())
-    if positives == 0 or negatives == 0:
+    if labels.size == 0 or labels.min() == labels.max():
         raise ValueError("ROC needs at least one positive and one negative sample")
-    order = np.argsort(-scores, kind="mergesort")
-    sorted_scores, sorted_labels = scores[order], labels[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_scores.size - 1]
-    true_pos = np.cumsum(sorted_labels)[last_of_tie]
-    false_pos = (last_of_tie + 1) - true_pos
-    tpr = np.r_[0.0, true_pos / positives]
-    fpr = np.r_[0.0, false_pos / negatives]
-    thresholds = np.r_[np.inf, sorted_scores[last_of_tie]]
-    return RocCurve(fpr=fpr, tpr=tpr, thresholds=thresholds)
+    fpr, tpr, thresholds = sk_metrics.roc_curve(labels, scores, drop_intermediate=False)
+    thresholds = np.asarray(thresholds, dtype=np.float64).copy()
+    thresholds[0] = np.inf  # the (0, 0) corner, whatever sentinel the installed release uses
+    return RocCurve(fpr=np.asarray(fpr, dtype=np.float64), tpr=np.asarray(tpr, dtype=np.float64),
+                    thresholds=thresholds)
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (trapezoidal, ties counted as half)."""
-    curve = roc_curve(labels, scores)
-    return float(np.trapezoid(curve.tpr, curve.fpr)) if hasattr(np, "trapezoid") else float(
-        np.trapz(curve.tpr, curve.fpr)
-    )
+    """Area under the ROC curve (scikit-learn's; ties count as half); ValueError with one class only."""
+    labels, scores = _as_arrays(labels, scores)
+    if labels.size == 0 or labels.min() == labels.max():
+        raise ValueError("ROC needs at least one positive and one negative sample")
+    return float(sk_metrics.roc_auc_score(labels, scores))
 
 
 def operating_point(labels: np.ndarray, scores: np.ndarray) -> OperatingPoint:
@@ -99,12 +103,9 @@ def operating_point(labels: np.ndarray, scores: np.ndarray) -> OperatingPoint:
 def confusion_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> ConfusionSummary:
     """Counts, accuracy, sensitivity and specificity when ``score >= threshold`` is called positive."""
     labels, scores = _as_arrays(labels, scores)
-    predicted = scores >= threshold
-    actual = labels == 1
-    tp = int(np.sum(predicted & actual))
-    fp = int(np.sum(predicted & ~actual))
-    tn = int(np.sum(~predicted & ~actual))
-    fn = int(np.sum(~predicted & actual))
+    predicted = (scores >= threshold).astype(np.int64)
+    counts = sk_metrics.confusion_matrix(labels, predicted, labels=[0, 1]) if labels.size else np.zeros((2, 2))
+    tn, fp, fn, tp = (int(value) for value in counts.ravel())
     total = tp + fp + tn + fn
     return ConfusionSummary(
         threshold=float(threshold),
