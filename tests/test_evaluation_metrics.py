@@ -19,6 +19,8 @@ from plaid.evaluate.scoring import PatchTable
 from plaid.io.datalist import CaseRecord
 from plaid.metrics import roc_auc
 from plaid.patches.grid import PatchGrid
+from plaid.patches.labels import patch_labels_from_mask
+from plaid.patches.regions import calcification_regions
 from plaid.patches.sampling import PatchIndex
 from plaid.train.holdout import holdout_split, records_in_part, select_test_records
 
@@ -29,8 +31,35 @@ def test_a_region_counts_once_and_takes_the_best_patch_it_touches() -> None:
     mask[100:104, 220:230] = 1  # one region across patches 0 and 1
     mask[300, 300] = 1  # a single-pixel region in patch 3
     scores = np.array([0.2, 0.9, 0.5, 0.1])
-    np.testing.assert_allclose(region_scores(mask, grid, scores), [0.9, 0.1])
-    assert region_scores(np.zeros((448, 448)), grid, scores).size == 0
+    labels = patch_labels_from_mask(mask, grid)
+    np.testing.assert_allclose(region_scores(mask, grid, scores, labels, spacing_mm=0.07), [0.9, 0.1])
+    assert region_scores(np.zeros((448, 448)), grid, scores, labels).size == 0
+
+
+def test_specks_within_the_cluster_gap_are_one_region_and_farther_ones_are_two() -> None:
+    mask = np.zeros((600, 600), dtype=np.uint8)
+    for col in (100, 125, 150, 175):  # a chain of specks 25 px apart: 2.5 mm at 0.1 mm, 5 mm at 0.2 mm
+        mask[100:102, col:col + 2] = 1
+    mask[400:402, 400:402] = 1  # a lone speck far from the chain
+    assert calcification_regions(mask, spacing_mm=0.1)[1] == 2  # the chain is one cluster under the 4 mm rule
+    assert calcification_regions(mask, spacing_mm=0.1, cluster_gap_mm=2.0)[1] == 5
+    assert calcification_regions(mask, spacing_mm=0.2)[1] == 5  # the same pixels 5 mm apart: single specks
+    assert calcification_regions(mask, spacing_mm=0.1, cluster_gap_mm=0)[1] == 5  # 0: every speck counts alone
+    regions, _ = calcification_regions(mask, spacing_mm=0.1)
+    assert len(np.unique(regions[100:102, 100:177])) == 2  # the chain's pixels share one number (and 0 between)
+    assert regions[400, 400] not in (0, regions[100, 100])
+
+
+def test_one_label_rule_decides_hits_and_false_positives() -> None:
+    grid = PatchGrid(448, 448)
+    mask = np.zeros((448, 448), dtype=np.uint8)
+    mask[220:224, 100:104] = 1  # 16 pixels in patch 0: a sliver of its area
+    scores = np.array([0.9, 0.0, 0.0, 0.0])
+    labels = patch_labels_from_mask(mask, grid, min_overlap=0.01)
+    assert not labels[0]  # below min_overlap: labelled normal, so it is a false positive when marked ...
+    assert region_scores(mask, grid, scores, labels).tolist() == [-np.inf]  # ... and never also a hit
+    labels = patch_labels_from_mask(mask, grid)
+    assert region_scores(mask, grid, scores, labels).tolist() == [0.9]
 
 
 def test_froc_curve_counts_regions_and_false_positives_per_image() -> None:

@@ -129,12 +129,13 @@ def safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def false_marks_threshold(negative_scores: np.ndarray, films: int, max_per_film: float) -> float:
     """The lowest threshold at which normal patches scoring at or above it number at most ``max_per_film`` per
-    film on average (the lowest negative score when every one is allowed; 0.5 without any normal patch)."""
+    film on average (the lowest negative score when every one is allowed). ValueError without any normal patch:
+    there is nothing to choose on."""
     scores = np.sort(np.asarray(negative_scores, dtype=np.float64).ravel())[::-1]
     if films < 1 or max_per_film < 0:
         raise ValueError(f"need at least one film and a non-negative allowance, got {films} and {max_per_film}")
     if scores.size == 0:
-        return 0.5
+        raise ValueError("no normal patch to choose a false-marks threshold on")
     allowed = int(np.floor(max_per_film * films + 1e-9))
     if allowed >= scores.size:
         return float(scores[-1])

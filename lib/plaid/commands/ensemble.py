@@ -4,7 +4,8 @@ The members must tile and score patches alike (patch settings, flip TTA). Their 
 their own probabilities, not for the mean, so the ensemble stores one of its own: ``--threshold`` as given;
 with ``--data``, the lowest threshold that marks at most ``--max-false-marks-per-image`` normal patches per
 film on those films (every tissue patch scored as the app serves the ensemble; films of patients a member
-trained or validated on are left out); otherwise the mean of the members' thresholds, with a warning.
+trained, validated or was tested on are left out, so the members' test films stay the ensemble's test films, and
+the checkpoint lists the films that chose it); otherwise the mean of the members' thresholds, with a warning.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.model.checkpoint import read_checkpoint, write_payload
 from plaid.model.ensemble import MEMBERS_KEY, ensemble_payload, mean_slope1_threshold, training_patients
+from plaid.train.holdout import TEST_PART, patients_in
 from plaid.train.operating_point import FALSE_MARKS, FilmScores, operating_point_record
 
 logger = logging.getLogger(__name__)
@@ -63,14 +65,18 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def unseen_records(records: list[CaseRecord], members: list[dict[str, Any]]) -> list[CaseRecord]:
-    """The records of patients no member trained or validated on (the others are left out with a warning)."""
-    seen = set().union(*(training_patients(member) for member in members))
-    unseen = [record for record in records if record.group not in seen]
-    if len(unseen) < len(records):
-        logger.warning("leaving out %d films of patients a member trained or validated on",
-                       len(records) - len(unseen))
+    """The records of patients no member trained, validated or was tested on; the others are left out with a
+    message (a member's test films must not choose the threshold they are then reported at)."""
+    trained = set().union(*(training_patients(member) for member in members))
+    tested = set().union(*(patients_in(member.get("split") or {}, (TEST_PART,)) for member in members))
+    unseen = [record for record in records if record.group not in trained | tested]
+    for seen, role in ((trained, "trained or validated on"), (tested - trained, "held out as its test films")):
+        left_out = sum(record.group in seen for record in records)
+        if left_out:
+            logger.warning("leaving out %d films of --data whose patients a member %s", left_out, role)
     if not unseen:
-        raise PlaidInputError("every film in --data belongs to a patient a member trained or validated on")
+        raise PlaidInputError("every film in --data belongs to a patient a member trained, validated or was tested "
+                              "on: the threshold needs other films")
     return unseen
 
 
@@ -82,7 +88,8 @@ def choose_threshold(checkpoint: Path, records: list[CaseRecord], max_per_film: 
     if not images:
         raise PlaidInputError("no usable film in --data (every one was skipped; see the warnings above)")
     films = [FilmScores(image.probabilities[image.tissue], image.labels[image.tissue]) for image in images]
-    record = operating_point_record(films, FALSE_MARKS, max_per_film, slope1, "unseen")
+    chosen_on = [{"image_id": image.record.image_id, "patient_id": image.record.patient_id} for image in images]
+    record = operating_point_record(films, FALSE_MARKS, max_per_film, slope1, "unseen", chosen_on)
     achieved = record["validation_false_marks_per_image"]
     return {**record, "threshold_source": f"chosen for the ensemble: at most {max_per_film:g} false patches per "
                                           f"film on {len(images)} films no member trained on ({achieved:.2f} there)"}

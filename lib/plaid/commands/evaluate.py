@@ -7,13 +7,17 @@ import logging
 from pathlib import Path
 
 from plaid.commands import add_run_options, predictor_from_args
+from plaid.errors import PlaidInputError
 from plaid.evaluate.protocols import DEFAULT_AGE_GROUPS, age_group_name, parse_age_groups
 from plaid.evaluate.run import EvalConfig, evaluate
 from plaid.io.datalist import load_records
+from plaid.patches.regions import DEFAULT_CLUSTER_GAP_MM
 from plaid.train.checkpointing import SPLIT_FILE
 from plaid.train.holdout import select_test_records
 
 logger = logging.getLogger(__name__)
+
+MAX_CLUSTER_GAP_MM = 100.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,11 +40,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--split", type=Path, help="split.json whose 'test' part lists the test images")
     choice.add_argument("--test-fraction", type=float, help="re-derive the held-out split by patient")
-    choice.add_argument("--all", dest="use_all", action="store_true", help="evaluate on every image in DATA")
+    choice.add_argument("--all", dest="use_all", action="store_true",
+                        help="evaluate on every image in DATA, films the model trained on or whose films chose its "
+                             "threshold included (the report's first line says so); without it such films are refused")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (0: none)")
     parser.add_argument("--age-groups", default=",".join(age_group_name(g) for g in DEFAULT_AGE_GROUPS),
                         help="inclusive age ranges for the accuracy table (default %(default)s)")
     parser.add_argument("--paper-pairs", type=int, help="paper protocol with N calcified + N normal patches")
+    parser.add_argument("--cluster-gap-mm", type=float, default=DEFAULT_CLUSTER_GAP_MM,
+                        help="calcified marks at most this far apart form one region (a cluster) in the FROC; 0 counts "
+                             "every 8-connected mark alone (default %(default)s)")
     parser.add_argument("--overlays", type=int, default=4, help="number of overlay PNGs (default %(default)s)")
     add_run_options(parser, "bad images/masks")
     parser.set_defaults(handler=run)
@@ -49,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Choose the test images, evaluate, and print where the report is."""
     age_groups = parse_age_groups(args.age_groups)
+    if not 0.0 <= args.cluster_gap_mm <= MAX_CLUSTER_GAP_MM:
+        raise PlaidInputError(f"--cluster-gap-mm must be between 0 and {MAX_CLUSTER_GAP_MM:g}, "
+                              f"got {args.cluster_gap_mm}")
     predictor = predictor_from_args(args)
     meta = predictor.model()[1]
     trained_seed = (meta.get("config") or {}).get("seed", 0)
@@ -56,11 +68,11 @@ def run(args: argparse.Namespace) -> int:
     model_split = meta.get("split") if isinstance(meta.get("split"), dict) else args.model.parent / SPLIT_FILE
     selection = select_test_records(load_records(args.data), model_split=model_split,
                                     split_file=args.split, test_fraction=args.test_fraction, seed=seed,
-                                    use_all=args.use_all)
+                                    use_all=args.use_all, threshold_films=meta.get("threshold_films") or ())
     logger.info("evaluating on %d images (%s)", len(selection.records), selection.source)
     config = EvalConfig(seed=seed, paper_pairs=args.paper_pairs, bootstrap=args.bootstrap,
                         age_groups=age_groups, overlays=args.overlays, on_error=args.on_error,
-                        progress=args.progress)
+                        progress=args.progress, cluster_gap_mm=args.cluster_gap_mm)
     result = evaluate(selection, predictor, args.out, config,
                       context={"model": str(args.model), "data": str(args.data)})
     report = result.report

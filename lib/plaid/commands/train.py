@@ -52,7 +52,8 @@ CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "frozen_layers", "negat
                 "device", "weights_path", "pretrained", "offline", "patch_size", "target_spacing_mm",
                 "pixel_spacing_mm", "class_weighted_loss", "inserted_positives", "tta_flips", "architecture",
                 "input_filter", "pretrain_steps", "pretrain_learning_rate", "operating_point",
-                "max_false_marks_per_image", "operating_point_normal_women", "ensemble_members")
+                "max_false_marks_per_image", "operating_point_normal_women", "operating_point_min_normal_films",
+                "ensemble_members")
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +97,9 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--operating-point-normal-women", type=int,
                         help="women without calcification whose films choose the operating point, held out of "
                              "training where validation has fewer (default 2)")
+    parser.add_argument("--operating-point-min-normal-films", type=int,
+                        help="warn (log, checkpoint, report) when fewer films without calcification than this choose "
+                             "the threshold (default 10)")
     parser.add_argument("--seed", type=int, help="seed of the splits and the patch sampling (default 0)")
     parser.add_argument("--ensemble-members", type=int,
                         help="train this many models (seeds SEED, SEED+1, ...) on one split and serve the mean of "

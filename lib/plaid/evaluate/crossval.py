@@ -115,7 +115,8 @@ def score_fold_images(predictor: PatchPredictor, images: Sequence[PreparedImage]
         brightness[indices] = image.patches(indices).mean(axis=(1, 2))
         regions = np.zeros(0)
         if image.label_mask is not None:
-            regions = region_scores(image.label_mask, image.grid, np.where(image.tissue, probabilities, 0.0))
+            regions = region_scores(image.label_mask, image.grid, np.where(image.tissue, probabilities, 0.0),
+                                    image.labels, image.spacing_mm_tiled)
         scored.append(ScoredFoldImage(image.record.image_id, probabilities, image.tissue, image.labels,
                                       image_truth(image), brightness, regions, image.record.group))
     return scored

@@ -1,8 +1,10 @@
 """FROC-style analysis: sensitivity for calcified regions versus false-positive patches per image.
 
-A region is a connected component (8-connected) of the ground-truth mask. It counts as detected at a
-threshold when any patch it touches has a score at or above that threshold. False positives are
-patches without any annotated pixel that score at or above the threshold.
+A region is a cluster of the ground-truth mask (`plaid.patches.regions`: marks linked by gaps of at most a few
+millimetres, the same rule the importers count with). One label rule decides hits and false positives: a patch
+labelled calcified (`plaid.patches.labels`, annotated fraction above ``min_overlap``) detects every region it
+touches when it scores at or above the threshold; a patch labelled normal that does is a false positive. A patch
+is never both.
 """
 
 from __future__ import annotations
@@ -10,21 +12,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-from plaid.patches.grid import PatchGrid, patch_fraction
+from plaid.patches.grid import PatchGrid
+from plaid.patches.regions import DEFAULT_CLUSTER_GAP_MM, calcification_regions
 
 STANDARD_FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
-def region_scores(mask: np.ndarray, grid: PatchGrid, patch_scores: np.ndarray) -> np.ndarray:
-    """For every connected region of ``mask``, the highest score among the patches it touches."""
-    components, count = ndimage.label(np.asarray(mask) != 0, structure=np.ones((3, 3), dtype=bool))
+def region_scores(mask: np.ndarray, grid: PatchGrid, patch_scores: np.ndarray, calcified: np.ndarray,
+                  spacing_mm: float | None = None, cluster_gap_mm: float = DEFAULT_CLUSTER_GAP_MM) -> np.ndarray:
+    """For every region (cluster) of ``mask``, the highest score among the calcified-labelled patches
+    (``calcified``, per grid patch) it touches; -inf for a region no such patch touches."""
+    components, count = calcification_regions(mask, spacing_mm, cluster_gap_mm)
     best = np.full(count, -np.inf)
     if count == 0:
         return best
     boxes = grid.boxes()
-    for patch in np.flatnonzero(patch_fraction(mask, grid) > 0):
+    for patch in np.flatnonzero(np.asarray(calcified, dtype=bool)):
         top, left, bottom, right = boxes[patch]
         present = np.unique(components[top:bottom, left:right])
         present = present[present > 0] - 1

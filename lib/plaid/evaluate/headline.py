@@ -19,7 +19,9 @@ from plaid.metrics import safe_auc
 
 HEADLINE_FP_RATES = (0.25, 0.5, 1.0, 2.0)
 # Checkpoint keys that describe how its threshold was chosen (shown beside the threshold when present).
-OPERATING_POINT_KEYS = ("operating_point", "max_false_marks_per_image", "validation_false_marks_per_image")
+OPERATING_POINT_KEYS = ("operating_point", "max_false_marks_per_image", "validation_false_marks_per_image",
+                        "operating_point_films", "operating_point_normal_films", "operating_point_films_source",
+                        "operating_point_warning")
 THRESHOLD_FIGURES = ("false_marks_per_film", "region_sensitivity", "calcified_films_marked", "normal_films_marked")
 
 

@@ -27,6 +27,8 @@ from plaid.patches.sampling import BalancedSampler
 
 logger = logging.getLogger(__name__)
 
+# The slope-1 point of a protocol is found on the very patches it is then reported on: say so wherever it appears.
+SLOPE1_CHOSEN_ON = "these test patches (chosen on the test films: optimistic)"
 DEFAULT_AGE_GROUPS: tuple[tuple[float, float], ...] = ((31, 45), (46, 60), (61, 75))
 
 
@@ -85,7 +87,8 @@ def binary_summary(labels: np.ndarray, scores: np.ndarray, threshold: float) -> 
     }
     if 0 < positives < labels.size:
         point = operating_point(labels, scores)
-        out["operating_point"] = {**asdict(point), **confusion_at(labels, scores, point.threshold).to_dict()}
+        out["operating_point"] = {**asdict(point), **confusion_at(labels, scores, point.threshold).to_dict(),
+                                  "chosen_on": SLOPE1_CHOSEN_ON}
     return out
 
 

@@ -26,6 +26,10 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines + [""]
 
 
+SLOPE1_NOTE = ("\\* The slope-1 point is chosen on these test patches themselves (optimistic); the threshold column "
+               "uses the threshold named under Run.")
+
+
 def _metrics_rows(summary: dict[str, Any]) -> list[list[Any]]:
     """Accuracy/sensitivity/specificity/AUC at the threshold and at the slope-1 point, with CIs."""
     at = summary.get("at_threshold") or {}
@@ -72,6 +76,14 @@ def headline_lines(headline: dict[str, Any]) -> list[str]:
     if at.get("checkpoint"):
         lines += ["The checkpoint says: " + ", ".join(f"`{key}` = {value}" for key, value in at["checkpoint"].items())
                   + ".", ""]
+        if at["checkpoint"].get("operating_point_warning"):
+            lines += [f"**Warning:** {at['checkpoint']['operating_point_warning']}.", ""]
+    given = headline.get("at_given_threshold")
+    if given:
+        lines += ["### The threshold given on the command line", "",
+                  f"Threshold {_num(given['threshold'], 4)}, {given['source']}: "
+                  f"{_num(given['false_marks_per_film'])} false patches per film, region sensitivity "
+                  f"{_num(given['region_sensitivity'])}.", ""]
     return lines
 
 
@@ -83,6 +95,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     confidence = int(round(100 * (paper.get("bootstrap") or {}).get("confidence", 0.95)))
     point = paper.get("operating_point") or {}
     lines = ["# PLAID evaluation report", ""]
+    if report.get("seen_films_included"):
+        split = report["split"]
+        lines += [f"**These figures include films the model has seen (--all): patients it trained or validated on: "
+                  f"{len(split.get('overlap_with_training') or [])}; patients whose films chose its threshold: "
+                  f"{len(split.get('overlap_with_threshold_films') or [])}. They flatter the model.**", ""]
     if report.get("headline"):
         lines += headline_lines(report["headline"])
     lines += ["## Run", ""]
@@ -97,8 +114,10 @@ def render_markdown(report: dict[str, Any]) -> str:
               f"{paper['positives']} calcified + {paper['negatives']} normal patches"
               + (f" ({paper['pairs_requested']} pairs requested)" if paper.get("pairs_requested") else
                  " (every calcified patch of the test images, as many random tissue patches)") + ".", ""]
-    lines += _table(["metric", "at threshold", f"at slope-1 point ({_num(point.get('threshold'), 4)})",
+    lines += _table(["metric", "at threshold",
+                     f"at slope-1 point* ({_num(point.get('threshold'), 4)})",
                      f"{confidence}% CI (bootstrap by patient)"], _metrics_rows(paper))
+    lines += [SLOPE1_NOTE, ""]
     if files.get("roc_paper"):
         lines += [f"![ROC, paper protocol]({files['roc_paper']})", ""]
     lines += ["### Accuracy per age group (at the threshold)", ""]
@@ -110,14 +129,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["## Realistic protocol (every tissue patch)", "",
               f"{real['patches']} patches, {real['positives']} calcified (prevalence {prevalence}); "
               f"false-positive patches per image at the threshold: {fp_rate}.", ""]
-    lines += _table(["metric", "at threshold", "at slope-1 point", f"{confidence}% CI (bootstrap by patient)"],
+    lines += _table(["metric", "at threshold", "at slope-1 point*", f"{confidence}% CI (bootstrap by patient)"],
                     _metrics_rows(real))
+    lines += [SLOPE1_NOTE, ""]
     image_level = real["image_level"]
     lines += [f"Image level (score = highest patch probability, {image_level['calcified_images']} of "
               f"{image_level['images']} images calcified): AUC {_num(image_level['auc'])}.", ""]
     froc = real["froc"]
     froc_at = froc["at_threshold"]
-    lines += [f"FROC: {froc['regions']} calcified regions (connected components of the masks); at the threshold "
+    lines += [f"FROC: {froc['regions']} calcified regions (clusters of the masks, `plaid.patches.regions`); at the "
+              "threshold "
               f"{_num(froc_at['sensitivity'])} of them are touched by a positive patch, with "
               f"{_num(froc_at['fp_per_image'], 2)} false-positive patches per image.", ""]
     if froc.get("sensitivity_at_fp_per_image"):

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from plaid.errors import PlaidInputError
-from plaid.evaluate.headline import FilmScores, headline_figures, stored_operating_point
+from plaid.evaluate.headline import FilmScores, at_threshold, headline_figures, stored_operating_point
 from plaid.evaluate.overlays import render_overlay
 from plaid.evaluate.plots import plot_froc, plot_roc
 from plaid.evaluate.protocols import DEFAULT_AGE_GROUPS, paper_protocol, paper_rows, realistic_protocol
@@ -29,6 +29,7 @@ from plaid.evaluate.scoring import PatchTable, ScoredImage, score_records
 from plaid.infer.predictor import PatchPredictor
 from plaid.metrics import operating_point, roc_curve
 from plaid.patches.prepared import PreparedImage
+from plaid.patches.regions import DEFAULT_CLUSTER_GAP_MM
 from plaid.serialization import write_json
 from plaid.train.holdout import EvalSelection
 
@@ -50,6 +51,7 @@ class EvalConfig:
     overlays: int = 4
     on_error: str = "skip"
     progress: bool = True
+    cluster_gap_mm: float = DEFAULT_CLUSTER_GAP_MM
 
 
 @dataclass
@@ -65,7 +67,8 @@ def _threshold_source(predictor: PatchPredictor) -> str:
     """Where the threshold in force comes from, in words."""
     meta = predictor.model()[1]
     if predictor.config.threshold is not None:
-        return "given (--threshold)"
+        return ("given (--threshold; if it was read off this data's own FROC or ROC it was chosen on these test "
+                "films, and its figures are optimistic)")
     if "threshold" not in meta:
         return "default 0.5 (the checkpoint records none)"
     if meta.get("threshold_source"):
@@ -164,7 +167,7 @@ def evaluate(
     overlays = OverlayPicks(config.overlays)
     settings = predictor.patch_settings()
     images, problems = score_records(selection.records, predictor, config.on_error, config.progress,
-                                     keep=overlays.offer)
+                                     keep=overlays.offer, cluster_gap_mm=config.cluster_gap_mm)
     if not images:
         raise PlaidInputError("no usable test image (every one was skipped; see the warnings above)")
     threshold = predictor.threshold()
@@ -187,15 +190,24 @@ def evaluate(
     files["overlays"] = overlays.write(out_dir / "overlays")
     split = selection.describe()
     split["scored_images"] = [image.record.image_id for image in images]
-    headline = headline_figures(film_scores(images), threshold, config.bootstrap, config.seed, config.confidence)
-    headline["at_threshold"].update(source=_threshold_source(predictor),
-                                    checkpoint=stored_operating_point(predictor.model()[1]))
+    meta = predictor.model()[1]
+    films = film_scores(images)
+    given = predictor.config.threshold is not None and "threshold" in meta
+    stored = float(meta["threshold"]) if given else threshold
+    headline = headline_figures(films, stored, config.bootstrap, config.seed, config.confidence)
+    headline["at_threshold"].update(source=_threshold_source(predictor) if not given else "checkpoint (stored)",
+                                    checkpoint=stored_operating_point(meta))
+    if given:  # the stored operating point stays first; the given threshold follows, marked as such
+        headline["at_given_threshold"] = {"threshold": threshold, "source": _threshold_source(predictor),
+                                          **at_threshold(films, threshold)}
     report = {
         "headline": headline,
+        "seen_films_included": selection.includes_seen_films,
         **(context or {}),
         "threshold": threshold,
         "threshold_source": _threshold_source(predictor),
         "seed": config.seed,
+        "cluster_gap_mm": config.cluster_gap_mm,
         "patch_settings": asdict(settings),
         "test_images": len(images),
         "test_patients": len({image.record.group for image in images}),

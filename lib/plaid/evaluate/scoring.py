@@ -13,6 +13,7 @@ from plaid.infer.predictor import PatchPredictor
 from plaid.io.datalist import CaseRecord
 from plaid.patches.grid import PatchGrid
 from plaid.patches.prepared import PreparedImage, Problem, prepare_image, process_records
+from plaid.patches.regions import DEFAULT_CLUSTER_GAP_MM
 from plaid.patches.sampling import PatchIndex
 
 
@@ -66,8 +67,10 @@ class ScoredImage:
         }
 
 
-def score_image(image: PreparedImage, predictor: PatchPredictor) -> ScoredImage:
-    """Run the predictor on a labelled prepared image (prepared with ``keep_mask``) and score its regions.
+def score_image(image: PreparedImage, predictor: PatchPredictor,
+                cluster_gap_mm: float = DEFAULT_CLUSTER_GAP_MM) -> ScoredImage:
+    """Run the predictor on a labelled prepared image (prepared with ``keep_mask``) and score its regions
+    (clusters of marks at most ``cluster_gap_mm`` apart, `plaid.patches.regions`).
 
     Calcified patches outside the tissue mask (which the app never scores) are scored too, with the same
     predictor, so the paper protocol can include every calcified patch.
@@ -81,13 +84,16 @@ def score_image(image: PreparedImage, predictor: PatchPredictor) -> ScoredImage:
         probabilities[extra] = predictor.score(image, extra)
     app_scores = np.where(prediction.scored, probabilities, 0.0)
     return ScoredImage(record=image.record, grid=image.grid, probabilities=probabilities, tissue=prediction.scored,
-                       labels=image.labels, regions=region_scores(image.label_mask, image.grid, app_scores),
+                       labels=image.labels,
+                       regions=region_scores(image.label_mask, image.grid, app_scores, image.labels,
+                                             image.spacing_mm_tiled, cluster_gap_mm),
                        threshold=prediction.threshold)
 
 
 def score_records(
     records: Sequence[CaseRecord], predictor: PatchPredictor, on_error: str = "skip",
     progress: bool = True, keep: Callable[[PreparedImage, ScoredImage], None] | None = None,
+    cluster_gap_mm: float = DEFAULT_CLUSTER_GAP_MM,
 ) -> tuple[list[ScoredImage], list[Problem]]:
     """Score every record, preparing the next image while the model runs on the current one; bad ones are
     skipped with a warning (``on_error='skip'``) or stop the run. ``keep`` sees each prepared image beside
@@ -96,7 +102,7 @@ def score_records(
     settings = predictor.patch_settings()
 
     def work(image: PreparedImage) -> ScoredImage:
-        scored = score_image(image, predictor)
+        scored = score_image(image, predictor, cluster_gap_mm)
         if keep is not None:
             keep(image, scored)
         return scored

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from plaid.io.labels import write_label_png
+from plaid.patches.regions import DEFAULT_CLUSTER_GAP_MM, region_count
 from plaid.serialization import write_json
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ MASK_FOLDER = "masks"
 FINDINGS_FOLDER = "findings"
 METADATA_FILE = "metadata.csv"
 REPORT_FILE = "import_report.json"
-BASE_COLUMNS = ("image_id", "patient_id", "pixel_spacing_mm", "calcified", "has_mask")
+BASE_COLUMNS = ("image_id", "patient_id", "pixel_spacing_mm", "calcified", "has_mask", "regions")
 
 
 @dataclass
@@ -82,6 +83,7 @@ def write_dataset(out: str | Path, cases: Sequence[ImportedCase], left_out: Iter
             "image_id": case.image_id, "patient_id": case.patient_id,
             "pixel_spacing_mm": "" if case.pixel_spacing_mm is None else f"{case.pixel_spacing_mm:g}",
             "calcified": int(case.calcified), "has_mask": int(case.mask is not None),
+            "regions": "" if case.mask is None else region_count(case.mask, case.pixel_spacing_mm),
             **{key: case.columns.get(key, "") for key in extra_columns},
         })
     with (out / METADATA_FILE).open("w", newline="") as handle:
@@ -96,6 +98,8 @@ def write_dataset(out: str | Path, cases: Sequence[ImportedCase], left_out: Iter
         "images": len(cases),
         "patients": len({case.patient_id for case in cases}),
         "calcified_images": sum(case.calcified for case in cases),
+        "regions": sum(int(row["regions"] or 0) for row in rows),
+        "region_rule": f"clusters: marks at most {DEFAULT_CLUSTER_GAP_MM:g} mm apart (plaid.patches.regions)",
         "image_level_only": [case.image_id for case in cases if case.calcified and case.mask is None],
         "left_out": left,
     }

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from plaid.errors import PlaidInputError
-from plaid.io.images import IMAGE_SUFFIXES, ImageMeta
+from plaid.io.dicom import read_dicom_identity
+from plaid.io.images import DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageMeta
 from plaid.io.labels import LABEL_SUFFIXES, label_suffix
 
 logger = logging.getLogger(__name__)
@@ -48,11 +49,17 @@ class CaseRecord:
     @property
     def group(self) -> str:
         """Split unit: the patient when known, else the image itself."""
-        return self.patient_id or f"image:{self.image_id}"
+        return entry_group({"patient_id": self.patient_id, "image_id": self.image_id})
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a plain dict."""
         return asdict(self)
+
+
+def entry_group(entry: Mapping[str, Any]) -> str:
+    """The split group of a film described by its ``patient_id`` and ``image_id`` (a record, or an entry of a
+    stored split): the patient when known, else ``image:<id>``."""
+    return entry.get("patient_id") or f"image:{entry.get('image_id')}"
 
 
 def image_id_of(path: str | Path) -> str:
@@ -108,8 +115,8 @@ def _flag(value: Any) -> bool | None:
 def records_from_folder(folder: str | Path) -> list[CaseRecord]:
     """Every image directly inside ``folder`` with its mask (``labels/final/``, ``masks/`` or ``labels/``).
 
-    A ``metadata.csv``/``metadata.json`` beside the images adds patient id and age; otherwise they are
-    read from DICOM headers later, when the image is loaded.
+    A ``metadata.csv``/``metadata.json`` beside the images adds patient id and age; `load_records` then reads
+    the DICOM headers of films still without a patient id.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -159,9 +166,30 @@ def records_from_table(path: str | Path) -> list[CaseRecord]:
 
 
 def load_records(source: str | Path) -> list[CaseRecord]:
-    """Records from a folder or a datalist file."""
+    """Records from a folder or a datalist file, each with its patient resolved (`resolve_patients`) before any
+    split is drawn."""
     source = Path(source)
-    return records_from_folder(source) if source.is_dir() else records_from_table(source)
+    records = records_from_folder(source) if source.is_dir() else records_from_table(source)
+    resolve_patients(records)
+    return records
+
+
+def resolve_patients(records: Iterable[CaseRecord]) -> int:
+    """Fill the patient id (and age) of DICOM films that the datalist and metadata leave without one from the
+    file's header (PatientID, read without the pixels), so that every split groups a woman's films together.
+    Returns how many films still have no patient id (each one its own split group), with a warning."""
+    anonymous = 0
+    for record in records:
+        if record.patient_id is None and Path(record.image).suffix.lower() in DICOM_SUFFIXES:
+            patient, age = read_dicom_identity(record.image)
+            record.patient_id = patient
+            if record.age is None:
+                record.age = age
+        anonymous += record.patient_id is None
+    if anonymous:
+        logger.warning("%d films have no patient id (datalist, metadata.csv or DICOM PatientID): each is split as a "
+                       "patient of its own, so two views of one woman can land on both sides of a split", anonymous)
+    return anonymous
 
 
 def attach_metadata(records: Iterable[CaseRecord], folder: Path) -> None:

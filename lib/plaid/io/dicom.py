@@ -113,6 +113,19 @@ def read_dicom_mammogram(path: str | Path) -> Mammogram:
     return Mammogram(pixels=values.astype(np.float32), meta=meta)
 
 
+def read_dicom_identity(path: str | Path) -> tuple[str | None, float | None]:
+    """(PatientID, age in years) from a DICOM file's header, without reading its pixels; (None, None) when the
+    file is not readable DICOM (its error is reported when the film itself is read)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["PatientID", "PatientAge"])
+    except Exception as exc:  # any parse failure: the film's own read names it later
+        logger.debug("no header identity for %s: %s", path, exc)
+        return None, None
+    return str(ds.get("PatientID", "") or "").strip() or None, parse_age(ds.get("PatientAge"))
+
+
 def _pixel_spacing(ds) -> tuple[float, float] | None:
     """Row and column spacing in mm from PixelSpacing, else ImagerPixelSpacing."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from plaid.errors import PlaidInputError
+from plaid.io.datalist import entry_group
 from plaid.model.input_filter import DEFAULT_INPUT_FILTER
 from plaid.model.network import DEFAULT_ARCHITECTURE, DEFAULT_FROZEN_LAYERS, PatchClassifier
 from plaid.patches.prepared import patch_settings_from_dict
@@ -110,11 +111,11 @@ def combined_split(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     those every member held out as test whose patients no member trained or validated on."""
     splits = [member.get("split") if isinstance(member.get("split"), dict) else {} for member in members]
     combined: dict[str, Any] = {part: _union([split.get(part) or [] for split in splits]) for part in TRAINING_PARTS}
-    seen = {_group(entry) for part in TRAINING_PARTS for entry in combined[part]}
+    seen = {entry_group(entry) for part in TRAINING_PARTS for entry in combined[part]}
     tested = [{entry.get("image_id") for entry in split.get("test") or []} for split in splits]
     common = set.intersection(*tested) if tested and all(tested) else set()
     combined["test"] = [entry for entry in (splits[0].get("test") or [])
-                        if entry.get("image_id") in common and _group(entry) not in seen]
+                        if entry.get("image_id") in common and entry_group(entry) not in seen]
     return combined
 
 
@@ -126,11 +127,7 @@ def mean_slope1_threshold(payloads: Sequence[Mapping[str, Any]]) -> float:
 def training_patients(meta: Mapping[str, Any]) -> set[str]:
     """Patients (split groups) a checkpoint's model trained or validated on, from its stored split."""
     split = meta.get("split") if isinstance(meta.get("split"), dict) else {}
-    return {_group(entry) for part in TRAINING_PARTS for entry in split.get(part) or []}
-
-
-def _group(entry: Mapping[str, Any]) -> str:
-    return entry.get("patient_id") or f"image:{entry.get('image_id')}"
+    return {entry_group(entry) for part in TRAINING_PARTS for entry in split.get(part) or []}
 
 
 def _union(parts: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from plaid.model.input_filter import DEFAULT_INPUT_FILTER
 from plaid.model.network import DEFAULT_ARCHITECTURE, DEFAULT_FROZEN_LAYERS, PatchClassifier, unknown_model_option
 from plaid.options import dataclass_from_mapping
 from plaid.patches.prepared import PatchSettings
-from plaid.train.operating_point import FALSE_MARKS, OPERATING_POINTS
+from plaid.train.operating_point import DEFAULT_MIN_NORMAL_FILMS, FALSE_MARKS, OPERATING_POINTS
 
 # Upper bounds on what a client may ask for: beyond them Adam diverges or a request ties the server up for days.
 MAX_LEARNING_RATE = 0.1
@@ -76,6 +76,7 @@ class TrainConfig:
     operating_point: str = FALSE_MARKS
     max_false_marks_per_image: float = 1.0
     operating_point_normal_women: int = 2
+    operating_point_min_normal_films: int = DEFAULT_MIN_NORMAL_FILMS
     ensemble_members: int = 1
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,6 +127,7 @@ class TrainConfig:
             "pretrain_learning_rate": _in_range(self.pretrain_learning_rate, 0.0, MAX_LEARNING_RATE, low_open=True),
             "max_false_marks_per_image": _in_range(self.max_false_marks_per_image, 0.0, MAX_FALSE_MARKS_PER_IMAGE),
             "operating_point_normal_women": 0 <= self.operating_point_normal_women <= 100_000,
+            "operating_point_min_normal_films": 0 <= self.operating_point_min_normal_films <= 100_000,
             "ensemble_members": 1 <= self.ensemble_members <= MAX_ENSEMBLE_MEMBERS,
         }
         values = self.to_dict()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from plaid.errors import PlaidInputError
-from plaid.io.datalist import CaseRecord
+from plaid.io.datalist import CaseRecord, entry_group
 from plaid.io.labels import read_label_mask
 from plaid.serialization import read_json_object
 from plaid.train.splits import describe_split, split_by_group
@@ -90,11 +90,7 @@ def records_in_part(
 
 def patients_in(split: dict[str, Any], parts: Sequence[str]) -> set[str]:
     """Split groups (patient ids, or ``image:<id>`` without one) listed in the given parts of a split."""
-    groups: set[str] = set()
-    for part in parts:
-        for entry in split.get(part) or []:
-            groups.add(entry.get("patient_id") or f"image:{entry.get('image_id')}")
-    return groups
+    return {entry_group(entry) for part in parts for entry in split.get(part) or []}
 
 
 @dataclass
@@ -107,11 +103,22 @@ class EvalSelection:
     training_groups: set[str] = field(default_factory=set)
     test_fraction: float | None = None
     seed: int | None = None
+    threshold_groups: set[str] = field(default_factory=set)
 
     @property
     def overlap(self) -> list[str]:
         """Patients that are both in this test set and in the model's training/validation split."""
         return sorted({record.group for record in self.records} & self.training_groups)
+
+    @property
+    def threshold_overlap(self) -> list[str]:
+        """Patients of this test set whose films chose the model's stored threshold."""
+        return sorted({record.group for record in self.records} & self.threshold_groups)
+
+    @property
+    def includes_seen_films(self) -> bool:
+        """True when a film of this test set trained the model or chose its threshold (only with ``--all``)."""
+        return bool(self.overlap or self.threshold_overlap)
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description for the report; readable back as a split file (its ``"test"`` part)."""
@@ -127,6 +134,7 @@ class EvalSelection:
             "missing_from_data": self.missing,
             "training_patients_known": bool(self.training_groups),
             "overlap_with_training": self.overlap,
+            "overlap_with_threshold_films": self.threshold_overlap,
         }
 
 
@@ -137,46 +145,56 @@ def select_test_records(
     test_fraction: float | None = None,
     seed: int = 0,
     use_all: bool = False,
+    threshold_films: Sequence[dict[str, Any]] = (),
 ) -> EvalSelection:
     """Choose the evaluation images.
 
     In order: ``use_all`` takes every record; ``split_file`` takes its ``"test"`` part; ``test_fraction``
     re-derives the split `plaid train --test-fraction` made (same data, fraction and seed); otherwise the
     model's own split (``model_split``: the split stored in its checkpoint, or its split.json) is used if it
-    lists a test part, and failing that every record that the model did not train or validate on.
+    lists a test part, and failing that every record of a patient the model did not train or validate on and
+    whose films did not choose its threshold (``threshold_films``, as the checkpoint lists them).
+
+    Except with ``use_all``, a test set holding a patient the model trained or validated on, or whose films chose
+    its threshold, is refused with a `PlaidInputError` that names them.
     """
     if isinstance(model_split, dict):
         model_info = model_split
     else:
         model_info = read_split(model_split) if model_split and Path(model_split).is_file() else {}
     training_groups = patients_in(model_info, TRAINING_PARTS)
+    threshold_groups = {entry_group(entry) for entry in threshold_films}
     if use_all:
-        return EvalSelection(list(records), "all images in the data", training_groups=training_groups)
+        return EvalSelection(list(records), "all images in the data (--all)", training_groups=training_groups,
+                             threshold_groups=threshold_groups)
     if split_file:
         split = read_split(split_file)
         if not split.get(TEST_PART):
             raise PlaidInputError(f"split file lists no {TEST_PART!r} images", split_file)
         chosen, missing = records_in_part(records, split, TEST_PART)
         return _checked(EvalSelection(chosen, f"split file {split_file}", missing, training_groups,
-                                      split.get("test_fraction"), split.get("test_seed")))
+                                      split.get("test_fraction"), split.get("test_seed"), threshold_groups))
     if test_fraction:
         _, test = holdout_split(records, test_fraction, seed)
         return _checked(EvalSelection(test, f"re-derived test split (fraction {test_fraction}, seed {seed})",
-                                      training_groups=training_groups, test_fraction=test_fraction, seed=seed))
+                                      training_groups=training_groups, test_fraction=test_fraction, seed=seed,
+                                      threshold_groups=threshold_groups))
     if model_info.get(TEST_PART):
         chosen, missing = records_in_part(records, model_info, TEST_PART)
         source = f"test split recorded with the model ({_split_source(model_split)})"
         return _checked(EvalSelection(chosen, source, missing, training_groups, model_info.get("test_fraction"),
-                                      model_info.get("test_seed")))
-    unseen = [record for record in records if record.group not in training_groups]
-    if training_groups and len(unseen) < len(records):
-        logger.warning("leaving out %d images of patients the model trained or validated on (use --all to keep them)",
-                       len(records) - len(unseen))
+                                      model_info.get("test_seed"), threshold_groups))
+    seen = training_groups | threshold_groups
+    unseen = [record for record in records if record.group not in seen]
+    if seen and len(unseen) < len(records):
+        logger.warning("leaving out %d images of patients the model trained or validated on or whose films chose its "
+                       "threshold (use --all to keep them)", len(records) - len(unseen))
     if not unseen:
-        raise PlaidInputError("every image in the data belongs to a patient the model was trained or validated on; "
-                              "train with --test-fraction, pass other data, or use --all")
-    source = "all images of patients not used in training" if training_groups else "all images in the data"
-    return EvalSelection(unseen, source, training_groups=training_groups)
+        raise PlaidInputError("every image in the data belongs to a patient the model was trained or validated on, "
+                              "or whose films chose its threshold; train with --test-fraction, pass other data, or "
+                              "use --all")
+    source = "all images of patients not used in training" if seen else "all images in the data"
+    return EvalSelection(unseen, source, training_groups=training_groups, threshold_groups=threshold_groups)
 
 
 def _split_source(model_split: str | Path | dict[str, Any] | None) -> str:
@@ -184,7 +202,15 @@ def _split_source(model_split: str | Path | dict[str, Any] | None) -> str:
 
 
 def _checked(selection: EvalSelection) -> EvalSelection:
-    """Warn about listed images that are missing, fail when none are left."""
+    """Warn about listed images that are missing; fail when none are left, or when a listed patient trained the
+    model or chose its threshold (naming them)."""
+    for overlap, role in ((selection.overlap, "trained or validated the model"),
+                          (selection.threshold_overlap, "chose the model's stored threshold")):
+        if overlap:
+            raise PlaidInputError(
+                f"{len(overlap)} patients of the {selection.source} have films that {role}: "
+                f"{', '.join(overlap[:10])}{' ...' if len(overlap) > 10 else ''}; their figures would flatter the "
+                "model. Evaluate on other films, or pass --all to report every film anyway (the report says so)")
     if selection.missing:
         logger.warning("%d test images of the split are not in the data: %s", len(selection.missing),
                        ", ".join(selection.missing[:10]))

@@ -286,7 +286,8 @@ class PatchTrainer:
         chosen = {}
         if self.main and best_path:
             chosen = choose_operating_point(best_path, films, train_images, config.operating_point,
-                                            config.max_false_marks_per_image, config.device)
+                                            config.max_false_marks_per_image, config.device,
+                                            config.operating_point_min_normal_films)
         return TrainResult(out_dir=self.out_dir, best_checkpoint=best_path, history=history,
                            best_val_auc=best.val_auc if best else float("nan"), resumed_from_epoch=start_epoch,
                            validation=validation, operating_point=chosen)

@@ -89,7 +89,8 @@ def fit_prepared(
         return TrainResult(out_dir=out_dir, best_checkpoint=None, history=history, members=results)
     best = write_ensemble(out_dir, config, [result.best_checkpoint for result in results])
     chosen = choose_operating_point(best, val_images, train_images, config.operating_point,
-                                    config.max_false_marks_per_image, config.device)
+                                    config.max_false_marks_per_image, config.device,
+                                    config.operating_point_min_normal_films)
     return TrainResult(out_dir=out_dir, best_checkpoint=best, history=history,
                        best_val_auc=float(np.mean([result.best_val_auc for result in results])),
                        resumed_from_epoch=results[0].resumed_from_epoch, validation=results[0].validation,

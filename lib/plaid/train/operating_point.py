@@ -5,6 +5,11 @@ serves them (`plaid.infer.predictor.PatchPredictor`, flips averaged when the mod
 ``tta_flips``) and takes the lowest threshold at which the normal patches marked average at most
 ``max_false_marks_per_image`` per film. It needs only films without calcification. ``slope1`` keeps the
 paper's point on the balanced validation patches, chosen during training.
+
+Every record names the films that chose the threshold (``threshold_films``: image and patient ids), so that
+`plaid evaluate` and `plaid ensemble` can refuse to report on them, and carries a warning
+(``operating_point_warning``, also logged) when fewer than ``min_normal_films`` films without calcification chose
+it, or when none did and the slope-1 threshold was kept.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ logger = logging.getLogger(__name__)
 FALSE_MARKS = "false_marks"
 SLOPE1 = "slope1"
 OPERATING_POINTS = (FALSE_MARKS, SLOPE1)
+DEFAULT_MIN_NORMAL_FILMS = 10
 
 
 @dataclass
@@ -60,29 +66,57 @@ def false_marks_per_film(films: Sequence[FilmScores], threshold: float) -> float
     return marks / len(films)
 
 
+def film_entries(films: Sequence[PreparedImage]) -> list[dict[str, Any]]:
+    """The image and patient id of each film (the ``threshold_films`` a checkpoint stores)."""
+    return [{"image_id": film.record.image_id, "patient_id": film.record.patient_id}
+            for film in films if film.record is not None]
+
+
+def operating_point_warning(normal_films: int, min_normal_films: int, chosen: str) -> str | None:
+    """Why the threshold may not hold on new films, in words (None when enough normal films chose it)."""
+    if chosen != FALSE_MARKS:
+        return (None if normal_films else
+                "no film without calcification to choose a false-marks threshold on: the slope-1 threshold is kept")
+    if normal_films < min_normal_films:
+        return (f"the threshold was chosen on {normal_films} films without calcification, fewer than "
+                f"{min_normal_films}: one false patch more or less there moves it, so expect other false-mark rates "
+                "on new films (hold out more normal women: operating_point_normal_women)")
+    return None
+
+
 def operating_point_record(films: Sequence[FilmScores], operating_point: str, max_per_film: float,
-                           slope1_threshold: float, source: str) -> dict[str, Any]:
-    """The checkpoint keys of the chosen operating point: the threshold, how it was chosen and the false marks
-    per film it gives on the films it was chosen on."""
-    threshold = slope1_threshold
-    if operating_point == FALSE_MARKS and films:
-        normal = np.concatenate([film.probabilities[~film.calcified] for film in films])
-        threshold = false_marks_threshold(normal, len(films), max_per_film)
+                           slope1_threshold: float, source: str, chosen_on: Sequence[dict[str, Any]] = (),
+                           min_normal_films: int = DEFAULT_MIN_NORMAL_FILMS) -> dict[str, Any]:
+    """The checkpoint keys of the chosen operating point: the threshold, how it was chosen, the films it was chosen
+    on (``chosen_on``, their ids), the false marks per film it gives there and a warning when too few of them
+    were normal."""
+    threshold, chosen = slope1_threshold, SLOPE1
+    normal = np.concatenate([film.probabilities[~film.calcified] for film in films] or [np.zeros(0)])
+    if operating_point == FALSE_MARKS and normal.size:
+        threshold, chosen = false_marks_threshold(normal, len(films), max_per_film), FALSE_MARKS
     calcified = np.concatenate([film.probabilities[film.calcified] for film in films] or [np.zeros(0)])
+    normal_films = sum(1 for film in films if not film.calcified.any())
+    warning = operating_point_warning(normal_films, min_normal_films, chosen)
+    if warning and (operating_point == FALSE_MARKS or chosen == FALSE_MARKS):
+        logger.warning("operating point: %s", warning)
     return {
         "threshold": threshold,
         "slope1_threshold": slope1_threshold,
-        "operating_point": operating_point if films or operating_point == SLOPE1 else SLOPE1,
+        "operating_point": chosen,
         "max_false_marks_per_image": max_per_film,
         "validation_false_marks_per_image": false_marks_per_film(films, threshold),
         "validation_patch_sensitivity": float(np.mean(calcified >= threshold)) if len(calcified) else float("nan"),
         "operating_point_films": len(films),
+        "operating_point_normal_films": normal_films,
         "operating_point_films_source": source,
+        "operating_point_warning": warning if operating_point == FALSE_MARKS else None,
+        "threshold_films": [dict(entry) for entry in chosen_on],
     }
 
 
 def set_operating_point(checkpoint: str | Path, films: Sequence[PreparedImage], operating_point: str,
-                        max_per_film: float, source: str, device: str = "auto") -> dict[str, Any]:
+                        max_per_film: float, source: str, device: str = "auto",
+                        min_normal_films: int = DEFAULT_MIN_NORMAL_FILMS) -> dict[str, Any]:
     """Score ``films`` with the checkpoint (one model or an ensemble) as served, store the chosen operating
     point in it and return it.
 
@@ -92,10 +126,8 @@ def set_operating_point(checkpoint: str | Path, films: Sequence[PreparedImage], 
     payload = read_checkpoint(checkpoint)
     scores = score_films(checkpoint, films, device) if films else []
     slope1 = float(payload.get("slope1_threshold", payload.get("threshold", 0.5)))
-    record = operating_point_record(scores, operating_point, max_per_film, slope1, source)
-    if operating_point == FALSE_MARKS and not films:
-        logger.warning("no film to choose the operating point on: keeping the slope-1 threshold %.4f",
-                       record["threshold"])
+    record = operating_point_record(scores, operating_point, max_per_film, slope1, source, film_entries(films),
+                                    min_normal_films)
     if math.isfinite(record["threshold"]):
         write_payload(checkpoint, {**payload, **record})
     logger.info("operating point %s: threshold %.4f gives %.2f false marks per film on %d %s films",
@@ -106,7 +138,7 @@ def set_operating_point(checkpoint: str | Path, films: Sequence[PreparedImage], 
 
 def choose_operating_point(best_path: Path, validation_films: Sequence[PreparedImage],
                            training_films: Sequence[PreparedImage], operating_point: str, max_per_film: float,
-                           device: str = "auto") -> dict[str, Any]:
+                           device: str = "auto", min_normal_films: int = DEFAULT_MIN_NORMAL_FILMS) -> dict[str, Any]:
     """Store a training run's operating point in its best checkpoint, chosen on the validation films; on the
     training films, with a warning, when no film was held out."""
     films, source = validation_films, "validation"
@@ -114,4 +146,5 @@ def choose_operating_point(best_path: Path, validation_films: Sequence[PreparedI
         logger.warning("no validation film was held out: the operating point is chosen on the training films "
                        "(optimistic; set val_fraction or operating_point_normal_women)")
         films, source = training_films, "training"
-    return set_operating_point(best_path, films, operating_point, max_per_film, source, device=device)
+    return set_operating_point(best_path, films, operating_point, max_per_film, source, device=device,
+                               min_normal_films=min_normal_films)

@@ -16,7 +16,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.names import check_name
 from plaid.errors import PlaidInputError
-from plaid.io.datalist import CaseRecord, attach_metadata
+from plaid.io.datalist import CaseRecord, attach_metadata, resolve_patients
 from plaid.model.checkpoint import read_checkpoint
 from plaid.options import strict_bool
 from plaid.serialization import json_safe, write_json
@@ -80,6 +80,7 @@ class CalcificationTrainer(TrainTask):
         studies = getattr(datastore, "_datastore_path", None)
         if studies:
             attach_metadata(records, Path(studies))
+        resolve_patients(records)
         run_dir = self.model_dir / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         logger.info("training on %d labelled images into %s", len(records), run_dir)
         started = time.time()
