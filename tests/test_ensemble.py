@@ -114,10 +114,15 @@ def test_a_threshold_chosen_on_films_holds_its_false_marks_per_film_in_evaluate(
     assert stored["operating_point"] == "false_marks" and stored["max_false_marks_per_image"] == 1.0
     assert stored["operating_point_films"] == 4 and stored["validation_false_marks_per_image"] <= 1.0
     assert not (tmp_path / ".chosen.pt.scoring").exists()
+    assert {entry["image_id"] for entry in stored["threshold_films"]} == {r.image_id for r in load_records(films)}
+    # the films chose the threshold: evaluate refuses them, and with --all reports them flagged as seen
+    assert main(["evaluate", str(films), "--model", str(out), "--out", str(tmp_path / "refused"),
+                 "--bootstrap", "10", "--overlays", "0", "--runtime", "torch-fp32", *FAST]) == 2
     report_dir = tmp_path / "report"
     assert main(["evaluate", str(films), "--model", str(out), "--out", str(report_dir), "--all",
                  "--bootstrap", "10", "--overlays", "0", "--runtime", "torch-fp32", *FAST]) == 0
     report = json.loads((report_dir / "report.json").read_text())
+    assert report["seen_films_included"] and report["split"]["overlap_with_threshold_films"]
     at = report["headline"]["at_threshold"]
     assert at["threshold"] == pytest.approx(stored["threshold"])
     assert at["false_marks_per_film"]["value"] == pytest.approx(stored["validation_false_marks_per_image"])
