@@ -173,3 +173,39 @@ def test_an_inbreast_cluster_of_many_specks_is_one_region(tmp_path: Path) -> Non
     assert len(regions) == 2  # the FROC counts what the importer counted: one cluster, one lone speck
     assert len(region_scores(mask, grid, scores, patch_labels_from_mask(mask, grid), spacing_mm=0.07,
                              cluster_gap_mm=0)) == 21  # single-speck counting, by name
+
+
+def test_a_film_calcified_only_at_image_level_counts_in_the_image_auc(tmp_path: Path) -> None:
+    import csv
+
+    import torch
+
+    from plaid.model.checkpoint import save_checkpoint
+    from plaid.model.network import PatchClassifier
+
+    films = tmp_path / "films"
+    generate_dataset(films, 6, seed=2, height=256, width=192, formats=("png",), calcified_fraction=0.7,
+                     max_clusters=1)
+    masks = films / "labels" / "final"
+    spread = next(path.stem for path in sorted(masks.glob("*.png")) if read_label_mask(path).any())
+    (masks / f"{spread}.png").unlink()  # calcifications spread over the film: known, not located (MIAS NOTE 3)
+    with (films / "metadata.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["calcified"] = "1" if row["image_id"] == spread else ""
+    with (films / "metadata.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    torch.manual_seed(0)
+    model = save_checkpoint(tmp_path / "model.pt", PatchClassifier(frozen_layers=0, architecture="resnet18"),
+                            threshold=0.5, patch_settings={"patch_size": 64, "stride": None}, config={"seed": 0})
+    assert main(["evaluate", str(films), "--model", str(model), "--out", str(tmp_path / "report"),
+                 "--bootstrap", "0", "--overlays", "0", *FAST]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["image_level_only_films"] == [spread]
+    headline = report["headline"]
+    assert headline["films"] == 6 and headline["located_films"] == 5  # in the image AUC, not in the FROC
+    line = next(item for item in report["per_image"] if item["image_id"] == spread)
+    assert line["calcified"] is True and line["located"] is False and line["regions"] is None
+    assert spread not in {row["image_id"] for row in csv.DictReader((tmp_path / "report" / "predictions.csv").open())}

@@ -39,6 +39,7 @@ from plaid.evaluate.headline import (
     image_auc,
     rate_key,
 )
+from plaid.evaluate.scoring import image_truth
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord
 from plaid.metrics import safe_auc
@@ -95,13 +96,6 @@ class ScoredFoldImage:
                           score=highest_tissue_value(self.probabilities, self.tissue), located=located)
 
 
-def image_truth(image: PreparedImage) -> bool:
-    """Image-level truth: the metadata's ``calcified`` when known, else whether the mask marks anything."""
-    if image.record.calcified is not None:
-        return bool(image.record.calcified)
-    return bool(image.labels is not None and image.labels.any())
-
-
 def score_fold_images(predictor: PatchPredictor, images: Sequence[PreparedImage]) -> list[ScoredFoldImage]:
     """Score every tissue patch (and every calcified patch) of the held-out images, and note each one's mean
     intensity for the brightness baseline."""
@@ -118,7 +112,7 @@ def score_fold_images(predictor: PatchPredictor, images: Sequence[PreparedImage]
             regions = region_scores(image.label_mask, image.grid, np.where(image.tissue, probabilities, 0.0),
                                     image.labels, image.spacing_mm_tiled)
         scored.append(ScoredFoldImage(image.record.image_id, probabilities, image.tissue, image.labels,
-                                      image_truth(image), brightness, regions, image.record.group))
+                                      image_truth(image.record, image.labels), brightness, regions, image.record.group))
     return scored
 
 
@@ -126,10 +120,10 @@ def test_images(images: Sequence[PreparedImage], normal_images: int | None, seed
     """All calcified images plus ``normal_images`` random others (all of them when None)."""
     if normal_images is None:
         return list(images)
-    normal = [number for number, image in enumerate(images) if not image_truth(image)]
+    normal = [number for number, image in enumerate(images) if not image_truth(image.record, image.labels)]
     rng = np.random.default_rng(seed)
     keep = set(rng.choice(normal, min(normal_images, len(normal)), replace=False).tolist()) if normal else set()
-    return [image for number, image in enumerate(images) if image_truth(image) or number in keep]
+    return [image for number, image in enumerate(images) if image_truth(image.record, image.labels) or number in keep]
 
 
 def highest_tissue_value(values: np.ndarray, tissue: np.ndarray) -> float:
@@ -273,7 +267,7 @@ def run_crossval(records: Sequence[CaseRecord], config: TrainConfig, out_dir: st
     started_wall, started_cpu = time.perf_counter(), time.process_time()
     prepared, problems = process_records(usable, lambda r: prepare_case(r, config), progress=progress,
                                          description="preparing images")
-    positive_groups = {p.record.group for p in prepared if image_truth(p)}
+    positive_groups = {p.record.group for p in prepared if image_truth(p.record, p.labels)}
     by_id = {p.record.image_id: p for p in prepared}
     split = patient_folds([p.record for p in prepared], folds, config.seed, positive_groups)
     patches = config.patch_settings

@@ -89,7 +89,7 @@ def film_scores(images: Sequence[ScoredImage]) -> list[FilmScores]:
     """What the headline figures need of each scored image."""
     return [FilmScores(patient=image.record.group, regions=image.regions,
                        negatives=image.probabilities[image.tissue & ~image.labels], calcified=image.image_label,
-                       score=image.image_score) for image in images]
+                       score=image.image_score, located=image.located) for image in images]
 
 
 def _roc_figure(labels: np.ndarray, scores: np.ndarray, summary: dict[str, Any], threshold: float,
@@ -166,10 +166,12 @@ def evaluate(
     out_dir.mkdir(parents=True, exist_ok=True)
     overlays = OverlayPicks(config.overlays)
     settings = predictor.patch_settings()
-    images, problems = score_records(selection.records, predictor, config.on_error, config.progress,
-                                     keep=overlays.offer, cluster_gap_mm=config.cluster_gap_mm)
+    films, problems = score_records(selection.records, predictor, config.on_error, config.progress,
+                                    keep=overlays.offer, cluster_gap_mm=config.cluster_gap_mm)
+    images = [film for film in films if film.located]  # the patch protocols need patch labels
     if not images:
-        raise PlaidInputError("no usable test image (every one was skipped; see the warnings above)")
+        raise PlaidInputError("no usable test image with a mask (every one was skipped or is calcified only at "
+                              "image level; see the warnings above)")
     threshold = predictor.threshold()
     table = PatchTable.from_images(images)
     image_ids = np.array([images[i].record.image_id for i in table.index.image], dtype=object)
@@ -189,17 +191,17 @@ def evaluate(
                   "roc_realistic": str(real_roc_png) if real_roc_png else None, "froc": str(froc_png)})
     files["overlays"] = overlays.write(out_dir / "overlays")
     split = selection.describe()
-    split["scored_images"] = [image.record.image_id for image in images]
+    split["scored_images"] = [film.record.image_id for film in films]
     meta = predictor.model()[1]
-    films = film_scores(images)
+    scores = film_scores(films)
     given = predictor.config.threshold is not None and "threshold" in meta
     stored = float(meta["threshold"]) if given else threshold
-    headline = headline_figures(films, stored, config.bootstrap, config.seed, config.confidence)
+    headline = headline_figures(scores, stored, config.bootstrap, config.seed, config.confidence)
     headline["at_threshold"].update(source=_threshold_source(predictor) if not given else "checkpoint (stored)",
                                     checkpoint=stored_operating_point(meta))
     if given:  # the stored operating point stays first; the given threshold follows, marked as such
         headline["at_given_threshold"] = {"threshold": threshold, "source": _threshold_source(predictor),
-                                          **at_threshold(films, threshold)}
+                                          **at_threshold(scores, threshold)}
     report = {
         "headline": headline,
         "seen_films_included": selection.includes_seen_films,
@@ -209,12 +211,13 @@ def evaluate(
         "seed": config.seed,
         "cluster_gap_mm": config.cluster_gap_mm,
         "patch_settings": asdict(settings),
-        "test_images": len(images),
-        "test_patients": len({image.record.group for image in images}),
+        "test_images": len(films),
+        "test_patients": len({film.record.group for film in films}),
+        "image_level_only_films": [film.record.image_id for film in films if not film.located],
         "problems": [asdict(problem) for problem in problems],
         "paper_protocol": paper_summary,
         "realistic_protocol": realistic,
-        "per_image": [image.summary() for image in images],
+        "per_image": [film.summary() for film in films],
         "split": split,
         "files": {key: _relative(value, out_dir) for key, value in files.items()},
     }

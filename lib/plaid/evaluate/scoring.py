@@ -28,6 +28,7 @@ class ScoredImage:
     labels: np.ndarray
     regions: np.ndarray
     threshold: float
+    located: bool = True
 
     @property
     def app_scores(self) -> np.ndarray:
@@ -36,8 +37,8 @@ class ScoredImage:
 
     @property
     def image_label(self) -> bool:
-        """True when the image has any annotated calcification."""
-        return bool(self.labels.any())
+        """Image-level truth: the metadata's ``calcified`` when known, else whether the mask marks anything."""
+        return image_truth(self.record, self.labels)
 
     @property
     def image_score(self) -> float:
@@ -59,12 +60,22 @@ class ScoredImage:
             "calcified": self.image_label,
             "image_score": round(self.image_score, 6),
             "patches_tissue": int(self.tissue.sum()),
-            "patches_calcified": int(self.labels.sum()),
             "patches_predicted": int(self.predicted.sum()),
-            "false_positive_patches": int((self.predicted & negatives).sum()),
-            "regions": len(self.regions),
-            "regions_detected": int((self.regions >= self.threshold).sum()),
+            "located": self.located,
+            # a film calcified only at image level has no patch labels: nothing to count as hit or false mark
+            "patches_calcified": int(self.labels.sum()) if self.located else None,
+            "false_positive_patches": int((self.predicted & negatives).sum()) if self.located else None,
+            "regions": len(self.regions) if self.located else None,
+            "regions_detected": int((self.regions >= self.threshold).sum()) if self.located else None,
         }
+
+
+def image_truth(record: CaseRecord, labels: np.ndarray | None) -> bool:
+    """Whether a film is calcified: its record's image-level ``calcified`` when known (films calcified only at
+    image level have no mask), else whether any of its patches is labelled calcified."""
+    if record.calcified is not None:
+        return bool(record.calcified)
+    return bool(labels is not None and labels.any())
 
 
 def score_image(image: PreparedImage, predictor: PatchPredictor,
@@ -73,10 +84,16 @@ def score_image(image: PreparedImage, predictor: PatchPredictor,
     (clusters of marks at most ``cluster_gap_mm`` apart, `plaid.patches.regions`).
 
     Calcified patches outside the tissue mask (which the app never scores) are scored too, with the same
-    predictor, so the paper protocol can include every calcified patch.
+    predictor, so the paper protocol can include every calcified patch. A film without a mask whose record
+    says it is calcified (image-level truth only) is scored with ``located`` False: no patch label, no region.
     """
-    if image.labels is None or image.label_mask is None or image.record is None:
-        raise ValueError("score_image needs an image prepared from a labelled record with keep_mask=True")
+    if image.record is None:
+        raise ValueError("score_image needs an image prepared from a record")
+    if image.labels is None or image.label_mask is None:
+        prediction = predictor.predict_prepared(image)
+        return ScoredImage(record=image.record, grid=image.grid, probabilities=prediction.probabilities.astype(float),
+                           tissue=prediction.scored, labels=np.zeros(len(image.grid), dtype=bool),
+                           regions=np.zeros(0), threshold=prediction.threshold, located=False)
     prediction = predictor.predict_prepared(image)
     probabilities = prediction.probabilities.astype(np.float64)
     extra = np.flatnonzero(image.labels & ~prediction.scored)
@@ -107,8 +124,12 @@ def score_records(
             keep(image, scored)
         return scored
 
+    def prepare(record: CaseRecord) -> PreparedImage:
+        located = bool(record.label) or record.calcified is None  # no mask and no image-level truth: an error
+        return prepare_image(record, settings, with_label=located, keep_mask=located)
+
     return process_records(records, work, on_error=on_error, progress=progress, description="scoring test images",
-                           prepare=lambda record: prepare_image(record, settings, keep_mask=True))
+                           prepare=prepare)
 
 
 @dataclass
