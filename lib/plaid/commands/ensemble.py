@@ -25,7 +25,7 @@ from plaid.io.datalist import CaseRecord, load_records
 from plaid.model.checkpoint import read_checkpoint, write_payload
 from plaid.model.ensemble import MEMBERS_KEY, ensemble_payload, mean_slope1_threshold, training_patients
 from plaid.train.holdout import TEST_PART, patients_in
-from plaid.train.operating_point import FALSE_MARKS, FilmScores, operating_point_record
+from plaid.train.operating_point import FALSE_MARKS, FilmScores, film_entries, operating_point_record
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ def choose_threshold(checkpoint: Path, records: list[CaseRecord], max_per_film: 
     if not images:
         raise PlaidInputError("no usable film in --data (every one was skipped; see the warnings above)")
     films = [FilmScores(image.probabilities[image.tissue], image.labels[image.tissue]) for image in images]
-    chosen_on = [{"image_id": image.record.image_id, "patient_id": image.record.patient_id} for image in images]
-    record = operating_point_record(films, FALSE_MARKS, max_per_film, slope1, "unseen", chosen_on)
+    record = operating_point_record(films, FALSE_MARKS, max_per_film, slope1, "unseen",
+                                    film_entries([image.record for image in images]))
     achieved = record["validation_false_marks_per_image"]
     return {**record, "threshold_source": f"chosen for the ensemble: at most {max_per_film:g} false patches per "
                                           f"film on {len(images)} films no member trained on ({achieved:.2f} there)"}

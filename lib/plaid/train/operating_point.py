@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from plaid.infer.predictor import InferConfig, PatchPredictor
+from plaid.io.datalist import CaseRecord
 from plaid.metrics import false_marks_threshold
 from plaid.model.backends import TORCH_FP32
 from plaid.model.checkpoint import read_checkpoint, write_payload
@@ -66,10 +67,9 @@ def false_marks_per_film(films: Sequence[FilmScores], threshold: float) -> float
     return marks / len(films)
 
 
-def film_entries(films: Sequence[PreparedImage]) -> list[dict[str, Any]]:
+def film_entries(records: Sequence[CaseRecord | None]) -> list[dict[str, Any]]:
     """The image and patient id of each film (the ``threshold_films`` a checkpoint stores)."""
-    return [{"image_id": film.record.image_id, "patient_id": film.record.patient_id}
-            for film in films if film.record is not None]
+    return [{"image_id": record.image_id, "patient_id": record.patient_id} for record in records if record is not None]
 
 
 def operating_point_warning(normal_films: int, min_normal_films: int, chosen: str) -> str | None:
@@ -96,8 +96,10 @@ def operating_point_record(films: Sequence[FilmScores], operating_point: str, ma
         threshold, chosen = false_marks_threshold(normal, len(films), max_per_film), FALSE_MARKS
     calcified = np.concatenate([film.probabilities[film.calcified] for film in films] or [np.zeros(0)])
     normal_films = sum(1 for film in films if not film.calcified.any())
-    warning = operating_point_warning(normal_films, min_normal_films, chosen)
-    if warning and (operating_point == FALSE_MARKS or chosen == FALSE_MARKS):
+    warning = None
+    if operating_point == FALSE_MARKS:
+        warning = operating_point_warning(normal_films, min_normal_films, chosen)
+    if warning:
         logger.warning("operating point: %s", warning)
     return {
         "threshold": threshold,
@@ -109,7 +111,7 @@ def operating_point_record(films: Sequence[FilmScores], operating_point: str, ma
         "operating_point_films": len(films),
         "operating_point_normal_films": normal_films,
         "operating_point_films_source": source,
-        "operating_point_warning": warning if operating_point == FALSE_MARKS else None,
+        "operating_point_warning": warning,
         "threshold_films": [dict(entry) for entry in chosen_on],
     }
 
@@ -126,7 +128,8 @@ def set_operating_point(checkpoint: str | Path, films: Sequence[PreparedImage], 
     payload = read_checkpoint(checkpoint)
     scores = score_films(checkpoint, films, device) if films else []
     slope1 = float(payload.get("slope1_threshold", payload.get("threshold", 0.5)))
-    record = operating_point_record(scores, operating_point, max_per_film, slope1, source, film_entries(films),
+    record = operating_point_record(scores, operating_point, max_per_film, slope1, source,
+                                    film_entries([film.record for film in films]),
                                     min_normal_films)
     if math.isfinite(record["threshold"]):
         write_payload(checkpoint, {**payload, **record})
