@@ -76,7 +76,7 @@ def plot_roc(
         xs = np.linspace(0, 1 - intercept, 2)
         axis.plot(xs, xs + intercept, color="tab:orange", linestyle="--", linewidth=1)
         axis.scatter([operating.fpr], [operating.tpr], color="tab:orange", zorder=3,
-                     label=f"slope-1 point (t={operating.threshold:.3f})")
+                     label=f"slope-1 point, chosen on these patches (t={operating.threshold:.3f})")
     if at_threshold is not None:
         threshold, fpr, tpr = at_threshold
         axis.scatter([fpr], [tpr], color="tab:red", marker="x", s=60, zorder=4, label=f"threshold {threshold:.3f}")
