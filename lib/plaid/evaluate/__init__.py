@@ -1,1 +1,2 @@
-"""Evaluation: patch scoring, the paper and realistic protocols, metrics, FROC, bootstrap, plots, overlays, report."""
+"""Evaluation: patch scoring, the headline figures, the paper and realistic protocols, FROC, bootstrap, plots,
+overlays, report, cross-validation (the shared measures are in `plaid.metrics`)."""

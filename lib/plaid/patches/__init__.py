@@ -1,1 +1,2 @@
-"""From a read image to patches: grid, tissue, patch labels, spacing, balanced sampling, the prepared image."""
+"""From a read image to patches: grid, tissue, patch labels, calcified regions, spacing, balanced sampling, the
+prepared image."""

@@ -1,1 +1,2 @@
-"""Training: the loop and its configuration, splits and holdout, inserted positives, hard negatives, pretraining."""
+"""Training: the loop and its configuration, splits and holdout, inserted positives, pretraining, the operating
+point, ensembles of seeds."""
