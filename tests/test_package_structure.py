@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "lib" / "plaid"
 
 
@@ -54,7 +56,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 def layer_of(module: str) -> int:
     """The index in `LAYERS` of the most specific entry ``module`` falls under."""
     matches = [(len(name), number) for number, names in enumerate(LAYERS) for name in names
-               if module == name or module.startswith(name + ".")]
+               if module == name or ("." in name and module.startswith(name + "."))]  # "plaid" is its __init__ only
     if not matches:
         raise AssertionError(f"{module} is in no layer of LAYERS: add it where it belongs in the data flow")
     return max(matches)[1]
@@ -104,6 +106,11 @@ def test_cycle_finder_reports_a_cycle() -> None:
 
 def test_no_module_imports_itself_through_others() -> None:
     assert find_cycle(import_graph()) is None
+
+
+def test_a_package_in_no_layer_is_named() -> None:
+    with pytest.raises(AssertionError, match="plaid.newstep is in no layer"):
+        layer_of("plaid.newstep.module")
 
 
 def test_layer_checker_reports_an_upward_import() -> None:
