@@ -109,7 +109,7 @@ def test_no_module_imports_itself_through_others() -> None:
 
 
 def test_a_package_in_no_layer_is_named() -> None:
-    with pytest.raises(AssertionError, match="plaid.newstep is in no layer"):
+    with pytest.raises(AssertionError, match="plaid.newstep.module is in no layer"):
         layer_of("plaid.newstep.module")
 
 
