@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 MEASUREMENT_GROUP = "125007"
 # The tracking identifier OHIF 3.x writes for (and hydrates into) its rectangle tool.
 RECTANGLE_TRACKING_IDENTIFIER = "Cornerstone3DTools@^0.1.0:RectangleROI"
+# How every box label starts (PLAID's OHIF configuration tells its boxes from a reader's by it).
+BOX_LABEL_PREFIX = "Calcification patch"
 
 
 def patch_polyline(box: list[int] | tuple[int, int, int, int]) -> np.ndarray:
@@ -43,7 +45,7 @@ def patch_polyline(box: list[int] | tuple[int, int, int, int]) -> np.ndarray:
 
 def box_label(patch: int, probability: float) -> str:
     """The text OHIF shows beside a tracked box: the patch and its probability."""
-    return f"Calcification patch {patch}: probability {probability:.2f}"
+    return f"{BOX_LABEL_PREFIX} {patch}: probability {probability:.2f}"
 
 
 def _patch_group(source: Dataset, entry: dict[str, Any]) -> Any:
