@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from plaid.pacs.sr import BOX_LABEL_PREFIX
+from plaid.pacs.seg import BOX_LABEL_PREFIX
 
 OHIF_VERSION = "3.13.2"
 LONGITUDINAL_MODE = "@ohif/mode-longitudinal"
