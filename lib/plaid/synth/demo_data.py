@@ -84,14 +84,17 @@ def operating_point_line(checkpoint: Path, studies: Path, min_normal: int = MIN_
 
     payload = read_checkpoint(checkpoint)
     films = [entry.get("image_id", "") for entry in (payload.get("split") or {}).get("validation", [])]
-    normal = 0
+    normal = unknown = 0
     for image_id in films:
         mask = next((studies / "labels" / "final").glob(f"{image_id}.*"), None)
+        unknown += mask is None
         normal += int(mask is not None and not read_label_mask(mask).any())
     source = payload.get("operating_point_films_source", "validation")
     line = (f"operating point: threshold {float(payload.get('threshold', float('nan'))):.3f} "
             f"({payload.get('operating_point', '?')}) chosen on {payload.get('operating_point_films', len(films))} "
             f"{source} films, {normal} of them without calcification")
+    if unknown:
+        line += f" ({unknown} not in {studies})"
     enough = source == "validation" and normal >= min_normal
     if not enough:
         line += f" - fewer than {min_normal} normal validation films: the threshold is a rough guess"
