@@ -171,7 +171,7 @@ def test_inference_stores_seg_and_sr_matching_the_mask(client: MONAILabelClient,
     source = pydicom.dcmread(path)
     label_file, result = client.infer("calcification", _sop(path), {"threshold": 0.0, "dicom_outputs": "seg,sr"})
     mask = np.squeeze(itk.array_from_image(itk.imread(label_file)))
-    assert mask.shape == (source.Rows, source.Columns) and 0 < mask.sum() < mask.size
+    assert mask.shape == (source.Rows, source.Columns) and mask.sum() > 0  # threshold 0: every tissue patch
     assert result["patches_positive"] == len(result["positives"]) > 0
     info = client.datastore()["objects"][_sop(path)]["image"]["info"]  # the header kept with the cached .dcm
     assert info["SeriesInstanceUID"] == source.SeriesInstanceUID and info["StudyInstanceUID"] == source.StudyInstanceUID
@@ -182,7 +182,7 @@ def test_inference_stores_seg_and_sr_matching_the_mask(client: MONAILabelClient,
     assert seg.Modality == "SEG" and seg.StudyInstanceUID == source.StudyInstanceUID
     # one segment per positive patch, named with its probability, clipped to the breast (not the background)
     tissue = tissue_mask(read_mammogram(path).pixels)
-    assert 0 < tissue.sum() < tissue.size
+    assert ((mask != 0) & ~tissue).any()  # some positive patch reaches over the background
     assert np.array_equal(read_seg_mask(seg, str(source.SOPInstanceUID), mask.shape), (mask != 0) & tissue)
     assert [s.SegmentLabel for s in seg.SegmentSequence] == [box_label(p["patch"], p["probability"])
                                                              for p in result["positives"]]
