@@ -1,6 +1,10 @@
 """`make demo`: serve the sample data with MONAI Label on 127.0.0.1, train briefly if no model exists,
 run one inference through MONAI Label's client, and write the mask plus an overlay PNG.
 
+The served folder (.demo/studies) is the sample data, its last two films unlabelled, plus four synthetic
+women without calcification the brief training holds out to choose its threshold on
+(`plaid.synth.demo_data`); `make pacs-demo` trains on the same folder with the same recipe.
+
 The server keeps running afterwards (point 3D Slicer's MONAILabel module at the printed URL) until
 Ctrl-C, unless --exit is given.
 """
@@ -21,26 +25,7 @@ from plaid.evaluate.overlays import render_overlay
 from plaid.io.images import read_mammogram
 from plaid.io.labels import read_label_mask
 from plaid.serving import DEMO_RECIPE, REPO_ROOT, start_label_server
-
-UNLABELED_FOR_DEMO = 2
-
-
-def prepare_studies(source: Path, studies: Path) -> None:
-    """Copy the sample data into a working datastore once; the last images stay unlabeled to annotate."""
-    if studies.exists():
-        return
-    studies.mkdir(parents=True)
-    images = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in (".png", ".dcm"))
-    for image in images:
-        shutil.copy2(image, studies / image.name)
-    for extra in ("metadata.csv",):
-        if (source / extra).is_file():
-            shutil.copy2(source / extra, studies / extra)
-    (studies / "labels" / "final").mkdir(parents=True)
-    withheld = {p.name.rsplit(".", 1)[0] for p in images[-UNLABELED_FOR_DEMO:]}
-    for label in sorted((source / "labels" / "final").glob("*")):
-        if label.name.rsplit(".", 1)[0] not in withheld:
-            shutil.copy2(label, studies / "labels" / "final" / label.name)
+from plaid.synth.demo_data import operating_point_line, prepare_demo_studies
 
 
 def wait_for_training(client: MONAILabelClient, poll_s: float = 5.0) -> dict:
@@ -69,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    prepare_studies(args.sample_data, args.studies)
+    prepare_demo_studies(args.sample_data, args.studies)
     args.model_dir.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     server = start_label_server(
@@ -87,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             if status.get("status") != "DONE":
                 print(f"Training failed: {status}. See {server.log_path}", file=sys.stderr)
                 return 1
+        print(operating_point_line(args.model_dir / "calcification.pt", args.studies)[0], flush=True)
         objects = client.datastore()["objects"]
         unlabeled = sorted(k for k, v in objects.items() if "final" not in v.get("labels", {}))
         image_id = (unlabeled or sorted(objects))[0]

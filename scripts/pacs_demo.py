@@ -7,9 +7,10 @@
 5. OHIF (the @ohif/app production build, cached outside the checkout) with a same-origin DICOMweb
    proxy to Orthanc; the URL that opens the study with PLAID's SEG is printed.
 
-A model is needed: model/calcification.pt (from `make demo` or `plaid train`), else a brief training on
-sample-data runs first. Everything keeps running (3D Slicer works against the printed MONAI Label URL as
-with `make demo`) until Ctrl-C, unless --exit is given.
+A model is needed: model/calcification.pt (from `make demo` or `plaid train`), else the brief training
+`make demo` runs (same recipe, same folder: the sample data plus four synthetic normal women held out for
+the threshold, `plaid.synth.demo_data`) runs first with `plaid train`. Everything keeps running (3D
+Slicer works against the printed MONAI Label URL as with `make demo`) until Ctrl-C, unless --exit is given.
 """
 
 from __future__ import annotations
@@ -29,17 +30,19 @@ from monailabel.client import MONAILabelClient
 from plaid.pacs.ohif import OhifUnavailable, start_ohif
 from plaid.pacs.orthanc import start_orthanc
 from plaid.serving import DEMO_RECIPE, REPO_ROOT, start_label_server
+from plaid.synth.demo_data import operating_point_line, prepare_demo_studies
 
 USER = "plaid"
 
 
-def train_briefly(sample_data: Path, model_path: Path, recipe: Path, epochs: int | None) -> None:
-    """Train on the sample data with `plaid train --recipe` and publish the best checkpoint to ``model_path``."""
+def train_briefly(studies: Path, model_path: Path, recipe: Path, epochs: int | None) -> None:
+    """Train on the labelled films of the demo studies (as `make demo` does) with `plaid train --recipe` and
+    publish the best checkpoint to ``model_path``."""
     with tempfile.TemporaryDirectory() as folder:
-        print(f"No model at {model_path}: brief training ({recipe.name}) on {sample_data} (plaid train)...", flush=True)
+        print(f"No model at {model_path}: brief training ({recipe.name}) on {studies} (plaid train)...", flush=True)
         epochs_flag = [] if epochs is None else ["--epochs", str(epochs)]
-        subprocess.run([sys.executable, "-m", "plaid.cli", "train", str(sample_data), "--out", folder,
-                        "--recipe", str(recipe), *epochs_flag], check=True)
+        subprocess.run([sys.executable, "-m", "plaid.cli", "train", str(studies), "--out", folder,
+                        "--recipe", str(recipe), "--on-error", "skip", "--no-progress", *epochs_flag], check=True)
         model_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(Path(folder) / "best.pt", model_path)
 
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the PACS demo; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sample-data", type=Path, default=REPO_ROOT / "sample-data")
+    parser.add_argument("--studies", type=Path, default=REPO_ROOT / ".demo" / "studies",
+                        help="training folder shared with `make demo` (made from --sample-data when missing)")
     parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / "model")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "demo-output" / "pacs")
     parser.add_argument("--orthanc-port", type=int, default=8042)
@@ -62,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     model_path = args.model_dir / "calcification.pt"
     if not model_path.is_file():
-        train_briefly(args.sample_data, model_path, args.recipe, args.train_epochs)
+        train_briefly(prepare_demo_studies(args.sample_data, args.studies), model_path, args.recipe, args.train_epochs)
+    print(operating_point_line(model_path, args.studies)[0], flush=True)
 
     password = secrets.token_urlsafe(12)
     orthanc = start_orthanc(port=args.orthanc_port, users={USER: password}, log_path=args.out / "orthanc.log")

@@ -33,6 +33,17 @@ def test_monochrome2_round_trip_keeps_12_bit_values_and_metadata(tmp_path: Path)
     assert meta.photometric == "MONOCHROME2" and meta.bits_stored == 12
 
 
+@pytest.mark.parametrize(("side", "view", "orientation"), [("R", "CC", ["P", "L"]), ("L", "CC", ["A", "R"]),
+                                                          ("R", "MLO", ["P", "F"]), ("L", "MLO", ["A", "F"])])
+def test_written_film_carries_orientation_and_descriptions(tmp_path: Path, side: str, view: str,
+                                                           orientation: list[str]) -> None:
+    path = write_dicom_mammogram(tmp_path / "o.dcm", _ramp(), laterality=side, view=view, patient_id="SYN0042")
+    ds = pydicom.dcmread(path)
+    assert list(ds.PatientOrientation) == orientation
+    assert (ds.ImageLaterality, ds.ViewPosition, ds.SeriesDescription) == (side, view, f"{side} {view}")
+    assert ds.StudyDescription and ds.AccessionNumber == f"SYN0042{side}{view}"
+
+
 def test_monochrome1_is_inverted_back_to_bright_dense(tmp_path: Path) -> None:
     pixels = _ramp()
     path = write_dicom_mammogram(tmp_path / "m1.dcm", pixels, monochrome1=True)

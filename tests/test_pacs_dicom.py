@@ -55,6 +55,20 @@ def test_seg_matches_mask_and_carries_plane_geometry(mammogram: pydicom.Dataset,
     assert referenced_instances(seg) == {str(mammogram.SOPInstanceUID)} and is_automatic(seg)
 
 
+def test_seg_holds_one_named_segment_per_given_mask(mammogram: pydicom.Dataset) -> None:
+    layers = np.zeros((2, 300, 250), dtype=np.uint8)
+    layers[0, 10:60, 20:80] = 1
+    layers[1, 40:90, 60:120] = 1  # overlapping the first
+    labels = ["Calcification patch 1: probability 0.91", "Calcification patch 2: probability 0.55"]
+    seg = _round_trip(write_seg(mammogram, layers, SeriesInfo("test"), labels=labels))
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == labels
+    assert [int(s.SegmentNumber) for s in seg.SegmentSequence] == [1, 2]
+    assert all(s.SegmentedPropertyTypeCodeSequence[0].CodeValue == CALCIFICATION.value for s in seg.SegmentSequence)
+    assert np.array_equal(read_seg_mask(seg, str(mammogram.SOPInstanceUID), (300, 250)), layers.any(axis=0))
+    with pytest.raises(LabelShapeError, match="labels"):
+        write_seg(mammogram, layers, SeriesInfo("test"), labels=labels[:1])
+
+
 def test_ohif_label_map_seg_is_read_by_referenced_instance(mammogram: pydicom.Dataset) -> None:
     mask = np.zeros((300, 250), dtype=np.uint8)
     mask[20:40, 100:180] = 1

@@ -22,16 +22,18 @@ from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException, MONAILabelUtils
 from pacs_helpers import ohif_label_map_seg, write_ct_copy, write_multiframe_mg
 
+from plaid.io.images import read_mammogram
 from plaid.io.labels import read_label_mask
 from plaid.model.checkpoint import save_checkpoint
 from plaid.model.network import build_model
 from plaid.pacs import dicomweb
 from plaid.pacs.codes import CALCIFICATION
 from plaid.pacs.orthanc import OrthancServer, orthanc_missing, start_orthanc
-from plaid.pacs.seg import read_seg_mask
+from plaid.pacs.seg import box_label, read_seg_mask
 from plaid.pacs.sr import read_sr_regions
 from plaid.patches.grid import PatchGrid
 from plaid.patches.labels import patch_labels_from_mask
+from plaid.patches.tissue import tissue_mask
 from plaid.serving import LabelServer, free_port, start_label_server
 from plaid.synth.generator import generate_dataset
 
@@ -169,7 +171,7 @@ def test_inference_stores_seg_and_sr_matching_the_mask(client: MONAILabelClient,
     source = pydicom.dcmread(path)
     label_file, result = client.infer("calcification", _sop(path), {"threshold": 0.0, "dicom_outputs": "seg,sr"})
     mask = np.squeeze(itk.array_from_image(itk.imread(label_file)))
-    assert mask.shape == (source.Rows, source.Columns) and 0 < mask.sum() < mask.size
+    assert mask.shape == (source.Rows, source.Columns) and mask.sum() > 0  # threshold 0: every tissue patch
     assert result["patches_positive"] == len(result["positives"]) > 0
     info = client.datastore()["objects"][_sop(path)]["image"]["info"]  # the header kept with the cached .dcm
     assert info["SeriesInstanceUID"] == source.SeriesInstanceUID and info["StudyInstanceUID"] == source.StudyInstanceUID
@@ -178,10 +180,15 @@ def test_inference_stores_seg_and_sr_matching_the_mask(client: MONAILabelClient,
 
     seg = _wado(orthanc, result["dicom_outputs"]["seg"])
     assert seg.Modality == "SEG" and seg.StudyInstanceUID == source.StudyInstanceUID
-    assert np.array_equal(read_seg_mask(seg, str(source.SOPInstanceUID), mask.shape), mask != 0)
-    segment = seg.SegmentSequence[0]
-    assert segment.SegmentLabel == "Calcification" and segment.SegmentAlgorithmType == "AUTOMATIC"
-    assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == CALCIFICATION.value
+    # one segment per positive patch, named with its probability, clipped to the breast (not the background)
+    tissue = tissue_mask(read_mammogram(path).pixels)
+    assert ((mask != 0) & ~tissue).any()  # some positive patch reaches over the background
+    assert np.array_equal(read_seg_mask(seg, str(source.SOPInstanceUID), mask.shape), (mask != 0) & tissue)
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == [box_label(p["patch"], p["probability"])
+                                                             for p in result["positives"]]
+    for segment in seg.SegmentSequence:
+        assert segment.SegmentAlgorithmType == "AUTOMATIC"
+        assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == CALCIFICATION.value
     shared = seg.SharedFunctionalGroupsSequence[0]
     assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == [float(v) for v in source.PixelSpacing]
     assert [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]

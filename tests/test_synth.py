@@ -135,13 +135,13 @@ def test_normal_case_has_an_empty_mask() -> None:
 def test_chest_wall_side_follows_laterality_and_mlo_has_a_pectoral_muscle(side: str) -> None:
     cc = synthesize_case(672, 560, seed=4, n_clusters=0, view="CC", laterality=side)
     mlo = synthesize_case(672, 560, seed=4, n_clusters=0, view="MLO", laterality=side)
-    wall, far = (0, -1) if side == "R" else (-1, 0)
+    wall, far = (-1, 0) if side == "R" else (0, -1)  # the breasts face each other as films are hung
     for case in (cc, mlo):
         assert case.breast_mask[:, wall].mean() > 0.6 and not case.breast_mask[:, far].any()
         half = case.pixels.shape[1] // 2
         brighter_right = case.pixels[:, half:].mean() > case.pixels[:, :half].mean()
-        assert brighter_right == (side == "L")
-    corner = (slice(0, 50), slice(0, 50) if side == "R" else slice(-50, None))  # top of the chest wall
+        assert brighter_right == (side == "R")
+    corner = (slice(0, 50), slice(-50, None) if side == "R" else slice(0, 50))  # top of the chest wall
     tissue = mlo.pixels[mlo.breast_mask & ~mlo.pectoral_mask]
     assert mlo.pectoral_mask[corner].all()
     assert mlo.pixels[corner].mean() > np.percentile(tissue, 75)

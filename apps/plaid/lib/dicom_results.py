@@ -13,7 +13,7 @@ import numpy as np
 import pydicom
 
 from plaid.errors import PlaidInputError
-from plaid.pacs.seg import SeriesInfo, write_seg
+from plaid.pacs.seg import SeriesInfo, patch_segments, write_seg
 from plaid.pacs.sr import write_sr
 
 logger = logging.getLogger(__name__)
@@ -49,8 +49,11 @@ def require_result_store():
 
 
 def publish_dicom_results(image_path: str, mask: np.ndarray, positives: list[dict[str, Any]], kinds: list[str],
-                          store=None) -> dict[str, dict[str, str]]:
-    """Build the requested SEG / SR for the MG at ``image_path`` and store them; returns their UIDs by kind."""
+                          store=None, tissue: np.ndarray | None = None) -> dict[str, dict[str, str]]:
+    """Build the requested SEG / SR for the MG at ``image_path`` and store them; returns their UIDs by kind.
+
+    The SEG holds one segment per positive patch (`plaid.pacs.seg.patch_segments`), clipped to ``tissue``
+    (the breast)."""
     store = store or require_result_store()
     try:
         source = pydicom.dcmread(image_path, stop_before_pixels=True)
@@ -58,7 +61,8 @@ def publish_dicom_results(image_path: str, mask: np.ndarray, positives: list[dic
         raise PlaidInputError(f"dicom_outputs need a DICOM image ({type(exc).__name__}: {exc})", image_path) from exc
     datasets = {}
     if "seg" in kinds:
-        datasets["seg"] = write_seg(source, mask, SEG_SERIES)
+        segments, labels = patch_segments(mask, positives, tissue)
+        datasets["seg"] = write_seg(source, segments, SEG_SERIES, labels=labels)
     if "sr" in kinds:
         datasets["sr"] = write_sr(source, positives, SR_SERIES)
     store.store_results(list(datasets.values()))

@@ -144,6 +144,20 @@ def _laterality(ds) -> str | None:
     return None
 
 
+def patient_orientation(laterality: str | None, view: str | None) -> list[str] | None:
+    """Patient Orientation (row direction, column direction) of a film hung the conventional way.
+
+    The breasts face each other: a right breast has its chest wall on the right edge (rows run toward
+    posterior, "P"), a left breast on the left edge ("A"). Down the film a CC runs from lateral to medial
+    (toward the patient's left for a right breast), an MLO toward the feet ("F"). None when unknown.
+    """
+    if laterality not in ("L", "R") or view not in ("CC", "MLO"):
+        return None
+    rows = "P" if laterality == "R" else "A"
+    columns = "F" if view == "MLO" else ("L" if laterality == "R" else "R")
+    return [rows, columns]
+
+
 def write_dicom_mammogram(
     path: str | Path,
     pixels: np.ndarray,
@@ -156,11 +170,16 @@ def write_dicom_mammogram(
     patient_id: str = "ANON",
     age_years: float | None = None,
     window: tuple[float, float] | None = None,
+    study_description: str = "MAMMOGRAPHY (SYNTHETIC)",
+    accession_number: str | None = None,
 ) -> Path:
     """Write an uncompressed DICOM Digital Mammography (For Presentation) image.
 
     ``pixels`` are display values (bright = dense) in [0, 2**bits_stored - 1]; with ``monochrome1`` they
     are stored inverted so readers must invert them back. ``window`` adds a VOI window (center, width).
+    Laterality and view also give the series description ("R CC") and the Patient Orientation of a film
+    hung the conventional way (`patient_orientation`); the accession number defaults to the patient id
+    with the laterality and view.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
@@ -195,10 +214,17 @@ def write_dicom_mammogram(
     ds.PatientSex = "F"
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
+    ds.StudyDescription = study_description
+    ds.SeriesDescription = " ".join(part for part in (laterality, view) if part) or "MAMMOGRAM"
+    ds.AccessionNumber = (accession_number or f"{patient_id}{laterality or ''}{view or ''}")[:16]
+    ds.StudyID = "1"
     if laterality:
         ds.ImageLaterality = laterality
     if view:
         ds.ViewPosition = view
+    orientation = patient_orientation(laterality, view)
+    if orientation:
+        ds.PatientOrientation = orientation
     ds.ImagerPixelSpacing = [pixel_spacing_mm, pixel_spacing_mm]
     ds.PixelSpacing = [pixel_spacing_mm, pixel_spacing_mm]
     ds.SamplesPerPixel = 1

@@ -2,15 +2,14 @@
 
 `ensure_ohif` extracts ``dist/`` from the package tarball fetched with ``npm pack`` (no ``npm install``)
 into ``~/.cache/plaid/ohif/<version>`` (or ``$PLAID_OHIF_CACHE``), outside the checkout, once.
-`start_ohif` serves it on 127.0.0.1 with a generated ``app-config.js`` whose DICOMweb data source is
-this same origin: ``/dicom-web`` and ``/wado`` are proxied to Orthanc, which adds the PACS credentials
+`start_ohif` serves it on 127.0.0.1 with PLAID's ``app-config.js`` (`plaid.pacs.ohif_config`), whose DICOMweb
+data source is this same origin: ``/dicom-web`` and ``/wado`` are proxied to Orthanc, which adds the PACS credentials
 server-side, so the browser needs neither CORS nor the password.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import mimetypes
 import os
@@ -25,13 +24,12 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from plaid.pacs.ohif_config import OHIF_VERSION, app_config_js
 from plaid.serving import free_port
 
 logger = logging.getLogger(__name__)
 
 OHIF_PACKAGE = "@ohif/app"
-OHIF_VERSION = "3.13.2"
-TRACKED_MEASUREMENTS_PANEL = "@ohif/extension-measurement-tracking.panelModule.trackedMeasurements"
 PROXIED_PREFIXES = ("/dicom-web", "/wado")
 FORWARDED_REQUEST_HEADERS = ("Accept", "Content-Type", "Range")
 FORWARDED_RESPONSE_HEADERS = ("Content-Type", "Content-Range", "Accept-Ranges")
@@ -82,39 +80,6 @@ def ensure_ohif(version: str = OHIF_VERSION, offline: bool | None = None) -> Pat
         shutil.rmtree(dist, ignore_errors=True)
         os.replace(Path(folder) / "package" / "dist", dist)
     return dist
-
-
-def app_config_js(title: str = "PLAID - Orthanc") -> str:
-    """OHIF's ``window.config`` with one DICOMweb data source on this origin (Orthanc behind the proxy)."""
-    source = {
-        "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
-        "sourceName": "orthanc",
-        "configuration": {
-            "friendlyName": title, "name": "orthanc",
-            "qidoRoot": "__ORIGIN__/dicom-web", "wadoRoot": "__ORIGIN__/dicom-web", "wadoUriRoot": "__ORIGIN__/wado",
-            "qidoSupportsIncludeField": True, "supportsReject": False, "dicomUploadEnabled": True,
-            "imageRendering": "wadors", "thumbnailRendering": "wadors", "enableStudyLazyLoad": True,
-            "supportsFuzzyMatching": False, "supportsWildcard": True, "staticWado": False,
-            "singlepart": "bulkdata,video", "omitQuotationForMultipartRequest": True,
-            "bulkDataURI": {"enabled": True, "relativeResolution": "studies"},
-        },
-    }
-    config = {
-        "routerBasename": "/", "extensions": [], "modes": [], "customizationService": {}, "showStudyList": True,
-        "maxNumberOfWebWorkers": 2, "showWarningMessageForCrossOrigin": False, "showCPUFallbackMessage": False,
-        "showLoadingIndicator": True, "strictZSpacingForVolumeViewport": False, "defaultDataSourceName": "orthanc",
-        "investigationalUseDialog": {"option": "never"}, "dataSources": [source],
-        # open PLAID's SEG and SR straight away: the SR's boxes become tracked, editable measurements
-        "disableConfirmationPrompts": True,
-        # and show them: the viewer mode opens with its right panel closed; measurements arriving open the
-        # tracked-measurements panel (OHIF's mode factory applies this with immutability-helper)
-        "modesConfiguration": {"@ohif/mode-longitudinal": {"activatePanelTriggers": {"$set": [{
-            "panelId": TRACKED_MEASUREMENTS_PANEL, "sourceServiceName": "measurementService",
-            "sourceEvents": ["MEASUREMENT_ADDED", "RAW_MEASUREMENT_ADDED"]}]}}},
-    }
-    text = json.dumps(config, indent=2).replace('"__ORIGIN__', "window.location.origin + '").replace(
-        "/dicom-web\"", "/dicom-web'").replace("/wado\"", "/wado'")
-    return f"/** PLAID: OHIF {OHIF_VERSION} on Orthanc through this server's proxy. */\nwindow.config = {text};\n"
 
 
 @dataclass

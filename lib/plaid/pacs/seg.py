@@ -1,8 +1,10 @@
 """PLAID's result as a DICOM SEG (highdicom), and any SEG read back as a mask with pydicom.
 
-Writing: one binary segment "Calcification" referencing the mammogram, with plane geometry added (see
-`plaid.pacs.geometry`). Reading: binary and fractional SEGs (``1.2.840.10008.5.1.4.1.1.66.4``) and label
-map SEGs (``1.2.840.10008.5.1.4.1.1.66.7``, as OHIF exports them, RLE compressed), whose frames are
+Writing: a binary SEG referencing the mammogram, with plane geometry added (see `plaid.pacs.geometry`):
+one segment "Calcification", or one calcification segment per given mask and label (PLAID's results: one
+per positive patch, "Calcification patch 12: probability 0.52"). Reading: binary and fractional SEGs
+(``1.2.840.10008.5.1.4.1.1.66.4``) and label map SEGs (``1.2.840.10008.5.1.4.1.1.66.7``, as OHIF exports
+them, RLE compressed), whose frames are
 matched to the image by ReferencedSOPInstanceUID. highdicom 0.22 and pydicom-seg reject label maps and
 2-D MG geometry, hence the pydicom reader.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -34,6 +37,8 @@ LABEL_MAP_SEGMENTATION_SOP = "1.2.840.10008.5.1.4.1.1.66.7"
 SEG_SOP_CLASSES = (SEGMENTATION_SOP, LABEL_MAP_SEGMENTATION_SOP)
 MANUFACTURER = "PLAID"
 AUTOMATIC, MANUAL = "AUTOMATIC", "MANUAL"
+# How every label of a positive patch starts (PLAID's OHIF configuration tells its boxes from a reader's by it).
+BOX_LABEL_PREFIX = "Calcification patch"
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,9 @@ class SeriesInfo:
         return self.series_uid or generate_uid()
 
 
-def calcification_segment(algorithm_type: str = AUTOMATIC, model_name: str = "PLAID ResNet50 patch classifier"):
-    """highdicom's description of PLAID's single segment (number 1, 'Calcification')."""
+def calcification_segment(algorithm_type: str = AUTOMATIC, model_name: str = "PLAID ResNet50 patch classifier",
+                          number: int = 1, label: str = CALCIFICATION_LABEL):
+    """highdicom's description of one calcification segment (default: number 1, 'Calcification')."""
     import highdicom as hd
 
     algorithm = None
@@ -59,8 +65,8 @@ def calcification_segment(algorithm_type: str = AUTOMATIC, model_name: str = "PL
             name=model_name, version=plaid.__version__, family=ARTIFICIAL_INTELLIGENCE,
         )
     return hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label=CALCIFICATION_LABEL,
+        segment_number=number,
+        segment_label=label[:64],
         segmented_property_category=MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
         segmented_property_type=CALCIFICATION,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues[algorithm_type],
@@ -69,20 +75,31 @@ def calcification_segment(algorithm_type: str = AUTOMATIC, model_name: str = "PL
     )
 
 
-def write_seg(source: Dataset, mask: np.ndarray, series: SeriesInfo, algorithm_type: str = AUTOMATIC) -> Dataset:
-    """A binary DICOM SEG of ``mask`` (rows x columns, non-zero = calcification) over the MG ``source``."""
+def write_seg(source: Dataset, mask: np.ndarray, series: SeriesInfo, algorithm_type: str = AUTOMATIC,
+              labels: list[str] | None = None) -> Dataset:
+    """A binary DICOM SEG over the MG ``source``.
+
+    ``mask`` is rows x columns (non-zero = calcification: one segment, 'Calcification'), or segments x rows x
+    columns with one label per segment in ``labels`` (e.g. one segment per positive patch, named with its
+    probability); segments may overlap.
+    """
     import highdicom as hd
 
     mask = np.asarray(mask)
     shape = (int(source.Rows), int(source.Columns))
-    if mask.shape != shape:
-        raise LabelShapeError(f"mask shape {mask.shape} does not match image {shape}")
+    layers = mask[np.newaxis] if mask.ndim == 2 else mask
+    if layers.shape[1:] != shape:
+        raise LabelShapeError(f"mask shape {mask.shape[-2:]} does not match image {shape}")
+    if mask.ndim != 2 and (not labels or len(labels) != len(layers)):
+        raise LabelShapeError(f"{len(layers)} segment masks need as many labels, got {len(labels or [])}")
+    names = labels if mask.ndim != 2 else [CALCIFICATION_LABEL]
     geometry = with_plane_geometry(source)
     seg = hd.seg.Segmentation(
         source_images=[geometry],
-        pixel_array=(mask != 0).astype(np.uint8)[np.newaxis],
+        pixel_array=np.moveaxis(layers != 0, 0, -1).astype(np.uint8)[np.newaxis],
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[calcification_segment(algorithm_type)],
+        segment_descriptions=[calcification_segment(algorithm_type, number=number, label=name)
+                              for number, name in enumerate(names, start=1)],
         series_instance_uid=series.uid(),
         series_number=series.number,
         sop_instance_uid=generate_uid(),
@@ -95,6 +112,27 @@ def write_seg(source: Dataset, mask: np.ndarray, series: SeriesInfo, algorithm_t
         omit_empty_frames=False,
     )
     return seg
+
+
+def box_label(patch: int, probability: float) -> str:
+    """The name of a positive patch in PLAID's SEG and SR (OHIF shows it beside the box): patch and probability."""
+    return f"{BOX_LABEL_PREFIX} {patch}: probability {probability:.2f}"
+
+
+def patch_segments(mask: np.ndarray, positives: list[dict[str, Any]],
+                   tissue: np.ndarray | None) -> tuple[np.ndarray, list[str] | None]:
+    """`write_seg`'s segments for PLAID's result: one per positive patch (``{"patch", "box", "probability"}``),
+    its box clipped to ``tissue`` (the breast, when given) and named with its probability; with no positive
+    patch, ``mask`` as the one 'Calcification' segment (labels None)."""
+    if not positives:
+        return mask, None
+    layers = np.zeros((len(positives), *np.shape(mask)), dtype=bool)
+    for layer, entry in zip(layers, positives, strict=True):
+        top, left, bottom, right = (int(v) for v in entry["box"])
+        layer[max(top, 0):bottom, max(left, 0):right] = True
+        if tissue is not None:
+            layer &= tissue
+    return layers, [box_label(int(entry["patch"]), float(entry["probability"])) for entry in positives]
 
 
 def is_segmentation(ds: Dataset) -> bool:

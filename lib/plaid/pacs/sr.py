@@ -26,7 +26,7 @@ from pydicom.uid import generate_uid
 import plaid
 from plaid.pacs.codes import CALCIFICATION, PERCENT, PROBABILITY, UNILATERAL_MAMMOGRAM
 from plaid.pacs.geometry import with_plane_geometry
-from plaid.pacs.seg import MANUFACTURER, SeriesInfo
+from plaid.pacs.seg import MANUFACTURER, SeriesInfo, box_label
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +39,6 @@ def patch_polyline(box: list[int] | tuple[int, int, int, int]) -> np.ndarray:
     """A closed polyline (column, row pairs) around a (top, left, bottom, right) pixel box."""
     top, left, bottom, right = (float(v) for v in box)
     return np.array([[left, top], [right, top], [right, bottom], [left, bottom], [left, top]], dtype=float)
-
-
-def box_label(patch: int, probability: float) -> str:
-    """The text OHIF shows beside a tracked box: the patch and its probability."""
-    return f"Calcification patch {patch}: probability {probability:.2f}"
 
 
 def _patch_group(source: Dataset, entry: dict[str, Any]) -> Any:

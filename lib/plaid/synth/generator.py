@@ -2,8 +2,8 @@
 
 The images will not fool a radiologist, but they carry the structure PLAID relies on:
 
-* a breast-shaped region attached to the chest wall (left edge for a right breast, right edge for a
-  left breast) on a dark, slightly noisy background;
+* a breast-shaped region attached to the chest wall (right edge for a right breast, left edge for a
+  left breast, as films are hung: `plaid.io.dicom.patient_orientation`) on a dark, noisy background;
 * tissue that thins toward the skin line (a compressed breast is rounded at its edge), a thin skin
   line, a subcutaneous fat layer, and fibroglandular tissue made of power-law (1/f^3) clouds plus
   strands that converge on the nipple, with fine curvilinear ligaments in the fat;
@@ -409,7 +409,7 @@ def synthesize_case(
 ) -> SyntheticCase:
     """Generate one 12-bit mammogram (bright = dense) with ``n_clusters`` calcification clusters.
 
-    Laterality "R" puts the chest wall on the left edge, "L" on the right edge; MLO views get a pectoral
+    Laterality "R" puts the chest wall on the right edge, "L" on the left (hung facing); MLO views get a pectoral
     muscle in the upper chest-wall corner. Calcifications are placed inside the breast, at least 8 mm
     from the skin line and 3 mm from the muscle. ``density`` (0-1, share of the glandular region that
     is dense) defaults to a random value that falls with ``age``. Each cluster has between
@@ -455,7 +455,7 @@ def synthesize_case(
         pixels, anatomy, n_clusters, pixel_spacing_mm, rng, (low, high), amplitude
     )
     pixels = np.clip(np.rint(pixels), 0, MAX_VALUE).astype(np.uint16)
-    if laterality == "L":
+    if laterality == "R":  # built with the chest wall on the left: mirror a right breast
         pixels, calcifications = pixels[:, ::-1], calcifications[:, ::-1]
         breast, pectoral = breast[:, ::-1], pectoral[:, ::-1]
         for cluster in clusters:

@@ -19,6 +19,7 @@ from plaid.infer.predictor import PatchPredictor
 from plaid.io.images import read_mammogram
 from plaid.io.labels import write_label_image
 from plaid.model.description import describe_checkpoint
+from plaid.patches.tissue import tissue_mask
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class CalcificationInfer(InferTask):
         )
         if options.dicom_outputs:
             summary["dicom_outputs"] = publish_dicom_results(path, prediction.label_mask(), summary["positives"],
-                                                             options.dicom_outputs)
+                                                             options.dicom_outputs, tissue=tissue_mask(image.pixels))
         summary.update(
             label_output=options.label_output,
             image_shape=list(image.shape),
