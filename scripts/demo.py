@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             if status.get("status") != "DONE":
                 print(f"Training failed: {status}. See {server.log_path}", file=sys.stderr)
                 return 1
-        print(operating_point_line(args.model_dir / "calcification.pt", args.studies)[0], flush=True)
+        print(operating_point_line(args.model_dir / "calcification.pt")[0], flush=True)
         objects = client.datastore()["objects"]
         unlabeled = sorted(k for k, v in objects.items() if "final" not in v.get("labels", {}))
         image_id = (unlabeled or sorted(objects))[0]

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = args.model_dir / "calcification.pt"
     if not model_path.is_file():
         train_briefly(prepare_demo_studies(args.sample_data, args.studies), model_path, args.recipe, args.train_epochs)
-    print(operating_point_line(model_path, args.studies)[0], flush=True)
+    print(operating_point_line(model_path)[0], flush=True)
 
     password = secrets.token_urlsafe(12)
     orthanc = start_orthanc(port=args.orthanc_port, users={USER: password}, log_path=args.out / "orthanc.log")

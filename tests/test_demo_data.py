@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from plaid.io.labels import read_label_mask, write_label_png
+from plaid.io.labels import read_label_mask
 from plaid.model.checkpoint import write_payload
 from plaid.synth.demo_data import UNLABELED_FOR_DEMO, operating_point_line, prepare_demo_studies
+from plaid.train.operating_point import FALSE_MARKS, FilmScores, operating_point_record
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample-data"
 
@@ -39,19 +40,15 @@ def test_demo_studies_hold_the_sample_data_and_synthetic_normal_women(tmp_path: 
     assert (studies / "NRM0001_R_CC.png").stat().st_mtime_ns == before and _rows(studies) == rows
 
 
-def test_operating_point_line_counts_normal_validation_films(tmp_path: Path) -> None:
-    studies = tmp_path / "studies"
-    (studies / "labels" / "final").mkdir(parents=True)
-    for name, calcified in (("N1", False), ("N2", False), ("C1", True)):
-        mask = np.zeros((8, 8), dtype=np.uint8)
-        mask[2, 2] = calcified
-        write_label_png(studies / "labels" / "final" / f"{name}.png", mask)
-    checkpoint = write_payload(tmp_path / "best.pt", {
-        "state_dict": {}, "threshold": 0.61, "operating_point": "false_marks", "operating_point_films": 3,
-        "operating_point_films_source": "validation",
-        "split": {"validation": [{"image_id": "N1"}, {"image_id": "N2"}, {"image_id": "C1"}]}})
-    line, enough = operating_point_line(checkpoint, studies, min_normal=2)
-    assert enough and line == ("operating point: threshold 0.610 (false_marks) chosen on 3 validation films, "
-                               "2 of them without calcification")
-    line, enough = operating_point_line(checkpoint, studies, min_normal=3)
-    assert not enough and "fewer than 3 normal validation films" in line
+def test_operating_point_line_says_what_chose_the_threshold_and_warns_below_the_minimum(tmp_path: Path) -> None:
+    films = [FilmScores(np.array([0.2, 0.7]), np.array([False, False])),
+             FilmScores(np.array([0.3, 0.1]), np.array([False, False])),
+             FilmScores(np.array([0.9, 0.4]), np.array([True, False]))]
+    for minimum, enough in ((2, True), (3, False)):
+        record = operating_point_record(films, FALSE_MARKS, 1.0, 0.5, "validation", min_normal_films=minimum)
+        checkpoint = write_payload(tmp_path / f"best-{minimum}.pt", {"state_dict": {}, **record})
+        line, said_enough = operating_point_line(checkpoint)
+        assert said_enough is enough
+        assert line.startswith(f"operating point: threshold {record['threshold']:.3f} (false_marks) chosen on 3 "
+                               "validation films, 2 of them without calcification")
+        assert ("fewer than 3" in line) is not enough

@@ -24,8 +24,6 @@ logger = logging.getLogger(__name__)
 UNLABELED_FOR_DEMO = 2
 DEMO_NORMAL_WOMEN = 4
 DEMO_NORMAL_SEED = 2032
-# Fewer normal validation films than this and the demos say the threshold rests on too few.
-MIN_NORMAL_FILMS = 6
 IMAGE_SUFFIXES = (".png", ".dcm")
 
 
@@ -76,26 +74,18 @@ def _metadata_rows(path: Path) -> list[dict[str, object]]:
         return list(csv.DictReader(handle))
 
 
-def operating_point_line(checkpoint: Path, studies: Path, min_normal: int = MIN_NORMAL_FILMS) -> tuple[str, bool]:
-    """A line saying what the checkpoint's threshold was chosen on, and whether that held enough normal films
-    (at least ``min_normal`` validation films whose mask in ``studies`` is empty)."""
-    from plaid.io.labels import read_label_mask
+def operating_point_line(checkpoint: Path) -> tuple[str, bool]:
+    """A line saying what the checkpoint's threshold was chosen on, and whether that held enough films without
+    calcification (the checkpoint's own ``operating_point_warning``, `plaid.train.operating_point`)."""
     from plaid.model.checkpoint import read_checkpoint
 
     payload = read_checkpoint(checkpoint)
-    films = [entry.get("image_id", "") for entry in (payload.get("split") or {}).get("validation", [])]
-    normal = unknown = 0
-    for image_id in films:
-        mask = next((studies / "labels" / "final").glob(f"{image_id}.*"), None)
-        unknown += mask is None
-        normal += int(mask is not None and not read_label_mask(mask).any())
-    source = payload.get("operating_point_films_source", "validation")
+    normal = payload.get("operating_point_normal_films")
     line = (f"operating point: threshold {float(payload.get('threshold', float('nan'))):.3f} "
-            f"({payload.get('operating_point', '?')}) chosen on {payload.get('operating_point_films', len(films))} "
-            f"{source} films, {normal} of them without calcification")
-    if unknown:
-        line += f" ({unknown} not in {studies})"
-    enough = source == "validation" and normal >= min_normal
-    if not enough:
-        line += f" - fewer than {min_normal} normal validation films: the threshold is a rough guess"
-    return line, enough
+            f"({payload.get('operating_point', '?')}) chosen on {payload.get('operating_point_films', '?')} "
+            f"{payload.get('operating_point_films_source', 'validation')} films, "
+            f"{'an unknown number' if normal is None else normal} of them without calcification")
+    warning = payload.get("operating_point_warning")
+    if warning:
+        line += f" - {warning}"
+    return line, normal is not None and not warning
