@@ -269,7 +269,8 @@ def test_both_datastores_refuse_the_same_names_and_info_before_writing(folders: 
             with pytest.raises(InvalidNameError):
                 store.save_label(image_id, label, tag, {})
     for store, image_id in ((checked, "case1"), (pacs, "1.2.3.4")):
-        for info in ([1], {"ts": "yesterday"}, {"seg_sop_instance_uid": "../x"}, {"a": float("nan")}):
+        for info in ([1], {"ts": "yesterday"}, {"seg_sop_instance_uid": "../x"}, {"a": float("nan")},
+                     {"params": [1]}, {"params": "x"}):
             with pytest.raises(PlaidInputError):
                 store.save_label(image_id, label, "final", info)  # type: ignore[arg-type]
     with pytest.raises(PlaidInputError):
