@@ -292,3 +292,7 @@ def test_two_corrections_keep_both_versions_and_training_reads_the_newest(
     assert [(v["version"], v["user"], v["event"]) for v in versions][3:] == [(4, "ann", "saved"),
                                                                             (5, "ada", "deleted")]
     assert versions[3]["info"]["restored_from"] == 2 and (kept / versions[2]["file"]).is_file()
+    assert _labels_cli("purge", str(site.studies), image_id).returncode == 2  # needs --yes
+    assert (kept / versions[2]["file"]).is_file()
+    assert _labels_cli("purge", str(site.studies), image_id, "--yes").returncode == 0
+    assert not kept.exists() and _labels_cli("versions", str(site.studies), image_id).returncode == 1
