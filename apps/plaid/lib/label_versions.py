@@ -72,10 +72,13 @@ def save_versioned(store: LocalDatastore, image_id: str, label_file: str, tag: s
 
 def remove_versioned(store: LocalDatastore, label_id: str, tag: str) -> None:
     """MONAI Label's `LocalDatastore.remove_label`, recorded as a deletion; the versions stay recoverable."""
+    path = LocalDatastore.get_label_uri(store, label_id, tag)
+    if not path or not os.path.isfile(path):  # nothing to keep (unknown id or tag): MONAI Label's answer
+        LocalDatastore.remove_label(store, label_id, tag)
+        return
     history = history_of(store)
     with history.locked():
         _keep_unrecorded(store, history, label_id, tag)
-        if history.versions(tag, label_id):
-            history.record(tag, label_id, None, user=_user(None), event="deleted")
+        history.record(tag, label_id, None, user=_user(None), event="deleted")
         LocalDatastore.remove_label(store, label_id, tag)
 
