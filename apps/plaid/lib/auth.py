@@ -63,9 +63,10 @@ def verified_user(token: str) -> User:
     if not isinstance(username, str) or not username:
         raise jwt.InvalidTokenError("the token names no user")
     roles = _claim(payload, settings.MONAI_LABEL_AUTH_TOKEN_ROLES)
-    texts = [str(c) if isinstance(c, str) else None for c in (_claim(payload, settings.MONAI_LABEL_AUTH_TOKEN_EMAIL),
-                                                             _claim(payload, settings.MONAI_LABEL_AUTH_TOKEN_NAME))]
-    return User(username=username, email=texts[0], name=texts[1],
+    email = _claim(payload, settings.MONAI_LABEL_AUTH_TOKEN_EMAIL)
+    name = _claim(payload, settings.MONAI_LABEL_AUTH_TOKEN_NAME)
+    return User(username=username, email=email if isinstance(email, str) else None,
+                name=name if isinstance(name, str) else None,
                 roles=[r for r in roles if isinstance(r, str)] if isinstance(roles, list) else [])
 
 
