@@ -58,6 +58,7 @@ ROLE_TABLE = {
     "PUT /datastore/image/info": "annotator", "PUT /datastore/label": "annotator",
     "DELETE /datastore/label": "admin", "HEAD /datastore/label": "user", "GET /datastore/label": "user",
     "GET /datastore/label/info": "user", "PUT /datastore/label/info": "annotator",
+    "GET /datastore/label/versions": "user", "PUT /datastore/label/restore": "annotator",  # PLAID's routes
     "GET /datastore/dataset": "annotator", "GET /logs/": "admin", "GET /logs/gpu": "admin",
     "GET /session/{session_id}": "user", "DELETE /session/{session_id}": "user", "PUT /session/": "user",
 }
@@ -65,7 +66,8 @@ RIGHT = {TOKEN: "nobody", "user": "uma", "annotator": "ann", "admin": "ada"}  # 
 TOO_LOW = {"user": "nobody", "annotator": "uma", "admin": "rita"}  # the strongest account without it
 PATH_VALUES = {"model": "calcification", "strategy": "random", "method": "patch_uncertainty",
                "session_id": "no-such-session"}
-QUERY_VALUES = {"image": "no_such_image", "id": "no_such_image", "label": "no_such_image", "tag": "final"}
+QUERY_VALUES = {"image": "no_such_image", "id": "no_such_image", "label": "no_such_image", "tag": "final",
+                "version": 1}
 JSON_BODIES = {"/train/{model}": {"epochs": -1}, "/scoring/{method}": {"force": "maybe"},
                "/batch/infer/{model}": {"multi_gpu": "maybe"}, "/activelearning/{strategy}": {"labels": "x"}}
 
@@ -265,6 +267,9 @@ def test_two_corrections_keep_both_versions_and_training_reads_the_newest(
         assert answer.status_code == 200, answer.text[:300]
     listed = _labels_cli("versions", str(site.studies), image_id, "--json")
     versions = json.loads(listed.stdout)
+    api = requests.get(f"{server.url}/datastore/label/versions", params={"label": image_id}, timeout=TIMEOUT,
+                       verify=_verify(server), headers={"Authorization": f"Bearer {provider.token('uma')}"})
+    assert api.status_code == 200 and api.json() == versions  # the API lists what the CLI reads
     assert [(v["version"], v["user"]) for v in versions] == [(1, "unknown"), (2, "ann"), (3, "bob")], listed.stdout
     assert versions[1]["saved_at"] <= versions[2]["saved_at"] and all(v["saved_at_utc"] for v in versions)
     kept = site.studies / ".plaid-label-history" / "final" / image_id
@@ -279,7 +284,7 @@ def test_two_corrections_keep_both_versions_and_training_reads_the_newest(
     assert training_label()[100, 100] == 1 and training_label()[10, 10] == 0  # training reads bob's, the newest
     token_file = tmp_path / "token"
     token_file.write_text(provider.token("ann"))
-    restore = ["restore", str(site.studies), image_id, "2", "--server", server.url, "--token-file", str(token_file)]
+    restore = ["restore", image_id, "2", "--server", server.url, "--token-file", str(token_file)]
     if server.ca_file:
         restore += ["--ca-file", str(server.ca_file)]
     assert _labels_cli(*restore).returncode == 0

@@ -2,9 +2,9 @@
 
 ``versions`` and ``purge`` read the datastore folder the server keeps its history in (the studies folder,
 or for the DICOMweb datastore its cache folder, ``~/.cache/monailabel/dicom/<md5 of the PACS URL>``).
-``restore`` sends the kept file back through the running server (PUT /datastore/label), so the label is
-checked like any other, stored in the PACS by the DICOMweb datastore, and recorded as a new version by
-the restoring login; the bearer token is read from a file, never from the command line.
+``restore`` asks the running server (PUT /datastore/label/restore), so the label is checked like any
+other, stored in the PACS by the DICOMweb datastore, and recorded as a new version by the restoring
+login; the bearer token is read from a file, never from the command line.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        ("restore", "make a kept version the current label again, through the server"),
                        ("purge", "delete every kept version of a label (administrators only)")):
         action = actions.add_parser(name, help=text, description=text)
-        action.add_argument("root", type=Path, metavar="STUDIES",
-                            help="the datastore folder: the studies folder, or the DICOMweb datastore's cache")
+        if name != "restore":
+            action.add_argument("root", type=Path, metavar="STUDIES",
+                                help="the datastore folder: the studies folder, or the DICOMweb datastore's cache")
         action.add_argument("image_id", metavar="IMAGE_ID")
         action.add_argument("--tag", default="final", help="label tag (default: final)")
         if name == "versions":
@@ -52,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one action; returns the exit code."""
+    if args.action == "restore":
+        return restore(args)
     history = LabelHistory(args.root)
     if args.action == "versions":
         kept = [version.summary() for version in history.versions(args.tag, args.image_id)]
@@ -61,30 +64,23 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{entry['version']:>4}  {entry['event']:<8} {entry['saved_at_utc']}  {entry['user']}"
                              f"  {entry['file'] or '-'}\n")
         return 0 if kept else 1
-    if args.action == "purge":
-        if not args.yes:
-            raise PlaidInputError("purge removes every kept version for good: add --yes to confirm")
-        sys.stdout.write(f"purged {history.purge(args.tag, args.image_id)} version(s)\n")
-        return 0
-    return restore(history, args)
+    if not args.yes:
+        raise PlaidInputError("purge removes every kept version for good: add --yes to confirm")
+    sys.stdout.write(f"purged {history.purge(args.tag, args.image_id)} version(s)\n")
+    return 0
 
 
-def restore(history: LabelHistory, args: argparse.Namespace) -> int:
-    """PUT the kept file of ``args.version`` as the image's label on ``args.server``."""
-    version = history.version(args.tag, args.image_id, args.version)
-    if version.file is None:
-        raise PlaidInputError(f"version {args.version} records a deletion: restore a version with a file")
+def restore(args: argparse.Namespace) -> int:
+    """Ask ``args.server`` to restore version ``args.version`` (PUT /datastore/label/restore)."""
     headers = {}
     if args.token_file:
         headers["Authorization"] = f"Bearer {args.token_file.read_text().strip()}"
-    with version.file.open("rb") as upload:
-        answer = requests.put(f"{args.server.rstrip('/')}/datastore/label",
-                              params={"image": args.image_id, "tag": args.tag},
-                              data={"params": json.dumps({"restored_from": version.number})},
-                              files={"label": (version.file.name, upload)}, headers=headers, timeout=TIMEOUT_S,
-                              verify=str(args.ca_file) if args.ca_file else True)
+    answer = requests.put(f"{args.server.rstrip('/')}/datastore/label/restore", headers=headers, timeout=TIMEOUT_S,
+                          params={"label": args.image_id, "tag": args.tag, "version": args.version},
+                          verify=str(args.ca_file) if args.ca_file else True)
     if answer.status_code != 200:
         logger.error("the server refused the restore (%d): %s", answer.status_code, answer.text[:500])
         return 1
-    sys.stdout.write(f"restored version {version.number} of {args.image_id}/{args.tag}\n")
+    sys.stdout.write(f"restored version {args.version} of {args.image_id}/{args.tag} as version "
+                     f"{answer.json()['version']}\n")
     return 0
