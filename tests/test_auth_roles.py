@@ -62,7 +62,7 @@ ROLE_TABLE = {
     "GET /datastore/dataset": "annotator", "GET /logs/": "admin", "GET /logs/gpu": "admin",
     "GET /session/{session_id}": "user", "DELETE /session/{session_id}": "user", "PUT /session/": "user",
 }
-RIGHT = {TOKEN: "nobody", "user": "uma", "annotator": "ann", "admin": "ada"}  # an account holding the role
+RIGHT = {"user": "uma", "annotator": "ann", "admin": "ada"}  # an account holding the role
 TOO_LOW = {"user": "nobody", "annotator": "uma", "admin": "rita"}  # the strongest account without it
 PATH_VALUES = {"model": "calcification", "strategy": "random", "method": "patch_uncertainty",
                "session_id": "no-such-session"}
