@@ -68,16 +68,20 @@ def build_site(root: Path, count: int = 4, seed: int = 5) -> Site:
     return site
 
 
-def start_site_server(site: Site) -> LabelServer:
+def start_site_server(site: Site, env: dict[str, str] | None = None, token: str | None = None,
+                      tls: tuple[Path, Path, Path] | None = None) -> LabelServer:
     """MONAI Label serving ``site`` on 127.0.0.1: CPU, one-epoch training of small batches, no scoring after
-    each next-sample request, sessions and temporary files kept under the site root."""
+    each next-sample request, sessions and temporary files kept under the site root; ``env`` adds variables
+    (login settings), ``token`` is what the start-up check sends, ``tls`` (certificate, key, CA) serves HTTPS."""
     return start_label_server(
         site.studies,
         conf={"model_dir": str(site.model_dir), "epochs": "1", "batch_size": "8", "device": "cpu",
               "architecture": "resnet18", "frozen_layers": "0"},
         log_path=site.log_path,
         env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false", "MONAI_LABEL_SESSION_PATH": str(site.sessions),
-             "TMPDIR": str(site.server_tmp), "CUDA_VISIBLE_DEVICES": ""},
+             "TMPDIR": str(site.server_tmp), "CUDA_VISIBLE_DEVICES": "", **(env or {})},
+        token=token,
+        tls=tls,
     )
 
 

@@ -196,8 +196,10 @@ def _hostile_requests(url: str, image_id: str) -> list[tuple[str, requests.Reque
                         ('{"strategy": [1]}', "strategy"), ('{"ts": 1e300}', "ts")):
         put_form(field, "/datastore/image/info", {"info": info}, image=image_id)
     for info, field in (("[1]", "info"), ('{"ts": "yesterday"}', "ts"),
-                        ('{"seg_sop_instance_uid": "../x"}', "seg_sop_instance_uid")):
+                        ('{"seg_sop_instance_uid": "../x"}', "seg_sop_instance_uid"),
+                        ('{"params": [1, 2]}', "info.params"), ('{"params": "text"}', "info.params")):
         put_form(field, "/datastore/label/info", {"info": info}, label=image_id, tag="final")
+    put_form("info", "/datastore/updatelabelinfo", {"params": "[1]"}, label=image_id, tag="final")  # the old route
     png = b"\x89PNG\r\n\x1a\n"
     cases.append(("file name", requests.Request("PUT", f"{url}/datastore/image", params={"image": "fresh"},
                                                 files={"file": ("a" * 300 + ".png", png)})))

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -32,26 +33,36 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @dataclass
 class LabelServer:
-    """A running `monailabel start_server` process (``model_dir``: its `--conf model_dir`, when given)."""
+    """A running `monailabel start_server` process (``model_dir``: its `--conf model_dir`, when given; ``token``:
+    a bearer token when login is on; ``ca_file``: the CA that signed its TLS certificate)."""
 
     process: subprocess.Popen
     url: str
     log_path: Path
     model_dir: Path | None = None
+    token: str | None = None
+    ca_file: Path | None = None
+
+    def _open(self, path: str, timeout: float):  # noqa: ANN202 (urllib's response type)
+        request = urllib.request.Request(f"{self.url}{path}")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        context = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else None
+        return urllib.request.urlopen(request, timeout=timeout, context=context)
 
     def healthy(self) -> bool:
         """True when the process runs and /info/ answers."""
         if self.process.poll() is not None:
             return False
         try:
-            with urllib.request.urlopen(f"{self.url}/info/", timeout=10) as response:
+            with self._open("/info/", timeout=10) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
 
     def info(self) -> dict:
         """The server's /info/ document."""
-        with urllib.request.urlopen(f"{self.url}/info/", timeout=30) as response:
+        with self._open("/info/", timeout=30) as response:
             return json.loads(response.read())
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -83,11 +94,16 @@ def start_label_server(
     log_path: str | Path | None = None,
     env: dict[str, str] | None = None,
     startup_timeout: float = 180.0,
+    token: str | None = None,
+    tls: tuple[Path, Path, Path] | None = None,
 ) -> LabelServer:
-    """Run ``monailabel start_server`` for the PLAID app bound to ``host`` and wait until /info/ answers."""
+    """Run ``monailabel start_server`` for the PLAID app bound to ``host`` and wait until /info/ answers (with
+    ``token`` when login is on). ``tls`` is (certificate, key, CA certificate): serve HTTPS, checked against the CA."""
     port = port or free_port(host)
     command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir),
                "--studies", str(studies), "--host", host, "--port", str(port)]
+    if tls:
+        command += ["--ssl_certfile", str(tls[0]), "--ssl_keyfile", str(tls[1])]
     for key, value in (conf or {}).items():
         command += ["--conf", key, str(value)]
     log_path = Path(log_path or Path(studies).parent / f"monailabel-{port}.log")
@@ -99,8 +115,9 @@ def start_label_server(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
                                    start_new_session=True)
     model_dir = (conf or {}).get("model_dir")
-    server = LabelServer(process=process, url=f"http://{host}:{port}", log_path=log_path,
-                         model_dir=Path(model_dir) if model_dir else None)
+    server = LabelServer(process=process, url=f"{'https' if tls else 'http'}://{host}:{port}", log_path=log_path,
+                         model_dir=Path(model_dir) if model_dir else None, token=token,
+                         ca_file=Path(tls[2]) if tls else None)
     failure = wait_until_healthy(server, "MONAI Label", startup_timeout, poll_s=1.0)
     if failure:
         raise RuntimeError(failure)

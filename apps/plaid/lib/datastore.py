@@ -17,6 +17,7 @@ from typing import Any
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.exception import ImageNotFoundException
 
+from lib.label_versions import remove_versioned, save_versioned
 from lib.names import check_name
 from lib.stored_info import CheckedInfo, check_image_info, check_label_info
 from plaid.errors import PlaidError, PlaidInputError
@@ -104,7 +105,8 @@ class CheckedLocalDatastore(CheckedInfo, LocalDatastore):
         return super().add_image(image_id, image_filename, image_info)
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
-        """Store a label only if its tag is a plain name and it is readable with its image's exact shape."""
+        """Store a label only if its tag is a plain name and it is readable with its image's exact shape; the
+        label it replaces stays as an earlier version (`lib.label_versions`)."""
         check_name(label_tag, "label tag")
         label_info = check_label_info(label_info, "params")
         image_path = self.get_image_uri(image_id)
@@ -116,5 +118,9 @@ class CheckedLocalDatastore(CheckedInfo, LocalDatastore):
                                   f"{' '.join(self.label_patterns)}")
         image = read_mammogram(image_path)
         read_label_mask(label_filename, image.shape)
-        return super().save_label(image_id, label_filename, label_tag, label_info)
+        return save_versioned(self, image_id, label_filename, label_tag, label_info)
+
+    def remove_label(self, label_id: str, label_tag: str) -> None:
+        """Remove the current label; its versions stay recoverable (`lib.label_versions`)."""
+        remove_versioned(self, label_id, label_tag)
 

@@ -37,6 +37,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom.dataset import Dataset
 
 from lib.errors import http_error
+from lib.label_versions import remove_versioned, save_versioned
 from lib.names import check_name, is_uid
 from lib.stored_info import CheckedInfo, check_label_info
 from plaid.errors import LabelShapeError, PlaidError, PlaidInputError
@@ -246,8 +247,8 @@ class PlaidDICOMwebDatastore(CheckedInfo, DICOMWebDatastore):
         mask = read_seg_mask(dicomweb.retrieve(self._client, record), image_id, (int(header.Rows), int(header.Columns)))
         with tempfile.TemporaryDirectory() as folder:
             png = write_label_png(Path(folder) / f"{image_id}.png", mask)
-            LocalDatastore.save_label(self, image_id, str(png), DefaultLabelTag.FINAL,
-                                      {"seg_sop_instance_uid": record.sop_uid, "source": "pacs"})
+            save_versioned(self, image_id, str(png), DefaultLabelTag.FINAL,
+                           {"seg_sop_instance_uid": record.sop_uid, "source": "pacs", "user": "pacs"})
         logger.info("label for %s from SEG %s (%d pixels)", image_id, record.sop_uid, int(mask.sum()))
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any],
@@ -255,7 +256,8 @@ class PlaidDICOMwebDatastore(CheckedInfo, DICOMWebDatastore):
         """Validate a label against its image, store a final one in the PACS as a MANUAL SEG, cache it as PNG.
 
         Accepts PLAID's mask formats, a DICOM SEG file, and MONAI Label's raw `.bin` (rows x columns bytes).
-        Nothing is stored when the tag, info or label is invalid or the PACS refuses the SEG.
+        Nothing is stored when the tag, info or label is invalid or the PACS refuses the SEG; the label it
+        replaces stays as an earlier version (`lib.label_versions`).
         """
         check_name(label_tag, "label tag")
         label_info = check_label_info(label_info, "params")
@@ -276,7 +278,11 @@ class PlaidDICOMwebDatastore(CheckedInfo, DICOMWebDatastore):
             raise http_error(exc) from exc
         with tempfile.TemporaryDirectory() as folder:
             png = write_label_png(Path(folder) / f"{image_id}.png", mask)
-            return LocalDatastore.save_label(self, image_id, str(png), label_tag, info)
+            return save_versioned(self, image_id, str(png), label_tag, info)
+
+    def remove_label(self, label_id: str, label_tag: str) -> None:
+        """Remove the cached label; its versions stay recoverable (`lib.label_versions`)."""
+        remove_versioned(self, label_id, label_tag)
 
     @staticmethod
     def _read_label(label_filename: str, source: Dataset) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 --conf keys: ``dicomweb_modality`` (MG), ``dicomweb_refresh_s`` (10), ``dicomweb_auto_scoring``
 (false: uncertainty scoring would download every listed study at startup and after each label; run
-POST /scoring/patch_uncertainty when wanted). Credentials come from MONAI_LABEL_DATASTORE_USERNAME /
-_PASSWORD (or the older MONAI_LABEL_DICOMWEB_USERNAME / _PASSWORD), the cache folder from
-MONAI_LABEL_DATASTORE_CACHE_PATH (or MONAI_LABEL_DICOMWEB_CACHE_PATH).
+POST /scoring/patch_uncertainty when wanted). Credentials come from a file or the environment
+(`lib.pacs_credentials`), the cache folder from MONAI_LABEL_DATASTORE_CACHE_PATH (or
+MONAI_LABEL_DICOMWEB_CACHE_PATH).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 from monailabel.config import settings
 
 from lib.dicomweb_datastore import PlaidDICOMwebDatastore
+from lib.pacs_credentials import pacs_credentials
 from plaid.options import parse_bool
 from plaid.pacs.dicomweb import make_client
 
@@ -22,8 +23,7 @@ logger = logging.getLogger(__name__)
 
 def init_dicomweb_datastore(url: str, conf: dict[str, str]) -> PlaidDICOMwebDatastore:
     """The datastore for ``url``; turns MONAI Label's automatic scoring off unless asked for."""
-    username = settings.MONAI_LABEL_DATASTORE_USERNAME or settings.MONAI_LABEL_DICOMWEB_USERNAME
-    password = settings.MONAI_LABEL_DATASTORE_PASSWORD or settings.MONAI_LABEL_DICOMWEB_PASSWORD
+    username, password = pacs_credentials(url)
     cache = (settings.MONAI_LABEL_DATASTORE_CACHE_PATH or settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip()
     if not parse_bool(conf.get("dicomweb_auto_scoring", "false")):
         # Read by MONAILabelApp.__init__ right after init_datastore.

@@ -1,5 +1,7 @@
-"""Hooks into the running MONAI Label server: error handlers, checks inside MONAI Label's endpoints
-(`lib.endpoint_guards`), and a warning when it listens beyond loopback without authentication."""
+"""Hooks into the running MONAI Label server: error handlers, a working token check and PLAID's narrower
+roles (`lib.auth`), checks inside MONAI Label's endpoints (`lib.endpoint_guards`), the user recorded with
+each label version (`lib.label_endpoints`), the label versions API (`lib.label_routes`), and a warning
+when it listens beyond loopback without authentication."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from collections.abc import Sequence
 
 from monailabel.config import settings
 
-from lib import endpoint_guards
+from lib import auth, endpoint_guards, label_endpoints, label_routes
 from lib.errors import install_error_handlers
 
 logger = logging.getLogger(__name__)
@@ -59,5 +61,8 @@ def install() -> None:
     if module is not None:
         install_error_handlers(module.app)
         endpoint_guards.install()
+        label_endpoints.install()
         endpoint_guards.install_routes(module.app)
+        auth.install(module.app)
+        label_routes.install_routes(module.app)
     warn_if_exposed(served_host(sys.argv), bool(settings.MONAI_LABEL_AUTH_ENABLE))

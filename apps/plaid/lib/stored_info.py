@@ -59,10 +59,15 @@ def _uid(value: Any, field: str) -> Any:
     return check_uid(value, field)
 
 
+def _object(value: Any, field: str) -> Any:
+    """A JSON object or null (the inference options PLAID stores with a model's label)."""
+    return value if value is None else check_json_object(value, field)
+
+
 FieldCheck = Callable[[Any, str], Any]
 IMAGE_FIELDS: dict[str, FieldCheck] = {SCORE_KEY: _score, MODEL_KEY: _model_stamp, "strategy": _strategy_log,
                                        "ts": _stamp}
-LABEL_FIELDS: dict[str, FieldCheck] = {"ts": _stamp, "seg_sop_instance_uid": _uid}
+LABEL_FIELDS: dict[str, FieldCheck] = {"ts": _stamp, "seg_sop_instance_uid": _uid, "params": _object}
 
 
 def check_info(info: Any, fields: Mapping[str, FieldCheck], what: str = "info") -> dict[str, Any]:
