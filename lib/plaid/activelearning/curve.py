@@ -40,11 +40,11 @@ def curves(rows: Sequence[dict[str, Any]], name: str) -> dict[str, tuple[np.ndar
         seeds = sorted({row["seed"] for row in mine})
         rounds = sorted({row["round"] for row in mine})
         table = np.full((len(seeds), len(rounds)), np.nan)
-        films = np.zeros(len(rounds))
+        labelled = np.full((len(seeds), len(rounds)), np.nan)
         for row in mine:
             table[seeds.index(row["seed"]), rounds.index(row["round"])] = metric(row, name)
-            films[rounds.index(row["round"])] += row["films_labelled"] / len(seeds)
-        out[strategy] = (films, table)
+            labelled[seeds.index(row["seed"]), rounds.index(row["round"])] = row["films_labelled"]
+        out[strategy] = (np.nanmean(labelled, axis=0), table)
     return out
 
 
