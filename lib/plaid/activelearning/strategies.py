@@ -22,6 +22,8 @@ RANDOM = "random"
 MIXED = "mixed"
 MIXED_BASE = "film_score"  # the ranked strategy a `mixed` pick falls back on when it is not a random one
 MIXED_RANDOM_SHARE = 0.5
+VALUES_KEY = "plaid_al_values"  # image info: {ranked strategy: value} under the model named by MODEL_KEY
+MODEL_KEY = "plaid_al_model"
 
 FilmValue = Callable[[np.ndarray, float], float]
 
