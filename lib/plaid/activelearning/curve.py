@@ -134,4 +134,8 @@ def summary_text(rows: Sequence[dict[str, Any]], command: str) -> str:
             cells.append("–" if entry is None else
                          f"{entry['share']:.2f} [{entry['interval'][0]:.2f}, {entry['interval'][1]:.2f}]")
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    table = {name: curves(rows, name).get(RANDOM) for name in SHARED}
+    if all(entry is not None for entry in table.values()):
+        lines.append("| (random: first → final mean) | " + " | ".join(
+            f"{np.nanmean(values[:, 0]):.3f} → {np.nanmean(values[:, -1]):.3f}" for _, values in table.values()) + " |")
     return "\n".join(lines) + "\n"
