@@ -74,7 +74,7 @@ def label_shares(rows: Sequence[dict[str, Any]], name: str, iterations: int = 10
             mine = values[rng.integers(0, len(values), len(values))]
             theirs = random_values[rng.integers(0, len(random_values), len(random_values))]
             draws.append(share_to_reach(films, mine, float(np.nanmean(theirs[:, -1])), total))
-        low, high = np.percentile(np.array(draws), [2.5, 97.5])
+        low, high = np.percentile(np.array(draws), [2.5, 97.5], method="nearest")  # an inf draw stays inf
         out[strategy] = {"share": point, "interval": [float(low), float(high)], "seeds": len(values)}
     return out
 
