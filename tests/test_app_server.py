@@ -79,8 +79,10 @@ def test_info_lists_model_trainer_strategies_and_scoring(client: MONAILabelClien
     assert info["models"]["calcification"]["labels"] == {"calcification": 1}
     assert info["models"]["calcification"]["dimension"] == 2
     assert "calcification" in info["trainers"]
-    assert {"random", "first", "patch_uncertainty"} <= set(info["strategies"])
-    assert "patch_uncertainty" in info["scoring"]
+    assert list(info["strategies"])[0] == "film_score" and {"random", "first"} <= set(info["strategies"])
+    assert "patch_uncertainty" not in info["strategies"]             # lost to random selection: removed
+    assert "active_learning" in info["scoring"]
+    assert info["active_learning"]["default_strategy"] == "film_score" and info["active_learning"]["why"]
     assert info["trainers"]["calcification"]["config"]["epochs"] == 1  # --conf reached the trainer
 
 
@@ -188,19 +190,19 @@ def test_saved_correction_is_used_by_the_next_training(client: MONAILabelClient,
     assert len(expected) == 2  # the speck straddles the boundary between patches 4 and 7
 
 
-def test_uncertainty_strategy_follows_stored_scores(client: MONAILabelClient, server: LabelServer) -> None:
-    status, body, _, _ = MONAILabelUtils.http_method("POST", server.url, "/scoring/patch_uncertainty")
+def test_default_strategy_follows_stored_values(client: MONAILabelClient, server: LabelServer) -> None:
+    status, body, _, _ = MONAILabelUtils.http_method("POST", server.url, "/scoring/active_learning")
     assert status == 200, body
     deadline = time.monotonic() + 300
     unlabeled = _labelled(client, False)
     assert unlabeled
     while time.monotonic() < deadline:
         objects = _image_ids(client)
-        if all("plaid_uncertainty" in objects[i]["image"]["info"] for i in unlabeled):
+        if all("plaid_al_values" in objects[i]["image"]["info"] for i in unlabeled):
             break
         time.sleep(2)
-    scores = {i: objects[i]["image"]["info"]["plaid_uncertainty"] for i in unlabeled}
-    chosen = client.next_sample("patch_uncertainty", {})
+    scores = {i: objects[i]["image"]["info"]["plaid_al_values"]["film_score"] for i in unlabeled}
+    chosen = client.next_sample("film_score", {})
     assert chosen["id"] == max(scores, key=scores.get)
     assert chosen["id"] in unlabeled
 
@@ -209,7 +211,7 @@ def test_uncertainty_strategy_follows_stored_scores(client: MONAILabelClient, se
     if not others:
         pytest.skip("only one unlabeled image left")
     target = others[0]
-    info = json.dumps({"plaid_uncertainty": max(scores.values()) + 100.0})
+    info = json.dumps({"plaid_al_values": {"film_score": max(scores.values()) + 100.0}})
     MONAILabelUtils.http_multipart("PUT", server.url, f"/datastore/image/info?image={target}", {"info": info}, {})
-    assert client.next_sample("patch_uncertainty", {})["id"] == target
+    assert client.next_sample("film_score", {})["id"] == target
     assert client.next_sample("first", {})["id"] in _labelled(client, False)

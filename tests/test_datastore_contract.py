@@ -130,9 +130,9 @@ def test_same_state_after_every_operation(folders: tuple[Path, Path], tmp_path: 
     for store in (stock, checked):
         store.save_label("case2", str(nrrd), "original", {"model": "calcification"})
         store.update_label_info("case2", "original", {"checked": True})
-        store.update_image_info("case2", {"plaid_uncertainty": 3.5})
+        store.update_image_info("case2", {"plaid_al_values": {"film_score": 0.5}})
     _same(stock, checked)
-    assert checked.get_image_info("case2")["plaid_uncertainty"] == 3.5
+    assert checked.get_image_info("case2")["plaid_al_values"] == {"film_score": 0.5}
     assert "path" in stock.get_image_info("case2") and "path" not in checked.get_image_info("case2")  # documented
 
     for store in (stock, checked):
@@ -280,7 +280,7 @@ def test_both_datastores_refuse_the_same_names_and_info_before_writing(folders: 
             with pytest.raises(PlaidInputError):
                 store.save_label(image_id, label, "final", info)  # type: ignore[arg-type]
     with pytest.raises(PlaidInputError):
-        checked.update_image_info("case1", {"plaid_uncertainty": float("inf")})
+        checked.update_image_info("case1", {"plaid_al_values": {"film_score": float("inf")}})
     for hostile_id in ("*", "../../x", "1.2.3.4/../5", "1.2." + "3" * 70):
         assert pacs.get_image_uri(hostile_id) == ""  # not a UID: unknown, without a PACS query
     with pytest.raises(PlaidInputError, match="PACS"):

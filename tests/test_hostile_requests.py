@@ -247,7 +247,7 @@ def test_no_image_left_to_label_is_an_answer_clients_handle(server: LabelServer,
     for image_id in _image_ids(studies):
         shape = read_mammogram(next(studies.glob(f"{image_id}.*"))).shape
         client.save_label(image_id, str(_mask_file(tmp_path / f"{image_id}.x", shape, ".nrrd")), tag="final")
-    for strategy in ("first", "random", "patch_uncertainty"):
+    for strategy in ("first", "random", "film_score"):
         sample = client.next_sample(strategy, {})
         assert not sample.get("id"), sample
         assert "no image left to label" in sample["message"]

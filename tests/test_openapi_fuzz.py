@@ -52,14 +52,14 @@ BACKGROUND_WAIT_S = 20
 STOP_WAIT_S = 120
 FINDINGS_FILE = Path(__file__).resolve().parents[1] / ".fuzz-findings.md"
 
-STRATEGIES = ["random", "first", "patch_uncertainty"]
-SCORING_METHODS = ["patch_uncertainty"]
+STRATEGIES = ["random", "first", "film_score"]
+SCORING_METHODS = ["active_learning"]
 TAGS = ["final", "original"]
 # Keys PLAID reads from client JSON: train and infer params, image and label info (strategy records, scores).
 KNOWN_KEYS = [
     "epochs", "batch_size", "learning_rate", "frozen_layers", "negative_ratio", "val_fraction", "seed", "device",
     "amp", "augment", "max_negatives_per_image", "multi_gpu", "finetune", "name", "threshold", "label_output",
-    "result_extension", "dicom_outputs", "output", "strategy", "plaid_uncertainty", "ts", "client_id", "model",
+    "result_extension", "dicom_outputs", "output", "strategy", "plaid_al_values", "ts", "client_id", "model",
     "image", "label_tag", "max_workers", "max_batch_size", "save_label", "logging", "gpus",
 ]
 BAD_SCALARS: list[Any] = [

@@ -47,6 +47,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("plaid.infer",),
     ("plaid.train",),
     ("plaid.evaluate",),
+    ("plaid.activelearning",),
     ("plaid.importers", "plaid.pacs", "plaid.serving"),
     ("plaid.commands",),
     ("plaid.cli",),

@@ -47,9 +47,9 @@ def studies(work: Path) -> Path:
     shutil.rmtree(root / "labels")
     images = sorted(p for p in root.iterdir() if p.suffix in (".png", ".dcm"))
     planted = {
-        images[0].stem: {"plaid_uncertainty": "high", "strategy": {"random": {"ts": "yesterday"}},
+        images[0].stem: {"plaid_al_values": {"film_score": "high"}, "strategy": {"random": {"ts": "yesterday"}},
                          "reviewer_note": float("nan")},
-        images[1].stem: {"plaid_uncertainty": 2.5, "strategy": ["random"]},
+        images[1].stem: {"plaid_al_values": {"film_score": 0.25}, "strategy": ["random"]},
     }
     objects = {path.stem: {"image": {"ext": path.suffix, "info": planted.get(path.stem, {})}, "labels": {}}
                for path in images}
@@ -99,16 +99,16 @@ def test_bad_stored_values_are_skipped_with_a_warning(server: LabelServer, studi
     for _ in range(3):
         answer = requests.post(f"{server.url}/activelearning/random", json={}, timeout=TIMEOUT)
         assert answer.status_code == 200 and answer.json()["id"] in ids, answer.text[:300]
-    answer = requests.post(f"{server.url}/activelearning/patch_uncertainty", json={}, timeout=TIMEOUT)
+    answer = requests.post(f"{server.url}/activelearning/film_score", json={}, timeout=TIMEOUT)
     assert answer.status_code == 200, answer.text[:300]
-    assert answer.json()["id"] == ids[1] and answer.json()["plaid_uncertainty"] == 2.5  # the only readable score
+    assert answer.json()["id"] == ids[1] and answer.json()["value"] == 0.25  # the only readable value
     everything = requests.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=TIMEOUT)
     assert everything.status_code == 200, everything.text[:300]
     first = everything.json()["objects"][ids[0]]["image"]["info"]
-    assert "plaid_uncertainty" not in first and "reviewer_note" not in first
+    assert "plaid_al_values" not in first and "reviewer_note" not in first
     assert isinstance(first["strategy"]["random"]["ts"], int)  # next-sample wrote a good value back
     log = server.log_path.read_text(errors="replace")
-    assert f"image {ids[0]}: stored plaid_uncertainty skipped" in log
+    assert f"image {ids[0]}: stored plaid_al_values skipped" in log
     assert f"image {ids[1]}: stored strategy skipped" in log
 
 
@@ -170,9 +170,9 @@ def _hostile_requests(url: str, image_id: str) -> list[tuple[str, requests.Reque
     post_json("params", "/train/calcification", json.dumps({"comment": "y" * 20_000}))
     post_json("calcification", "/train/", '{"calcification": [1]}')
     post_json("run_sync", "/train/calcification", "{}", run_sync="maybe")
-    post_json("force", "/scoring/patch_uncertainty", '{"force": "maybe"}')
-    post_json("method", "/scoring/patch_uncertainty", '{"method": "other"}')
-    post_json("patch_uncertainty", "/scoring/", '{"patch_uncertainty": "all"}')
+    post_json("force", "/scoring/active_learning", '{"force": "maybe"}')
+    post_json("method", "/scoring/active_learning", '{"method": "other"}')
+    post_json("active_learning", "/scoring/", '{"active_learning": "all"}')
     batch = "/batch/infer/calcification"
     post_json("label_tag", batch, '{"multi_gpu": false, "label_tag": "../x"}')
     post_json("label_tag", batch, '{"multi_gpu": false, "label_tag": "final"}')
@@ -186,12 +186,14 @@ def _hostile_requests(url: str, image_id: str) -> list[tuple[str, requests.Reque
     post_json("labels", "/activelearning/random", '{"labels": "calcification"}')
     post_json("label_tag", "/activelearning/random", '{"label_tag": "../x"}')
     post_json("params.a", "/activelearning/first", '{"a": NaN}')
+    post_json("params.labels", "/activelearning/film_score", '{"labels": [1]}')
 
     def put_form(field: str, path: str, form: dict[str, str], **query: str) -> None:
         cases.append((field, requests.Request("PUT", f"{url}{path}", params=query, data=form)))
 
-    for info, field in (("[1]", "info"), ('"text"', "info"), ('{"plaid_uncertainty": "high"}', "plaid_uncertainty"),
-                        ('{"plaid_uncertainty": -1}', "plaid_uncertainty"), ('{"a": NaN}', "info.a"),
+    for info, field in (("[1]", "info"), ('"text"', "info"),
+                        ('{"plaid_al_values": {"film_score": "high"}}', "plaid_al_values.film_score"),
+                        ('{"plaid_al_values": {"entropy": 1}}', "plaid_al_values"), ('{"a": NaN}', "info.a"),
                         ('{"strategy": {"random": {"ts": "x"}}}', "strategy.random.ts"),
                         ('{"strategy": [1]}', "strategy"), ('{"ts": 1e300}', "ts")):
         put_form(field, "/datastore/image/info", {"info": info}, image=image_id)

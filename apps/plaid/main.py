@@ -26,6 +26,7 @@ from monailabel.utils.others.class_utils import get_class_names
 import lib.configs
 import plaid
 from lib import server
+from lib.activelearning.ranked import DEFAULT_REASON, DEFAULT_STRATEGY
 from lib.activelearning.recency import RecencyWeightedRandom
 from lib.datastore import CheckedLocalDatastore
 from lib.errors import UnknownTaskError
@@ -120,8 +121,17 @@ class PlaidApp(MONAILabelApp):
         return self._model_tasks("trainer")
 
     def init_strategies(self) -> dict[str, Strategy]:
-        """random, first, and each model's uncertainty strategy."""
-        return {"random": RecencyWeightedRandom(), "first": First(), **self._model_tasks("strategy")}
+        """Each model's ranked strategy (the default first), random and first."""
+        return {**self._model_tasks("strategy"), "random": RecencyWeightedRandom(), "first": First()}
+
+    def default_strategy(self) -> str:
+        """The strategy a next-sample request without one gets: `DEFAULT_STRATEGY` when served, else random."""
+        return DEFAULT_STRATEGY if DEFAULT_STRATEGY in self._strategies else "random"
+
+    def info(self) -> dict[str, Any]:
+        """MONAI Label's /info, plus which active-learning strategy is the default and why."""
+        return {**super().info(), "active_learning": {"default_strategy": self.default_strategy(),
+                                                      "why": DEFAULT_REASON}}
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
         """Each model's scoring method."""
@@ -226,7 +236,7 @@ class PlaidApp(MONAILabelApp):
 
     def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:
         """The strategy's next image id; ``{"id": None, "message": ...}`` when no image is left to label."""
-        task = self._task("strategy", self._strategies, request.get("strategy") or "random")
+        task = self._task("strategy", self._strategies, request.get("strategy") or self.default_strategy())
         store = self.datastore()
         result = task(request, store)
         if not result or not result.get("id"):
@@ -235,7 +245,6 @@ class PlaidApp(MONAILabelApp):
         if self._auto_update_scoring:
             self.async_scoring(None)
         return result
-
 
 
 BATCH_IMAGES = ("all", "labeled", "unlabeled")

@@ -10,7 +10,8 @@ import sys
 from plaid import __version__
 from plaid.errors import PlaidError
 
-COMMAND_MODULES = ("synth", "import_data", "train", "crossval", "pretrain", "evaluate", "infer", "ensemble", "labels")
+COMMAND_MODULES = ("synth", "import_data", "train", "crossval", "pretrain", "evaluate", "infer", "ensemble", "labels",
+                   "simulate_al")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,8 @@
 """Build PLAID's DICOMweb datastore from MONAI Label's settings and the app's --conf options.
 
 --conf keys: ``dicomweb_modality`` (MG), ``dicomweb_refresh_s`` (10), ``dicomweb_auto_scoring``
-(false: uncertainty scoring would download every listed study at startup and after each label; run
-POST /scoring/patch_uncertainty when wanted). Credentials come from a file or the environment
+(false: active-learning scoring would download every listed study at startup and after each label; run
+POST /scoring/active_learning when wanted). Credentials come from a file or the environment
 (`lib.pacs_credentials`), the cache folder from MONAI_LABEL_DATASTORE_CACHE_PATH (or
 MONAI_LABEL_DICOMWEB_CACHE_PATH).
 """

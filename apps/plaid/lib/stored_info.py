@@ -1,7 +1,7 @@
 """Image and label info kept in the datastore for later readers: checked when written, read defensively.
 
 Info is free-form JSON (MONAI Label clients store their own keys), but some keys are read later by
-PLAID or MONAI Label: the uncertainty score and the model that made it, the active-learning log of when
+PLAID or MONAI Label: the active-learning values and the model that made them, the active-learning log of when
 each strategy handed an image out, and the label's time stamp and SEG UID. A write with a bad value for
 one of them is refused (`PlaidInputError` naming the field); a bad value already stored (an older
 server, an edited datastore_v2.json) is skipped with a warning when read, so no reader fails on it.
@@ -16,17 +16,24 @@ from typing import Any
 
 from lib.names import check_name, check_uid
 from lib.request_checks import check_client_id, check_json, check_json_object, check_number, check_text
+from plaid.activelearning.strategies import MODEL_KEY, RANKED, VALUES_KEY
 from plaid.errors import PlaidInputError
-from plaid.infer.uncertainty import MODEL_KEY, SCORE_KEY
 
 logger = logging.getLogger(__name__)
 
 MAX_TIMESTAMP = 2**42  # seconds since the epoch: far beyond any real date, well within a JSON number
-MAX_UNCERTAINTY = 1e9  # bits of entropy summed over patches
+MAX_VALUE = 1e9  # the largest strategy value stored (bits of entropy summed over patches stay far below)
 
 
-def _score(value: Any, field: str) -> Any:
-    return check_number(value, field, 0.0, MAX_UNCERTAINTY)
+def _values(value: Any, field: str) -> Any:
+    """{ranked strategy name: finite number within [0, MAX_VALUE]}."""
+    if not isinstance(value, Mapping):
+        raise PlaidInputError(f"{field} must be an object of strategy names")
+    for name, number in value.items():
+        if name not in RANKED:
+            raise PlaidInputError(f"{field} has an unknown strategy {str(name)[:64]!r} (known: {', '.join(RANKED)})")
+        check_number(number, f"{field}.{name}", 0.0, MAX_VALUE)
+    return value
 
 
 def _stamp(value: Any, field: str) -> Any:
@@ -65,7 +72,7 @@ def _object(value: Any, field: str) -> Any:
 
 
 FieldCheck = Callable[[Any, str], Any]
-IMAGE_FIELDS: dict[str, FieldCheck] = {SCORE_KEY: _score, MODEL_KEY: _model_stamp, "strategy": _strategy_log,
+IMAGE_FIELDS: dict[str, FieldCheck] = {VALUES_KEY: _values, MODEL_KEY: _model_stamp, "strategy": _strategy_log,
                                        "ts": _stamp}
 LABEL_FIELDS: dict[str, FieldCheck] = {"ts": _stamp, "seg_sop_instance_uid": _uid, "params": _object}
 
@@ -119,10 +126,9 @@ def _field(info: Any, key: str, check: FieldCheck, owner: str) -> Any:
         return None
 
 
-def stored_uncertainty(info: Any, owner: str) -> float | None:
-    """The image's stored uncertainty score, None when absent or bad (warned about)."""
-    value = _field(info, SCORE_KEY, _score, owner)
-    return None if value is None else float(value)
+def stored_values(info: Any, owner: str) -> dict[str, float]:
+    """The image's stored strategy values ({} when absent or bad, warned about)."""
+    return {name: float(value) for name, value in (_field(info, VALUES_KEY, _values, owner) or {}).items()}
 
 
 def handed_out_at(info: Any, strategy: str, owner: str) -> float:

@@ -1,16 +1,9 @@
-"""Image-level uncertainty of patch predictions, used to pick the next image to annotate.
-
-The score is the total binary entropy (bits) over the image's tissue patches. An image gets a high score
-when it has many patches near the decision boundary; confident patches add almost nothing, so large
-images full of clear normal tissue do not outrank small images with a few ambiguous findings.
-"""
+"""Uncertainty of patch predictions: binary entropy per patch and summed over an image's tissue patches (used by
+the active-learning strategies in `plaid.activelearning.strategies`)."""
 
 from __future__ import annotations
 
 import numpy as np
-
-SCORE_KEY = "plaid_uncertainty"
-MODEL_KEY = "plaid_uncertainty_model"
 
 
 def binary_entropy(probabilities: np.ndarray) -> np.ndarray:

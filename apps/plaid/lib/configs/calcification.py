@@ -12,9 +12,9 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 
-from lib.activelearning.uncertainty import PatchUncertaintyStrategy
+from lib.activelearning.ranked import DEFAULT_STRATEGY, RankedStrategy
 from lib.infers.calcification import CalcificationInfer
-from lib.scoring.uncertainty import PatchUncertaintyScoring
+from lib.scoring.films import FilmValueScoring
 from lib.trainers.calcification import CalcificationTrainer
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.options import dataclass_from_mapping, parse_bool
@@ -31,7 +31,7 @@ CONF_RENAMES = {"pretrained_weights": "weights_path"}
 
 
 class Calcification(TaskConfig):
-    """Wires PLAID's predictor, trainer and uncertainty scoring into MONAI Label."""
+    """Wires PLAID's predictor, trainer, active-learning scoring and default strategy into MONAI Label."""
 
     def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs: Any) -> None:
         """Read the --conf options and set where the published model lives."""
@@ -59,9 +59,9 @@ class Calcification(TaskConfig):
         )
 
     def strategy(self) -> Strategy | dict[str, Strategy] | None:
-        """Uncertainty sampling over the scores written by `scoring_method`."""
-        return {"patch_uncertainty": PatchUncertaintyStrategy()}
+        """The default strategy, ranking the values written by `scoring_method` (none when it is `random`)."""
+        return {DEFAULT_STRATEGY: RankedStrategy(DEFAULT_STRATEGY)} if DEFAULT_STRATEGY != "random" else None
 
     def scoring_method(self) -> ScoringMethod | dict[str, ScoringMethod] | None:
-        """Scores unlabeled images by the entropy of their patch predictions."""
-        return {"patch_uncertainty": PatchUncertaintyScoring(self.predictor)}
+        """Stores every ranked strategy's value of each unlabeled image under the current model."""
+        return {"active_learning": FilmValueScoring(self.predictor)}
