@@ -6,11 +6,13 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from monailabel.client import MONAILabelClient
+from oidc_provider import OidcProvider, site_accounts
 
 from plaid.serving import LabelServer
 
@@ -75,6 +77,15 @@ def rng() -> np.random.Generator:
 @pytest.fixture(autouse=True)
 def _quiet_third_party_logs() -> None:
     logging.getLogger("PIL").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[OidcProvider]:
+    """A loopback OpenID Connect provider holding the site's accounts (`oidc_provider`), for servers with login."""
+    oidc = OidcProvider(accounts=site_accounts())
+    server = oidc.start()
+    yield oidc
+    server.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
-from oidc_provider import ROLES, OidcProvider, new_key, site_accounts
+from oidc_provider import ROLES, OidcProvider, new_key
 from PIL import Image
 from served_site import Site, build_site, file_state, start_site_server, state_changes
 
@@ -92,14 +92,6 @@ def make_tls(folder: Path) -> tuple[Path, Path, Path]:
                                            serialization.NoEncryption()))
     paths[2].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     return paths
-
-
-@pytest.fixture(scope="module")
-def provider() -> Iterator[OidcProvider]:
-    oidc = OidcProvider(accounts=site_accounts())
-    server = oidc.start()
-    yield oidc
-    server.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 import requests
-from oidc_provider import OidcProvider, site_accounts
+from oidc_provider import OidcProvider
 from PIL import Image
 
 from plaid.io.labels import read_label_mask
@@ -40,14 +40,6 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mammogram(work: Path) -> Path:
     rows = generate_dataset(work / "synth", count=2, seed=3, height=448, width=448, formats=("dcm",))
     return work / "synth" / f"{rows[0]['image_id']}.dcm"
-
-
-@pytest.fixture(scope="module")
-def provider() -> Iterator[OidcProvider]:
-    oidc = OidcProvider(accounts=site_accounts())
-    server = oidc.start()
-    yield oidc
-    server.shutdown()
 
 
 @pytest.fixture(scope="module")
