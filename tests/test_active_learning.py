@@ -38,8 +38,8 @@ if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
 from lib.activelearning.ranked import DEFAULT_STRATEGY, RankedStrategy  # noqa: E402
-from lib.datastore import CheckedLocalDatastore  # noqa: E402
-from lib.stored_info import check_image_info  # noqa: E402
+from lib.datastore.local import CheckedLocalDatastore  # noqa: E402
+from lib.datastore.stored_info import check_image_info  # noqa: E402
 
 TINY = ["--epochs", "1", "--patch-size", "64", "--batch-size", "16", "--architecture", "resnet18",
         "--frozen-layers", "0", "--val-fraction", "0", "--operating-point-normal-women", "1"]

@@ -15,8 +15,8 @@ APP_DIR = Path(__file__).resolve().parents[1] / "apps" / "plaid"
 if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
-from lib.errors import UnknownTaskError, detail_for, status_for  # noqa: E402
-from lib.server import served_host, warn_if_exposed  # noqa: E402
+from lib.server.errors import UnknownTaskError, detail_for, status_for  # noqa: E402
+from lib.server.startup import served_host, warn_if_exposed  # noqa: E402
 
 
 @pytest.mark.parametrize(("argv", "host"), [
@@ -31,7 +31,7 @@ def test_served_host_reads_the_start_server_command_line(argv: list[str], host: 
 
 
 def test_listening_beyond_loopback_without_auth_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="lib.server"):
+    with caplog.at_level(logging.WARNING, logger="lib.server.startup"):
         assert warn_if_exposed("0.0.0.0", auth_enabled=False)
         assert not warn_if_exposed("0.0.0.0", auth_enabled=True)
         assert not warn_if_exposed("127.0.0.1", auth_enabled=False)

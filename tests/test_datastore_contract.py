@@ -31,8 +31,8 @@ APP_DIR = Path(__file__).resolve().parents[1] / "apps" / "plaid"
 if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
-from lib.datastore import CheckedLocalDatastore, ImageExistsError  # noqa: E402
-from lib.names import InvalidNameError  # noqa: E402
+from lib.datastore.local import CheckedLocalDatastore, ImageExistsError  # noqa: E402
+from lib.datastore.names import InvalidNameError  # noqa: E402
 
 SHAPE = (256, 240)
 RACE_ROUNDS = 300  # a 1% race shows up in 300 rounds with probability 1 - 0.99**300 = 95%
@@ -263,8 +263,8 @@ class _UnreachablePacs:
 
 def test_both_datastores_refuse_the_same_names_and_info_before_writing(folders: tuple[Path, Path],
                                                                        tmp_path: Path) -> None:
-    """Issue 21: one name rule (`lib.names`) for the local and the DICOMweb datastore."""
-    from lib.dicomweb_datastore import PlaidDICOMwebDatastore
+    """Issue 21: one name rule (`lib.datastore.names`) for the local and the DICOMweb datastore."""
+    from lib.datastore.dicomweb import PlaidDICOMwebDatastore
 
     _, checked = _open(*folders)
     pacs = PlaidDICOMwebDatastore(_UnreachablePacs(), cache_path=str(tmp_path / "cache"))

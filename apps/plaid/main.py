@@ -25,12 +25,12 @@ from monailabel.utils.others.class_utils import get_class_names
 
 import lib.configs
 import plaid
-from lib import server
 from lib.activelearning.ranked import DEFAULT_REASON, DEFAULT_STRATEGY
 from lib.activelearning.recency import RecencyWeightedRandom
-from lib.datastore import CheckedLocalDatastore
-from lib.errors import UnknownTaskError
-from lib.request_checks import (
+from lib.datastore.local import CheckedLocalDatastore
+from lib.server import startup
+from lib.server.errors import UnknownTaskError
+from lib.server.request_checks import (
     MAX_TASK_JSON_BYTES,
     check_bool,
     check_device,
@@ -40,7 +40,7 @@ from lib.request_checks import (
     check_text,
     check_whole,
 )
-from lib.request_files import is_current_upload
+from lib.server.request_files import is_current_upload
 from plaid.errors import PlaidInputError
 from plaid.model.description import describe_checkpoint
 from plaid.options import parse_bool
@@ -83,13 +83,13 @@ class PlaidApp(MONAILabelApp):
             version=plaid.__version__,
             labels={"calcification": 1},
         )
-        server.install()
+        startup.install()
 
     def init_datastore(self) -> Datastore:
         """A local datastore listing only the mammograms PLAID reads (DICOM, PNG, TIFF, PGM), validating uploads;
         for an http(s) studies URL, PLAID's DICOMweb datastore (MG instances as `.dcm`, no dcmqi download)."""
         if self.studies.startswith(("http://", "https://")):
-            from lib.dicomweb_setup import init_dicomweb_datastore
+            from lib.datastore.dicomweb_setup import init_dicomweb_datastore
 
             self.studies = self.studies.rstrip("/").strip()
             return init_dicomweb_datastore(self.studies, self.conf)

@@ -1,1 +1,2 @@
-"""MONAI Label glue for PLAID: task configs, infer/train tasks, active learning, datastore checks."""
+"""MONAI Label glue for PLAID: task configs, infer/train tasks, active learning, scoring,
+the server side (`server`) and both datastores (`datastore`)."""

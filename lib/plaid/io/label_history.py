@@ -6,7 +6,7 @@ saved it, when, and its info), a deletion as a version without a file. Versions 
 in ``<datastore root>/.plaid-label-history/<tag>/<image id>/`` (``0001.json``, ``0001.png``, ...), outside
 the ``labels/`` folder MONAI Label lists, and stay until an administrator purges them.
 
-Only the file layout lives here; the datastores (apps/plaid/lib/label_versions.py) decide when to record.
+Only the file layout lives here; the datastores (apps/plaid/lib/datastore/label_versions.py) decide when to record.
 """
 
 from __future__ import annotations

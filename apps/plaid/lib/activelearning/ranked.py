@@ -9,7 +9,7 @@ import numpy as np
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
-from lib.stored_info import stored_values
+from lib.datastore.stored_info import stored_values
 from plaid.activelearning.strategies import DESCRIPTIONS, pick_films, value_name
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
-from lib.stored_info import handed_out_at
+from lib.datastore.stored_info import handed_out_at
 
 logger = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from typing import Any
 from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from lib.dicom_results import parse_dicom_outputs, publish_dicom_results, require_result_store
-from lib.names import check_name
-from lib.request_checks import MAX_INFER_TIMEOUT_S, check_bool, check_client_id, check_device, check_number
-from lib.request_files import result_path
+from lib.datastore.dicom_results import parse_dicom_outputs, publish_dicom_results, require_result_store
+from lib.datastore.names import check_name
+from lib.server.request_checks import MAX_INFER_TIMEOUT_S, check_bool, check_client_id, check_device, check_number
+from lib.server.request_files import result_path
 from plaid.errors import ModelNotFoundError, PlaidInputError
 from plaid.infer.predictor import PatchPredictor
 from plaid.io.images import read_mammogram

@@ -14,7 +14,7 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
-from lib.names import check_name
+from lib.datastore.names import check_name
 from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord, attach_metadata, resolve_patients
 from plaid.model.checkpoint import read_checkpoint

@@ -2,8 +2,8 @@
 
 MONAI Label's label and image endpoints hand the token's user name to the module-level functions
 ``save_label``, ``remove_label`` and ``remove_image`` (`monailabel.endpoints.datastore`); the datastore
-never sees it. Each is wrapped once (after `lib.endpoint_guards` has added its checks) to run inside
-`lib.label_versions.acting_user`, so every version records the login that made it.
+never sees it. Each is wrapped once (after `lib.server.endpoint_guards` has added its checks) to run inside
+`lib.datastore.label_versions.acting_user`, so every version records the login that made it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from lib.label_versions import acting_user
+from lib.datastore.label_versions import acting_user
 
 MODULE = "monailabel.endpoints.datastore"
 USER_ARGUMENT = {"save_label": 5, "remove_label": 2, "remove_image": 1}  # position of `user` in each function

@@ -17,8 +17,8 @@ from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.exception import LabelNotFoundException
 
-from lib.label_versions import acting_user, history_of
-from lib.names import check_name
+from lib.datastore.label_versions import acting_user, history_of
+from lib.datastore.names import check_name
 from plaid.errors import PlaidInputError
 
 PROTECTED_INFO = ("ts", "name", "user")  # set by the datastore on every save

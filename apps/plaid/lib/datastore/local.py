@@ -3,7 +3,7 @@
 It keeps MONAI Label's `LocalDatastore` contract: unknown images raise `ImageNotFoundException`, labels of
 one image and tag live in ``labels/<tag>/<image id><ext>`` and every write happens inside MONAI Label's
 own file lock. PLAID's refusals (documented in docs/security.md) raise `plaid.errors` exceptions, which
-the app turns into 4xx answers in one place (`lib.errors`).
+the app turns into 4xx answers in one place (`lib.server.errors`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.exception import ImageNotFoundException
 
-from lib.label_versions import remove_versioned, save_versioned
-from lib.names import check_name
-from lib.stored_info import CheckedInfo, check_image_info, check_label_info
+from lib.datastore.label_versions import remove_versioned, save_versioned
+from lib.datastore.names import check_name
+from lib.datastore.stored_info import CheckedInfo, check_image_info, check_label_info
 from plaid.errors import PlaidError, PlaidInputError
 from plaid.io.datalist import METADATA_FILES
 from plaid.io.images import read_mammogram
@@ -43,7 +43,7 @@ def matches(name: str, patterns: Sequence[str]) -> bool:
 
 class CheckedLocalDatastore(CheckedInfo, LocalDatastore):
     """A `LocalDatastore` listing readable mammograms only and validating every upload and info with PLAID's
-    readers and `lib.stored_info`."""
+    readers and `lib.datastore.stored_info`."""
 
     def __init__(self, datastore_path: str, *args: Any, min_image_size: int = 224,
                  image_patterns: Sequence[str] = tuple(IMAGE_PATTERNS),
@@ -106,7 +106,7 @@ class CheckedLocalDatastore(CheckedInfo, LocalDatastore):
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
         """Store a label only if its tag is a plain name and it is readable with its image's exact shape; the
-        label it replaces stays as an earlier version (`lib.label_versions`)."""
+        label it replaces stays as an earlier version (`lib.datastore.label_versions`)."""
         check_name(label_tag, "label tag")
         label_info = check_label_info(label_info, "params")
         image_path = self.get_image_uri(image_id)
@@ -121,6 +121,6 @@ class CheckedLocalDatastore(CheckedInfo, LocalDatastore):
         return save_versioned(self, image_id, label_filename, label_tag, label_info)
 
     def remove_label(self, label_id: str, label_tag: str) -> None:
-        """Remove the current label; its versions stay recoverable (`lib.label_versions`)."""
+        """Remove the current label; its versions stay recoverable (`lib.datastore.label_versions`)."""
         remove_versioned(self, label_id, label_tag)
 

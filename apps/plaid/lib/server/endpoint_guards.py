@@ -5,11 +5,11 @@ merge ``params`` into the request (a JSON list or string there is a 500), add th
 ``info`` form (a list is a 500), name temporary files after the upload's file name, start training,
 scoring and batch inference in a child process after answering 200, and write the infer result where a
 same-host client saves its copy. Each module-level endpoint function named below is wrapped once, so
-the checks run inside the request and a bad value gets a 4xx naming it (via `lib.errors`):
+the checks run inside the request and a bad value gets a 4xx naming it (via `lib.server.errors`):
 
 - infer: ``output``, ``params`` (an object), ``label`` and ``session_id`` (not used by PLAID), the upload's
-  file name; the upload and the result live in a private per-request folder (`lib.request_files`);
-- datastore: image ids, label tags, upload file names, ``params`` / ``info`` (`lib.stored_info`),
+  file name; the upload and the result live in a private per-request folder (`lib.server.request_files`);
+- datastore: image ids, label tags, upload file names, ``params`` / ``info`` (`lib.datastore.stored_info`),
   ``limit_cases`` of the dataset archive (removed after it is sent); image and label uploads are kept
   in a private folder removed when the request ends, even when refused (MONAI Label's own temporary
   file would stay behind, as its clean-up runs only after a successful answer);
@@ -40,11 +40,11 @@ from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC, User
 from starlette.background import BackgroundTask
 
-from lib import request_files
-from lib.errors import UnknownTaskError
-from lib.names import check_name
-from lib.request_checks import check_text, check_whole, parse_json_object
-from lib.stored_info import check_image_info, check_label_info
+from lib.datastore.names import check_name
+from lib.datastore.stored_info import check_image_info, check_label_info
+from lib.server import request_files
+from lib.server.errors import UnknownTaskError
+from lib.server.request_checks import check_text, check_whole, parse_json_object
 from plaid.errors import PlaidInputError
 from plaid.io.images import IMAGE_SUFFIXES
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from lib.names import check_name
+from lib.datastore.names import check_name
 from plaid.errors import PlaidError, PlaidInputError
 from plaid.options import strict_bool
 

@@ -13,9 +13,9 @@ Unlike MONAI Label's stock `DICOMWebDatastore` it never converts to NIfTI and ne
   PLAID mask format, a SEG file, or MONAI Label's raw `.bin`); a saved final label is also stored back
   to the PACS as a MANUAL SEG so the viewer shows it;
 - PLAID's own AUTOMATIC SEGs (inference results) are never taken as labels;
-- image ids must be DICOM UIDs and label tags plain names (`lib.names`) before anything reaches the PACS
+- image ids must be DICOM UIDs and label tags plain names (`lib.datastore.names`) before anything reaches the PACS
   or the cache; images come from the PACS only (no uploads through MONAI Label); info is checked like the
-  local datastore's (`lib.stored_info`).
+  local datastore's (`lib.datastore.stored_info`).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom.dataset import Dataset
 
-from lib.errors import http_error
-from lib.label_versions import remove_versioned, save_versioned
-from lib.names import check_name, is_uid
-from lib.stored_info import CheckedInfo, check_label_info
+from lib.datastore.label_versions import remove_versioned, save_versioned
+from lib.datastore.names import check_name, is_uid
+from lib.datastore.stored_info import CheckedInfo, check_label_info
+from lib.server.errors import http_error
 from plaid.errors import LabelShapeError, PlaidError, PlaidInputError
 from plaid.io.dicom import read_dicom_mammogram
 from plaid.io.labels import label_suffix, read_label_mask, write_label_png
@@ -257,7 +257,7 @@ class PlaidDICOMwebDatastore(CheckedInfo, DICOMWebDatastore):
 
         Accepts PLAID's mask formats, a DICOM SEG file, and MONAI Label's raw `.bin` (rows x columns bytes).
         Nothing is stored when the tag, info or label is invalid or the PACS refuses the SEG; the label it
-        replaces stays as an earlier version (`lib.label_versions`).
+        replaces stays as an earlier version (`lib.datastore.label_versions`).
         """
         check_name(label_tag, "label tag")
         label_info = check_label_info(label_info, "params")
@@ -281,7 +281,7 @@ class PlaidDICOMwebDatastore(CheckedInfo, DICOMWebDatastore):
             return save_versioned(self, image_id, str(png), label_tag, info)
 
     def remove_label(self, label_id: str, label_tag: str) -> None:
-        """Remove the cached label; its versions stay recoverable (`lib.label_versions`)."""
+        """Remove the cached label; its versions stay recoverable (`lib.datastore.label_versions`)."""
         remove_versioned(self, label_id, label_tag)
 
     @staticmethod

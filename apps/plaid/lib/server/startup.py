@@ -1,6 +1,6 @@
 """Hooks into the running MONAI Label server: error handlers, a working token check and PLAID's narrower
-roles (`lib.auth`), checks inside MONAI Label's endpoints (`lib.endpoint_guards`), the user recorded with
-each label version (`lib.label_endpoints`), the label versions API (`lib.label_routes`), and a warning
+roles (`lib.server.auth`), checks inside MONAI Label's endpoints (`lib.server.endpoint_guards`), the user recorded with
+each label version (`lib.server.label_endpoints`), the label versions API (`lib.server.label_routes`), and a warning
 when it listens beyond loopback without authentication."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from monailabel.config import settings
 
-from lib import auth, endpoint_guards, label_endpoints, label_routes
-from lib.errors import install_error_handlers
+from lib.server import auth, endpoint_guards, label_endpoints, label_routes
+from lib.server.errors import install_error_handlers
 
 logger = logging.getLogger(__name__)
 

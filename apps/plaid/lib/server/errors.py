@@ -22,7 +22,7 @@ from monailabel.interfaces.exception import (
 )
 from pydantic import ValidationError
 
-from lib.datastore import ImageExistsError
+from lib.datastore.local import ImageExistsError
 from plaid.errors import CheckpointError, ModelNotFoundError, PlaidError, PlaidInputError
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 --conf keys: ``dicomweb_modality`` (MG), ``dicomweb_refresh_s`` (10), ``dicomweb_auto_scoring``
 (false: active-learning scoring would download every listed study at startup and after each label; run
 POST /scoring/active_learning when wanted). Credentials come from a file or the environment
-(`lib.pacs_credentials`), the cache folder from MONAI_LABEL_DATASTORE_CACHE_PATH (or
+(`lib.datastore.pacs_credentials`), the cache folder from MONAI_LABEL_DATASTORE_CACHE_PATH (or
 MONAI_LABEL_DICOMWEB_CACHE_PATH).
 """
 
@@ -13,8 +13,8 @@ import logging
 
 from monailabel.config import settings
 
-from lib.dicomweb_datastore import PlaidDICOMwebDatastore
-from lib.pacs_credentials import pacs_credentials
+from lib.datastore.dicomweb import PlaidDICOMwebDatastore
+from lib.datastore.pacs_credentials import pacs_credentials
 from plaid.options import parse_bool
 from plaid.pacs.dicomweb import make_client
 
