@@ -18,6 +18,16 @@ the checks run inside the request and a bad value gets a 4xx naming it (via `lib
   `check_task_request` before the process starts;
 - model files: only the served model's, and an upload replaces it only if it loads as a PLAID checkpoint;
   whole-slide inference is refused (PLAID serves none); GET /logs/gpu is 404 without nvidia-smi.
+
+The MONAI Label 0.8.5 functions wrapped (`WRAPPED`), private API that a MONAI Label upgrade may change:
+``monailabel.endpoints.infer.run_inference``; ``monailabel.endpoints.datastore.add_image``, ``save_label``,
+``update_image_info``, ``update_label_info``, ``download_dataset``, ``download_image``;
+``monailabel.endpoints.wsi_infer.run_wsi_inference``; ``monailabel.endpoints.model.model_info``,
+``download_model``, ``delete_model``, ``update_model``; ``monailabel.endpoints.activelearning.sample``;
+``monailabel.endpoints.train.run``; ``monailabel.endpoints.scoring.run``; and
+``monailabel.utils.async_tasks.task.AsyncTask.run``. tests/test_monailabel_pins.py records each one's
+parameter names and fails, naming the function, when an upgrade changes them: check that wrapper
+against the new MONAI Label before updating the record.
 """
 
 from __future__ import annotations
@@ -59,8 +69,10 @@ def _app() -> Any:
     return app_instance()
 
 
-def _once(wrapper: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark ``wrapper`` so installing twice does not wrap twice."""
+def _once(original: Callable[..., Any], make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Callable[..., Any]:
+    """``make(original)``, keeping the original's name and signature (``__wrapped__``), marked so
+    installing twice does not wrap twice."""
+    wrapper = functools.wraps(original)(make(original))
     wrapper.plaid_checked = True  # type: ignore[attr-defined]
     return wrapper
 
@@ -70,7 +82,7 @@ def _wrap(module_name: str, attribute: str, make: Callable[[Callable[..., Any]],
     module = sys.modules.get(module_name)
     original = getattr(module, attribute, None) if module else None
     if original is not None and not getattr(original, "plaid_checked", False):
-        setattr(module, attribute, _once(functools.wraps(original)(make(original))))
+        setattr(module, attribute, _once(original, make))
 
 
 def check_file_name(name: Any, field: str) -> str:
@@ -330,22 +342,29 @@ def install_routes(app: Any) -> None:
     app.state.plaid_routes = True
 
 
+WRAPPED: tuple[tuple[str, str, Callable[[Callable[..., Any]], Callable[..., Any]]], ...] = (
+    ("monailabel.endpoints.infer", "run_inference", _guarded_inference),
+    ("monailabel.endpoints.datastore", "add_image", _checked_add_image),
+    ("monailabel.endpoints.datastore", "save_label", _checked_save_label),
+    ("monailabel.endpoints.datastore", "update_image_info", _guarded_image_info),
+    ("monailabel.endpoints.datastore", "update_label_info", _guarded_label_info),
+    ("monailabel.endpoints.datastore", "download_dataset", _guarded_dataset),
+    ("monailabel.endpoints.datastore", "download_image", _checked_download_image),
+    ("monailabel.endpoints.wsi_infer", "run_wsi_inference", _no_wsi_inference),
+    ("monailabel.endpoints.model", "model_info", _known_model),
+    ("monailabel.endpoints.model", "download_model", _known_model),
+    ("monailabel.endpoints.model", "delete_model", _known_model),
+    ("monailabel.endpoints.model", "update_model", _checked_update_model),
+    ("monailabel.endpoints.activelearning", "sample", _guarded_sample),
+    ("monailabel.endpoints.train", "run", _guarded_run_all),
+    ("monailabel.endpoints.scoring", "run", _guarded_run_all),
+)  # (module, function, wrapper maker); tests/test_monailabel_pins.py pins each function's parameters
+
+
 def install() -> None:
     """Wrap MONAI Label's endpoint functions (idempotent; a module not loaded is left alone)."""
-    _wrap("monailabel.endpoints.infer", "run_inference", _guarded_inference)
-    _wrap("monailabel.endpoints.datastore", "add_image", _checked_add_image)
-    _wrap("monailabel.endpoints.datastore", "save_label", _checked_save_label)
-    _wrap("monailabel.endpoints.datastore", "update_image_info", _guarded_image_info)
-    _wrap("monailabel.endpoints.datastore", "update_label_info", _guarded_label_info)
-    _wrap("monailabel.endpoints.datastore", "download_dataset", _guarded_dataset)
-    _wrap("monailabel.endpoints.datastore", "download_image", _checked_download_image)
-    _wrap("monailabel.endpoints.wsi_infer", "run_wsi_inference", _no_wsi_inference)
-    for name in ("model_info", "download_model", "delete_model"):
-        _wrap("monailabel.endpoints.model", name, _known_model)
-    _wrap("monailabel.endpoints.model", "update_model", _checked_update_model)
-    _wrap("monailabel.endpoints.activelearning", "sample", _guarded_sample)
-    _wrap("monailabel.endpoints.train", "run", _guarded_run_all)
-    _wrap("monailabel.endpoints.scoring", "run", _guarded_run_all)
+    for module_name, attribute, make in WRAPPED:
+        _wrap(module_name, attribute, make)
     tasks = sys.modules.get("monailabel.utils.async_tasks.task")
     if tasks is not None and not getattr(tasks.AsyncTask.run, "plaid_checked", False):
-        tasks.AsyncTask.run = staticmethod(_once(_guarded_async_run(tasks.AsyncTask.run)))
+        tasks.AsyncTask.run = staticmethod(_once(tasks.AsyncTask.run, _guarded_async_run))
