@@ -3,7 +3,7 @@ run one inference through MONAI Label's client, and write the mask plus an overl
 
 The served folder (.demo/studies) is the sample data, its last two films unlabelled, plus four synthetic
 women without calcification the brief training holds out to choose its threshold on
-(`plaid.synth.demo_data`); `make pacs-demo` trains on the same folder with the same recipe.
+(`plaid_dev.demo_data`); `make pacs-demo` trains on the same folder with the same recipe.
 
 The server keeps running afterwards (point 3D Slicer's MONAILabel module at the printed URL) until
 Ctrl-C, unless --exit is given.
@@ -24,8 +24,8 @@ from monailabel.client import MONAILabelClient
 from plaid.evaluate.overlays import render_overlay
 from plaid.io.images import read_mammogram
 from plaid.io.labels import read_label_mask
-from plaid.serving import DEMO_RECIPE, REPO_ROOT, start_label_server
-from plaid.synth.demo_data import operating_point_line, prepare_demo_studies
+from plaid_dev.demo_data import operating_point_line, prepare_demo_studies
+from plaid_dev.serving import DEMO_RECIPE, REPO_ROOT, start_label_server
 
 
 def wait_for_training(client: MONAILabelClient, poll_s: float = 5.0) -> dict:

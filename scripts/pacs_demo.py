@@ -9,7 +9,7 @@
 
 A model is needed: model/calcification.pt (from `make demo` or `plaid train`), else the brief training
 `make demo` runs (same recipe, same folder: the sample data plus four synthetic normal women held out for
-the threshold, `plaid.synth.demo_data`) runs first with `plaid train`. Everything keeps running (3D
+the threshold, `plaid_dev.demo_data`) runs first with `plaid train`. Everything keeps running (3D
 Slicer works against the printed MONAI Label URL as with `make demo`) until Ctrl-C, unless --exit is given.
 """
 
@@ -27,10 +27,10 @@ from pathlib import Path
 
 from monailabel.client import MONAILabelClient
 
-from plaid.pacs.ohif import OhifUnavailable, start_ohif
-from plaid.pacs.orthanc import start_orthanc
-from plaid.serving import DEMO_RECIPE, REPO_ROOT, start_label_server
-from plaid.synth.demo_data import operating_point_line, prepare_demo_studies
+from plaid_dev.demo_data import operating_point_line, prepare_demo_studies
+from plaid_dev.ohif import OhifUnavailable, start_ohif
+from plaid_dev.orthanc import start_orthanc
+from plaid_dev.serving import DEMO_RECIPE, REPO_ROOT, start_label_server
 
 USER = "plaid"
 

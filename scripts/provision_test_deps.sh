@@ -2,7 +2,7 @@
 # What the test suite needs beyond the virtual environment, provisioned once (called by `make test`):
 #   - Orthanc with its DICOMweb plugin and Chromium (Debian packages orthanc, orthanc-dicomweb, chromium),
 #     installed with apt-get when this runs as root on a Debian-like system;
-#   - the OHIF production build, fetched once with `npm pack` into ~/.cache/plaid/ohif (plaid.pacs.ohif).
+#   - the OHIF production build, fetched once with `npm pack` into ~/.cache/plaid/ohif (plaid_dev.ohif).
 # When something is missing and cannot be installed here, it stops and says what to install and how.
 # Usage: scripts/provision_test_deps.sh VENV
 set -euo pipefail
@@ -26,10 +26,10 @@ if ((${#missing[@]})); then
   fi
 fi
 
-if ! PYTHONPATH=lib "$venv/bin/python" - <<'PY'
+if ! PYTHONPATH=lib:scripts "$venv/bin/python" - <<'PY'
 import sys
 
-from plaid.pacs.ohif import OhifUnavailable, ensure_ohif
+from plaid_dev.ohif import OhifUnavailable, ensure_ohif
 
 try:
     ensure_ohif(offline=False)

@@ -14,7 +14,7 @@ import pytest
 from monailabel.client import MONAILabelClient
 from oidc_provider import OidcProvider, site_accounts
 
-from plaid.serving import LabelServer
+from plaid_dev.serving import LabelServer
 
 CHECKOUT_LIB = Path(__file__).resolve().parents[1] / "lib"
 

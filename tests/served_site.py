@@ -15,8 +15,8 @@ import torch
 
 from plaid.model.checkpoint import save_checkpoint
 from plaid.model.network import build_model
-from plaid.serving import LabelServer, start_label_server
 from plaid.synth.generator import generate_dataset
+from plaid_dev.serving import LabelServer, start_label_server
 
 MODEL_NAME = "calcification"
 UNLABELLED = 2

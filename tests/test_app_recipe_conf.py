@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from plaid.errors import PlaidInputError
-from plaid.serving import APP_DIR, DEMO_RECIPE
+from plaid_dev.serving import APP_DIR, DEMO_RECIPE
 
 if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))

@@ -36,7 +36,7 @@ from PIL import Image
 from served_site import Site, build_site, file_state, start_site_server, state_changes
 
 from plaid.io.labels import read_label_mask
-from plaid.serving import REPO_ROOT, LabelServer
+from plaid_dev.serving import REPO_ROOT, LabelServer
 
 pytestmark = pytest.mark.server
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from plaid.io.images import read_mammogram
-from plaid.serving import REPO_ROOT, free_port
+from plaid_dev.serving import REPO_ROOT, free_port
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

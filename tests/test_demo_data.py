@@ -10,8 +10,8 @@ import numpy as np
 
 from plaid.io.labels import read_label_mask
 from plaid.model.checkpoint import write_payload
-from plaid.synth.demo_data import UNLABELED_FOR_DEMO, operating_point_line, prepare_demo_studies
 from plaid.train.operating_point import FALSE_MARKS, FilmScores, operating_point_record
+from plaid_dev.demo_data import UNLABELED_FOR_DEMO, operating_point_line, prepare_demo_studies
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample-data"
 

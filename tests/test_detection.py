@@ -17,10 +17,10 @@ import pytest
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import load_records
 from plaid.patches.labels import patch_labels_from_mask
-from plaid.serving import DEMO_RECIPE, REPO_ROOT
 from plaid.synth.generator import synthesize_case
 from plaid.train.recipes import config_with_overrides
 from plaid.train.records import train_from_records
+from plaid_dev.serving import DEMO_RECIPE, REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -20,10 +20,10 @@ from PIL import Image
 
 from plaid.io.labels import read_label_mask
 from plaid.pacs import dicomweb
-from plaid.pacs.orthanc import OrthancServer, orthanc_missing, start_orthanc
 from plaid.pacs.seg import read_seg_mask
-from plaid.serving import REPO_ROOT, LabelServer, start_label_server
 from plaid.synth.generator import generate_dataset
+from plaid_dev.orthanc import OrthancServer, orthanc_missing, start_orthanc
+from plaid_dev.serving import REPO_ROOT, LabelServer, start_label_server
 
 pytestmark = [pytest.mark.server, pytest.mark.skipif(orthanc_missing() is not None,
                                                      reason=f"Orthanc unavailable: {orthanc_missing()}")]

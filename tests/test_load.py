@@ -22,7 +22,7 @@ import requests
 from PIL import Image
 from served_site import MODEL_NAME, Site, build_site, server_rss_bytes, start_site_server
 
-from plaid.serving import LabelServer
+from plaid_dev.serving import LabelServer
 
 pytestmark = pytest.mark.server
 

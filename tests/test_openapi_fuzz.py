@@ -41,7 +41,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.generation import GenerationMode
 from served_site import MODEL_NAME, Site, build_site, file_state, start_site_server, state_changes
 
-from plaid.serving import LabelServer
+from plaid_dev.serving import LabelServer
 
 pytestmark = pytest.mark.server
 

@@ -48,7 +48,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("plaid.train",),
     ("plaid.evaluate",),
     ("plaid.activelearning",),
-    ("plaid.importers", "plaid.pacs", "plaid.serving"),
+    ("plaid.importers", "plaid.pacs"),
     ("plaid.commands",),
     ("plaid.cli",),
 )

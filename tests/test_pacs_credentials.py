@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from plaid.pacs.orthanc import OrthancServer, orthanc_missing, start_orthanc
-from plaid.serving import LabelServer, free_port, start_label_server
 from plaid.synth.generator import generate_dataset
+from plaid_dev.orthanc import OrthancServer, orthanc_missing, start_orthanc
+from plaid_dev.serving import LabelServer, free_port, start_label_server
 
 pytestmark = [pytest.mark.server, pytest.mark.skipif(orthanc_missing() is not None,
                                                      reason=f"Orthanc unavailable: {orthanc_missing()}")]

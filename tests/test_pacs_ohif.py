@@ -30,11 +30,11 @@ from PIL import Image
 from plaid.io.dicom import write_dicom_mammogram
 from plaid.io.images import read_mammogram
 from plaid.pacs import dicomweb
-from plaid.pacs.ohif import OhifUnavailable, ensure_ohif, start_ohif
-from plaid.pacs.orthanc import orthanc_missing, start_orthanc
 from plaid.pacs.seg import SeriesInfo, box_label, patch_segments, write_seg
 from plaid.pacs.sr import write_sr
 from plaid.patches.tissue import tissue_mask
+from plaid_dev.ohif import OhifUnavailable, ensure_ohif, start_ohif
+from plaid_dev.orthanc import orthanc_missing, start_orthanc
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [

@@ -28,14 +28,14 @@ from plaid.model.checkpoint import save_checkpoint
 from plaid.model.network import build_model
 from plaid.pacs import dicomweb
 from plaid.pacs.codes import CALCIFICATION
-from plaid.pacs.orthanc import OrthancServer, orthanc_missing, start_orthanc
 from plaid.pacs.seg import box_label, read_seg_mask
 from plaid.pacs.sr import read_sr_regions
 from plaid.patches.grid import PatchGrid
 from plaid.patches.labels import patch_labels_from_mask
 from plaid.patches.tissue import tissue_mask
-from plaid.serving import LabelServer, free_port, start_label_server
 from plaid.synth.generator import generate_dataset
+from plaid_dev.orthanc import OrthancServer, orthanc_missing, start_orthanc
+from plaid_dev.serving import LabelServer, free_port, start_label_server
 
 pytestmark = [pytest.mark.server, pytest.mark.skipif(orthanc_missing() is not None,
                                                      reason=f"Orthanc unavailable: {orthanc_missing()}")]

@@ -25,8 +25,8 @@ from monailabel.client import MONAILabelClient
 from plaid.io.images import read_mammogram
 from plaid.model.checkpoint import save_checkpoint
 from plaid.model.network import build_model
-from plaid.serving import LabelServer, start_label_server
 from plaid.synth.generator import generate_dataset
+from plaid_dev.serving import LabelServer, start_label_server
 
 pytestmark = pytest.mark.server
 

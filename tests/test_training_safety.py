@@ -27,7 +27,6 @@ from plaid.model import device as device_module
 from plaid.model.checkpoint import read_checkpoint
 from plaid.model.device import training_precision
 from plaid.patches.prepared import PatchSettings, patch_settings_from_dict, prepare_images
-from plaid.serving import APP_DIR
 from plaid.synth.generator import generate_dataset
 from plaid.train import loop, pretrain, validation
 from plaid.train.checkpointing import CONFIG_FILE
@@ -36,6 +35,7 @@ from plaid.train.loop import NonFiniteTrainingError, PatchTrainer
 from plaid.train.records import train_from_records
 from plaid.train.splits import split_by_group
 from plaid.train.validation import VALIDATION_ON_TRAINING, EpochStats, is_better
+from plaid_dev.serving import APP_DIR
 
 pytestmark = pytest.mark.slow
 

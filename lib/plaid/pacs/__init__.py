@@ -1,1 +1,2 @@
-"""PLAID and a PACS: Orthanc launcher, DICOMweb helpers, DICOM SEG / SR writers and SEG readers, OHIF serving."""
+"""PLAID and a PACS: DICOMweb helpers, DICOM SEG / SR writers and SEG readers (the Orthanc and OHIF launchers for
+scripts and tests are in scripts/plaid_dev)."""

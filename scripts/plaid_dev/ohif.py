@@ -2,7 +2,7 @@
 
 `ensure_ohif` extracts ``dist/`` from the package tarball fetched with ``npm pack`` (no ``npm install``)
 into ``~/.cache/plaid/ohif/<version>`` (or ``$PLAID_OHIF_CACHE``), outside the checkout, once.
-`start_ohif` serves it on 127.0.0.1 with PLAID's ``app-config.js`` (`plaid.pacs.ohif_config`), whose DICOMweb
+`start_ohif` serves it on 127.0.0.1 with PLAID's ``app-config.js`` (`plaid_dev.ohif_config`), whose DICOMweb
 data source is this same origin: ``/dicom-web`` and ``/wado`` are proxied to Orthanc, which adds the PACS credentials
 server-side, so the browser needs neither CORS nor the password.
 """
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from plaid.pacs.ohif_config import OHIF_VERSION, app_config_js
-from plaid.serving import free_port
+from plaid_dev.ohif_config import OHIF_VERSION, app_config_js
+from plaid_dev.serving import free_port
 
 logger = logging.getLogger(__name__)
 

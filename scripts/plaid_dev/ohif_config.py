@@ -1,6 +1,6 @@
 """The ``app-config.js`` PLAID serves OHIF with: what a radiologist sees when a PLAID study opens.
 
-One DICOMweb data source on the serving origin (Orthanc behind `plaid.pacs.ohif`'s proxy), and:
+One DICOMweb data source on the serving origin (Orthanc behind `plaid_dev.ohif`'s proxy), and:
 
 - laterality and view ("R CC") and the Patient Orientation in the viewport's top-right corner
   (``viewportOverlay.topRight``; the top-left keeps OHIF's date and series description);

@@ -1,6 +1,6 @@
 """Start and stop a private Orthanc (Debian package, DICOMweb plugin) on loopback, and upload DICOM files.
 
-The demo and the tests share this launcher, as they share `plaid.serving` for MONAI Label.
+The demo and the tests share this launcher, as they share `plaid_dev.serving` for MONAI Label.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plaid.serving import free_port, wait_until_healthy
+from plaid_dev.serving import free_port, wait_until_healthy
 
 logger = logging.getLogger(__name__)
 
