@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from plaid.infer.predictor import InferConfig, PatchPredictor
-from plaid.model import backends
-from plaid.model.backends import AGREEMENT_TOLERANCE, Runtime, build_runtime, candidate_names, select_runtime
+from plaid.model import runtime_cache, runtime_choice
+from plaid.model.backends import AGREEMENT_TOLERANCE, Runtime, build_runtime, candidate_names
 from plaid.model.checkpoint import save_checkpoint
 from plaid.model.network import PatchClassifier, build_model
+from plaid.model.runtime_choice import select_runtime
 from plaid.patches.prepared import PatchSettings, prepare_file
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample-data" / "SYN0001_R_CC.png"
@@ -27,21 +28,21 @@ CPU = torch.device("cpu")
 @pytest.fixture(autouse=True)
 def _own_choice_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with an empty machine cache and nothing remembered in the process."""
-    monkeypatch.setenv(backends.CACHE_DIR_ENV, str(tmp_path / "cache"))
-    backends.forget_choices()
+    monkeypatch.setenv(runtime_cache.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    runtime_cache.forget_choices()
 
 
 @pytest.fixture
 def timed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the runtimes timed, in order (a wrapper around the real timing)."""
     names: list[str] = []
-    real = backends._time_runtime
+    real = runtime_choice._time_runtime
 
     def counting(runtime: Runtime, *args: object) -> float:
         names.append(runtime.name)
         return real(runtime, *args)
 
-    monkeypatch.setattr(backends, "_time_runtime", counting)
+    monkeypatch.setattr(runtime_choice, "_time_runtime", counting)
     return names
 
 
@@ -87,7 +88,7 @@ def test_every_cpu_candidate_agrees_with_torch_fp32_on_sample_patches(
 def test_auto_times_every_candidate_and_keeps_an_agreeing_fastest(
     model: PatchClassifier, sample_patches: np.ndarray, reference: np.ndarray
 ) -> None:
-    backends.forget_choices()
+    runtime_cache.forget_choices()
     chosen = select_runtime(model, CPU, "auto", 224, probe_batch=2)
     timings = dict(item.split("=") for item in chosen.notes["timings"].split(", "))
     assert set(timings) == set(candidate_names(CPU))
@@ -111,7 +112,7 @@ def test_missing_package_falls_back_to_torch(model: PatchClassifier, monkeypatch
 
 
 def test_disagreeing_backend_is_rejected(model: PatchClassifier, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = backends.build_runtime
+    real = runtime_choice.build_runtime
 
     def shifted(name: str, *args: object) -> Runtime:
         runtime = real(name, *args)
@@ -119,7 +120,7 @@ def test_disagreeing_backend_is_rejected(model: PatchClassifier, monkeypatch: py
             return Runtime(name, lambda batch: np.clip(runtime.run(batch) + 0.05, 0, 1))
         return runtime
 
-    monkeypatch.setattr(backends, "build_runtime", shifted)
+    monkeypatch.setattr(runtime_choice, "build_runtime", shifted)
     assert select_runtime(model, CPU, "torch-fp32-cl", 64, probe_batch=2).name == "torch-fp32"
 
 
@@ -135,12 +136,12 @@ def test_a_restart_builds_the_remembered_runtime_and_times_nothing(small_model: 
                                                                    timed: list[str]) -> None:
     chosen = select_runtime(small_model, CPU, "auto", 32, probe_batch=2)
     assert sorted(timed) == sorted(candidate_names(CPU))
-    stored = json.loads(backends.choice_cache_path().read_text())
+    stored = json.loads(runtime_cache.choice_cache_path().read_text())
     (entry,) = stored.values()
     assert entry["runtime"] == chosen.name and set(entry["patches_per_s"]) == set(timed)
     assert (entry["key"]["architecture"], entry["key"]["input_filter"], entry["key"]["patch_size"]) == (
         "resnet18", "contrast", 32)
-    backends.forget_choices()  # what a new server process starts with
+    runtime_cache.forget_choices()  # what a new server process starts with
     timed.clear()
     again = select_runtime(small_model, CPU, "auto", 32, probe_batch=2)
     assert timed == [] and again.name == chosen.name and "timings" not in again.notes
@@ -150,25 +151,25 @@ def test_a_restart_builds_the_remembered_runtime_and_times_nothing(small_model: 
 def test_a_changed_key_measures_again(change: str, small_model: PatchClassifier, timed: list[str],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     select_runtime(small_model, CPU, "auto", 32, probe_batch=2)
-    backends.forget_choices()
+    runtime_cache.forget_choices()
     timed.clear()
     patch_size = 32
     if change == "patch size":
         patch_size = 48
     else:
-        real = backends._version
-        monkeypatch.setattr(backends, "_version", lambda package: "9.9" if package == "torch" else real(package))
+        real = runtime_cache._version
+        monkeypatch.setattr(runtime_cache, "_version", lambda package: "9.9" if package == "torch" else real(package))
     select_runtime(small_model, CPU, "auto", patch_size, probe_batch=2)
     assert sorted(timed) == sorted(candidate_names(CPU))
-    assert len(json.loads(backends.choice_cache_path().read_text())) == 2  # both machines' states remembered
+    assert len(json.loads(runtime_cache.choice_cache_path().read_text())) == 2  # both machines' states remembered
 
 
 def test_a_corrupt_cache_file_is_ignored_with_a_warning(small_model: PatchClassifier, timed: list[str],
                                                         caplog: pytest.LogCaptureFixture) -> None:
-    path = backends.choice_cache_path()
+    path = runtime_cache.choice_cache_path()
     path.parent.mkdir(parents=True)
     path.write_text('{"abc": {"runtime": ')
-    with caplog.at_level(logging.WARNING, logger="plaid.model.backends"):
+    with caplog.at_level(logging.WARNING, logger="plaid.model.runtime_cache"):
         chosen = select_runtime(small_model, CPU, "auto", 32, probe_batch=2)
     assert f"ignoring the runtime choice cache {path}" in caplog.text
     assert sorted(timed) == sorted(candidate_names(CPU))

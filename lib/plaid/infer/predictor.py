@@ -22,9 +22,10 @@ from torch import nn
 
 from plaid.errors import CheckpointError, PlaidError
 from plaid.io.images import ImageMeta
-from plaid.model.backends import AUTO, RUNTIME_ENV, Runtime, select_runtime, validate_runtime_name
+from plaid.model.backends import AUTO, RUNTIME_ENV, Runtime, validate_runtime_name
 from plaid.model.checkpoint import load_model
 from plaid.model.device import default_batch_size, select_device
+from plaid.model.runtime_choice import select_runtime
 from plaid.patches.grid import DEFAULT_PATCH_SIZE, PatchGrid, stitch
 from plaid.patches.prepared import PatchSettings, PreparedImage, patch_settings_from_dict, prepare
 from plaid.patches.spacing import boxes_on_source, image_spacing, resample_image, target_shape, to_original_grid
