@@ -38,7 +38,8 @@ from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.model.checkpoint import save_checkpoint
 from plaid.model.device import cpu_supports_bf16, select_device
 from plaid.model.network import PatchClassifier, build_model
-from plaid.patches.prepared import PatchSettings, preparation_processes, prepare_file
+from plaid.patches.prefetch import preparation_processes
+from plaid.patches.prepared import PatchSettings, prepare_file
 from plaid.train.config import TrainConfig
 from plaid.train.loop import PatchTrainer
 from plaid.train.pretrain import PretrainConfig, run_pretext, tissue_rows

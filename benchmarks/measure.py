@@ -26,14 +26,8 @@ from plaid.io.labels import write_label_image
 from plaid.model.backends import Runtime
 from plaid.model.device import autocast_for
 from plaid.patches.grid import PatchGrid
-from plaid.patches.prepared import (
-    PatchSettings,
-    PreparedImage,
-    patch_index_for,
-    prefetched,
-    prepare_file,
-    prepare_image,
-)
+from plaid.patches.prefetch import prefetched
+from plaid.patches.prepared import PatchSettings, PreparedImage, patch_index_for, prepare_file, prepare_image
 from plaid.patches.sampling import BalancedSampler
 from plaid.synth.generator import synthesize_case, write_case
 from plaid.train.batches import batch_on_device

@@ -16,16 +16,8 @@ from plaid.io.images import read_mammogram
 from plaid.model.checkpoint import save_checkpoint
 from plaid.model.network import build_model
 from plaid.patches.grid import PatchGrid
-from plaid.patches.prepared import (
-    PatchSettings,
-    prefetched,
-    preparation_processes,
-    prepare,
-    prepare_file,
-    prepare_image,
-    process_records,
-    to_unit_uint16,
-)
+from plaid.patches.prefetch import prefetched, preparation_processes
+from plaid.patches.prepared import PatchSettings, prepare, prepare_file, prepare_image, process_records, to_unit_uint16
 from plaid.patches.tissue import tissue_mask, tissue_patches
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample-data"

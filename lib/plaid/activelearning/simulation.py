@@ -28,7 +28,7 @@ from plaid.evaluate.run import film_scores
 from plaid.evaluate.scoring import score_records
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import CaseRecord
-from plaid.patches.prepared import prefetched
+from plaid.patches.prefetch import prefetched
 from plaid.serialization import write_json
 from plaid.train.config import TrainConfig
 from plaid.train.records import train_from_records

@@ -14,7 +14,8 @@ from plaid.infer.predictor import PatchPredictor
 from plaid.io.datalist import image_id_of
 from plaid.io.images import IMAGE_SUFFIXES, Mammogram, read_mammogram
 from plaid.io.labels import write_label_image
-from plaid.patches.prepared import PreparedImage, prefetched
+from plaid.patches.prefetch import prefetched
+from plaid.patches.prepared import PreparedImage
 from plaid.serialization import write_json
 
 logger = logging.getLogger(__name__)

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
-import multiprocessing
 import os
-import sys
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +19,7 @@ from plaid.io.images import ImageMeta, intensity_window, read_mammogram
 from plaid.io.labels import read_label_mask
 from plaid.patches.grid import DEFAULT_PATCH_SIZE, PatchGrid, grid_for, patch_view
 from plaid.patches.labels import patch_labels_from_mask
+from plaid.patches.prefetch import prefetched
 from plaid.patches.sampling import PatchIndex
 from plaid.patches.spacing import image_spacing, resample_image, resample_mask, target_shape
 from plaid.patches.tissue import breast_mask_small, tissue_patches_from_small
@@ -33,7 +30,6 @@ UINT16_SCALE = 65535.0
 PREPARE_WORKERS = 4
 BAND_ROWS = 256  # rows normalised at a time: the float32 temporaries stay in cache
 ResultT = TypeVar("ResultT")
-ItemT = TypeVar("ItemT")
 
 
 @dataclass(frozen=True)
@@ -240,49 +236,6 @@ class Problem:
 
     path: str
     message: str
-
-
-def prefetched(items: Sequence[ItemT], produce: Callable[[ItemT], ResultT], workers: int = 1,
-               lookahead: int = 2, executor: Executor | None = None) -> Iterator[tuple[ItemT, Future[ResultT]]]:
-    """Yield ``(item, future of produce(item))`` in order, running ``produce`` for the next items in
-    ``workers`` background threads while the caller handles the current one (reading and tissue masking
-    of the next image overlap the model on this one). ``future.result()`` re-raises produce's error.
-
-    A caller-owned ``executor`` (e.g. `preparation_processes`, kept alive across calls) replaces the
-    threads; it is not shut down here.
-    """
-    if not items:
-        return
-    own = executor is None
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="plaid-prepare") if own else executor
-    with pool if own else contextlib.nullcontext(pool):
-        pending: deque[tuple[ItemT, Future[ResultT]]] = deque()
-        upcoming = iter(items)
-        for item in itertools.islice(upcoming, max(1, lookahead)):
-            pending.append((item, pool.submit(produce, item)))
-        while pending:
-            item, future = pending.popleft()
-            for later in itertools.islice(upcoming, 1):
-                pending.append((later, pool.submit(produce, later)))
-            yield item, future
-
-
-def one_thread_each() -> None:
-    """Limit this process's numpy/scipy (BLAS, OpenMP) and torch thread pools to one thread: preparation
-    processes run side by side, one per core, rather than each spreading over every core."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-
-
-def preparation_processes(workers: int) -> Executor:
-    """Spawned worker processes for `prefetched`: image preparation free of the GIL, for many cores feeding
-    a GPU, one thread each (`one_thread_each`). ``produce`` must then be picklable (e.g. a
-    `functools.partial` of `prepare_file`)."""
-    return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=one_thread_each)
 
 
 def process_records(

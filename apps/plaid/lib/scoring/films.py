@@ -12,7 +12,8 @@ from plaid.activelearning.pool import prepare_film, score_film
 from plaid.activelearning.strategies import MODEL_KEY, VALUES_KEY
 from plaid.errors import PlaidError
 from plaid.infer.predictor import PatchPredictor
-from plaid.patches.prepared import PreparedImage, prefetched
+from plaid.patches.prefetch import prefetched
+from plaid.patches.prepared import PreparedImage
 
 logger = logging.getLogger(__name__)
 
