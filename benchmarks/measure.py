@@ -29,7 +29,8 @@ from plaid.patches.grid import PatchGrid
 from plaid.patches.prefetch import prefetched
 from plaid.patches.prepared import PatchSettings, PreparedImage, patch_index_for, prepare_file, prepare_image
 from plaid.patches.sampling import BalancedSampler
-from plaid.synth.generator import synthesize_case, write_case
+from plaid.synth.datasets import write_case
+from plaid.synth.generator import synthesize_case
 from plaid.train.batches import batch_on_device
 from plaid.train.config import TrainConfig
 from plaid.train.loop import PatchTrainer

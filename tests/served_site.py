@@ -15,7 +15,7 @@ import torch
 
 from plaid.model.checkpoint import save_checkpoint
 from plaid.model.network import build_model
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 from plaid_dev.serving import LabelServer, start_label_server
 
 MODEL_NAME = "calcification"

@@ -29,7 +29,7 @@ from plaid.cli import main
 from plaid.errors import PlaidInputError
 from plaid.infer.predictor import InferConfig
 from plaid.io.datalist import load_records
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 from plaid.train.config import TrainConfig
 from plaid.train.recipes import config_with_overrides
 

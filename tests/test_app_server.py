@@ -20,7 +20,7 @@ from PIL import Image
 from plaid.io.images import read_mammogram
 from plaid.patches.grid import PatchGrid
 from plaid.patches.labels import patch_labels_from_mask
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 from plaid_dev.serving import LabelServer, start_label_server
 
 pytestmark = pytest.mark.server

@@ -25,7 +25,7 @@ from plaid.cli import main
 from plaid.io.datalist import load_records
 from plaid.io.labels import read_label_mask, write_label_png
 from plaid.model.checkpoint import read_checkpoint
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 from plaid.train.holdout import select_test_records
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import torch
 from plaid.io.datalist import load_records
 from plaid.model.checkpoint import read_checkpoint
 from plaid.patches.prepared import prepare_images
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 from plaid.train import checkpointing, loop
 from plaid.train.checkpointing import BEST_CHECKPOINT, LAST_CHECKPOINT
 from plaid.train.config import TrainConfig

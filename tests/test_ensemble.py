@@ -19,7 +19,7 @@ from plaid.model.checkpoint import load_model, read_checkpoint, save_checkpoint
 from plaid.model.description import describe_checkpoint
 from plaid.model.ensemble import EnsembleClassifier
 from plaid.model.network import PatchClassifier
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 
 FAST = ["--batch-size", "16", "--no-progress"]
 

@@ -192,7 +192,7 @@ def test_report_without_any_calcification_is_still_written(tmp_path: Path) -> No
     from plaid.io.datalist import load_records
     from plaid.model.checkpoint import save_checkpoint
     from plaid.model.network import build_model
-    from plaid.synth.generator import generate_dataset
+    from plaid.synth.datasets import generate_dataset
 
     torch.manual_seed(0)
     checkpoint = save_checkpoint(tmp_path / "m.pt", build_model(pretrained=False), threshold=0.5)
@@ -220,7 +220,7 @@ def test_overlays_draw_on_the_prepared_images_without_reading_files_again(
     from plaid.model.checkpoint import save_checkpoint
     from plaid.model.network import build_model
     from plaid.patches import prepared
-    from plaid.synth.generator import generate_dataset
+    from plaid.synth.datasets import generate_dataset
 
     torch.manual_seed(0)
     checkpoint = save_checkpoint(tmp_path / "m.pt", build_model(pretrained=False), threshold=0.5)
@@ -301,7 +301,7 @@ def test_report_leads_with_froc_and_image_auc_then_the_paper_protocol(tmp_path: 
     from plaid.io.datalist import load_records
     from plaid.model.checkpoint import save_checkpoint
     from plaid.model.network import build_model
-    from plaid.synth.generator import generate_dataset
+    from plaid.synth.datasets import generate_dataset
 
     torch.manual_seed(0)
     checkpoint = save_checkpoint(tmp_path / "m.pt", build_model(pretrained=False), threshold=0.5,

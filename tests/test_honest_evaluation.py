@@ -22,7 +22,7 @@ from plaid.io.labels import read_label_mask
 from plaid.model.checkpoint import read_checkpoint
 from plaid.patches.grid import PatchGrid
 from plaid.patches.labels import patch_labels_from_mask
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 
 pytestmark = pytest.mark.slow
 

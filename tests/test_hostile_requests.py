@@ -23,7 +23,7 @@ from PIL import Image
 
 from plaid.io.images import read_mammogram
 from plaid.io.labels import read_label_mask
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 from plaid_dev.serving import LabelServer, start_label_server
 
 pytestmark = pytest.mark.server

@@ -21,7 +21,7 @@ from PIL import Image
 from plaid.io.labels import read_label_mask
 from plaid.pacs import dicomweb
 from plaid.pacs.seg import read_seg_mask
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 from plaid_dev.orthanc import OrthancServer, orthanc_missing, start_orthanc
 from plaid_dev.serving import REPO_ROOT, LabelServer, start_label_server
 

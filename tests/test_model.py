@@ -14,7 +14,7 @@ from plaid.cli import main
 from plaid.errors import PlaidInputError
 from plaid.model.checkpoint import load_model, save_checkpoint
 from plaid.model.network import PatchClassifier, build_model, load_imagenet_weights
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from plaid.model.description import describe_checkpoint
 from plaid.model.input_filter import BAND_GAINS, build_input_filter
 from plaid.model.network import PatchClassifier, build_model
 from plaid.patches.prepared import PatchSettings, prepare_file
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 from plaid.train.config import TrainConfig
 from plaid.train.loop import PatchTrainer
 from plaid.train.recipes import config_with_overrides

@@ -24,7 +24,7 @@ from plaid.metrics import false_marks_threshold, operating_point
 from plaid.model.checkpoint import load_model, read_checkpoint
 from plaid.patches.prepared import PatchSettings, patch_index_for, prepare_images
 from plaid.patches.sampling import BalancedSampler
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 from plaid.train.checkpointing import checkpoint_is_publishable
 from plaid.train.config import TrainConfig
 from plaid.train.loop import PatchTrainer

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 from plaid_dev.orthanc import OrthancServer, orthanc_missing, start_orthanc
 from plaid_dev.serving import LabelServer, free_port, start_label_server
 

@@ -33,7 +33,7 @@ from plaid.pacs.sr import read_sr_regions
 from plaid.patches.grid import PatchGrid
 from plaid.patches.labels import patch_labels_from_mask
 from plaid.patches.tissue import tissue_mask
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 from plaid_dev.orthanc import OrthancServer, orthanc_missing, start_orthanc
 from plaid_dev.serving import LabelServer, free_port, start_label_server
 

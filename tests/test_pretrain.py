@@ -12,7 +12,7 @@ import torch
 from plaid.cli import main
 from plaid.io.datalist import CaseRecord
 from plaid.model.network import build_model
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 from plaid.train.insertion import insert_cluster
 from plaid.train.pretrain import is_normal
 

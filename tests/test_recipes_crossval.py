@@ -22,7 +22,7 @@ from plaid.evaluate.crossval import (
     pooled_patches,
 )
 from plaid.io.datalist import CaseRecord, load_records
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 from plaid.train.recipes import config_with_overrides, read_recipe
 
 REPO = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ from monailabel.client import MONAILabelClient
 from plaid.io.images import read_mammogram
 from plaid.model.checkpoint import save_checkpoint
 from plaid.model.network import build_model
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 from plaid_dev.serving import LabelServer, start_label_server
 
 pytestmark = pytest.mark.server

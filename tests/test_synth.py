@@ -16,7 +16,8 @@ from plaid.cli import main as plaid_main
 from plaid.io.images import read_mammogram
 from plaid.io.labels import read_label_mask
 from plaid.patches.tissue import tissue_mask
-from plaid.synth.generator import METADATA_COLUMNS, SyntheticCase, generate_dataset, synthesize_case, write_case
+from plaid.synth.datasets import METADATA_COLUMNS, generate_dataset, write_case
+from plaid.synth.generator import SyntheticCase, synthesize_case
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 

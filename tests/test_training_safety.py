@@ -27,7 +27,7 @@ from plaid.model import device as device_module
 from plaid.model.checkpoint import read_checkpoint
 from plaid.model.device import training_precision
 from plaid.patches.prepared import PatchSettings, patch_settings_from_dict, prepare_images
-from plaid.synth.generator import generate_dataset
+from plaid.synth.datasets import generate_dataset
 from plaid.train import loop, pretrain, validation
 from plaid.train.checkpointing import CONFIG_FILE
 from plaid.train.config import TrainConfig

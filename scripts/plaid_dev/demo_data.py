@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from plaid.synth.generator import METADATA_COLUMNS, synthesize_case, write_case
+from plaid.synth.datasets import METADATA_COLUMNS, write_case
+from plaid.synth.generator import synthesize_case
 
 logger = logging.getLogger(__name__)
 

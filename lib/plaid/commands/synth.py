@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from plaid.synth.generator import FORMATS, generate_dataset
+from plaid.synth.datasets import FORMATS, generate_dataset
 
 logger = logging.getLogger(__name__)
 
