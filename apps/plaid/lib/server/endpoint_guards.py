@@ -56,9 +56,7 @@ from lib.server import request_files
 from lib.server.errors import UnknownTaskError
 from lib.server.request_checks import check_text, check_whole, parse_json_object
 from plaid.errors import PlaidInputError
-from plaid.io.images import IMAGE_SUFFIXES
 
-MAX_FILE_NAME = 255
 MAX_ARCHIVE_CASES = 1_000_000
 CHECKSUM_ALGORITHMS = ("SHA256", "SHA512", "MD5")  # what MONAI Label's file_checksum computes
 
@@ -85,27 +83,6 @@ def _wrap(module_name: str, attribute: str, make: Callable[[Callable[..., Any]],
         setattr(module, attribute, _once(original, make))
 
 
-def check_file_name(name: Any, field: str) -> str:
-    """An uploaded file's name as MONAI Label uses it for a temporary file: printable, at most 255 characters."""
-    if name is None or name == "":
-        return ""
-    text = check_text(name, field, MAX_FILE_NAME)
-    if not text.isprintable():
-        raise PlaidInputError(f"{field} must be printable text")
-    if len("".join(Path(text).suffixes)) > 32:
-        raise PlaidInputError(f"{field} has an extension longer than 32 characters")
-    return text
-
-
-def upload_extension(name: Any) -> str:
-    """The extension an image uploaded for inference is stored with: one PLAID reads, or none (DICOM)."""
-    suffix = Path(check_file_name(name, "file name")).suffix.lower()
-    if suffix and suffix not in IMAGE_SUFFIXES:
-        raise PlaidInputError(f"file: unsupported image file type {suffix[:32]!r}; expected one of "
-                              f"{' '.join(IMAGE_SUFFIXES)}")
-    return suffix
-
-
 # -- infer -------------------------------------------------------------------------------------------------
 def _guarded_inference(run_inference: Callable[..., Any]) -> Callable[..., Any]:
     def run(background_tasks: Any, model: str, image: str = "", session_id: str = "", params: str = "{}",
@@ -121,7 +98,7 @@ def _guarded_inference(run_inference: Callable[..., Any]) -> Callable[..., Any]:
                                   "or upload the image with the request")
         if not image and not file:
             raise PlaidInputError("the request names no image: pass a datastore image id or upload a file")
-        extension = upload_extension(file.filename) if file else ""
+        extension = request_files.upload_extension(file.filename) if file else ""
         folder, token = request_files.open_request()
         try:
             if file:
@@ -147,7 +124,7 @@ def _upload_suffix(name: str, default: str) -> str:
 def _stored_upload(upload: Any, store: Callable[[str], Any], default_suffix: str) -> Any:
     """Save ``upload`` in a private request folder as ``upload<its extension>``, call ``store(path)``, and
     remove the folder whether or not the datastore took the file."""
-    name = check_file_name(getattr(upload, "filename", None), "file name")
+    name = request_files.check_file_name(getattr(upload, "filename", None), "file name")
     folder, token = request_files.open_request()
     try:
         path = request_files.store_upload(folder, upload.file, _upload_suffix(name, default_suffix))
@@ -163,7 +140,7 @@ def _checked_add_image(add_image: Callable[..., Any]) -> Callable[..., Any]:
 
     def run(background_tasks: Any, image: str | None = None, params: str = "{}", file: Any = None,
             user: str | None = None) -> Any:
-        name = check_file_name(getattr(file, "filename", None), "file name")
+        name = request_files.check_file_name(getattr(file, "filename", None), "file name")
         suffix = _upload_suffix(name, ".nii.gz")
         image_id = check_name(image or Path(name).name.replace(suffix, ""), "image")
         info = check_image_info(parse_json_object(params, "params"), "params")

@@ -10,7 +10,8 @@ open (``<tmp>/plaid-request-XXXX/``), removed after the answer is sent: no clien
 the result's base name is unique, so clients on one host do not overwrite each other either.
 
 `open_request` / `close_request` bracket one infer request; `current_upload` is the only file path (besides
-datastore images) the app accepts as an image; `result_path` is where the infer task writes its result.
+datastore images) the app accepts as an image; `result_path` is where the infer task writes its result;
+`check_file_name` and `upload_extension` check an upload's file name before anything is written.
 """
 
 from __future__ import annotations
@@ -24,10 +25,16 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from lib.server.request_checks import check_text
+from plaid.errors import PlaidInputError
+from plaid.io.images import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
 FOLDER_PREFIX = "plaid-request-"
+MAX_FILE_NAME = 255
 UPLOAD_STEM = "upload"
 RESULT_PREFIX = "plaid-result-"
 
@@ -99,3 +106,24 @@ def _process_folder() -> Path:
             _fallback[:] = [Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))]
             atexit.register(shutil.rmtree, _fallback[0], True)
         return _fallback[0]
+
+
+def check_file_name(name: Any, field: str) -> str:
+    """An uploaded file's name as MONAI Label uses it for a temporary file: printable, at most 255 characters."""
+    if name is None or name == "":
+        return ""
+    text = check_text(name, field, MAX_FILE_NAME)
+    if not text.isprintable():
+        raise PlaidInputError(f"{field} must be printable text")
+    if len("".join(Path(text).suffixes)) > 32:
+        raise PlaidInputError(f"{field} has an extension longer than 32 characters")
+    return text
+
+
+def upload_extension(name: Any) -> str:
+    """The extension an image uploaded for inference is stored with: one PLAID reads, or none (DICOM)."""
+    suffix = Path(check_file_name(name, "file name")).suffix.lower()
+    if suffix and suffix not in IMAGE_SUFFIXES:
+        raise PlaidInputError(f"file: unsupported image file type {suffix[:32]!r}; expected one of "
+                              f"{' '.join(IMAGE_SUFFIXES)}")
+    return suffix
