@@ -11,6 +11,18 @@ from pathlib import Path
 import pytest
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "lib" / "plaid"
+APP_ROOT = Path(__file__).resolve().parents[1] / "apps" / "plaid"
+
+# The core modules the MONAI Label app (apps/plaid) imports; it reaches the core through these only.
+APP_CORE_MODULES = frozenset({
+    "plaid", "plaid.errors", "plaid.options", "plaid.serialization",
+    "plaid.io.datalist", "plaid.io.dicom", "plaid.io.images", "plaid.io.label_history", "plaid.io.labels",
+    "plaid.patches.prefetch", "plaid.patches.prepared", "plaid.patches.tissue",
+    "plaid.model.checkpoint", "plaid.model.description", "plaid.infer.predictor",
+    "plaid.train.checkpointing", "plaid.train.config", "plaid.train.recipes", "plaid.train.records",
+    "plaid.activelearning.pool", "plaid.activelearning.strategies",
+    "plaid.pacs.dicomweb", "plaid.pacs.seg", "plaid.pacs.sr",
+})
 
 
 def module_names() -> list[str]:
@@ -22,20 +34,27 @@ def module_names() -> list[str]:
     return names
 
 
-def imported_modules(name: str, known: set[str]) -> set[str]:
-    """The plaid modules ``name`` imports anywhere in its source (deferred imports count too)."""
-    path = PACKAGE_ROOT.parent / Path(*name.split("."))
-    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+def imports_in(path: Path, known: set[str]) -> set[str]:
+    """The modules of ``known`` that the file at ``path`` imports anywhere (deferred imports count too);
+    ``from package import module`` counts as the module, not the package."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            targets = [f"{node.module}.{alias.name}" for alias in node.names if f"{node.module}.{alias.name}" in known]
+            targets = targets or [node.module]
         else:
             continue
-        found.update(target for target in targets if target in known and target != name)
+        found.update(target for target in targets if target in known)
     return found
+
+
+def imported_modules(name: str, known: set[str]) -> set[str]:
+    """The plaid modules ``name`` imports anywhere in its source (deferred imports count too)."""
+    path = PACKAGE_ROOT.parent / Path(*name.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    return imports_in(path, known) - {name}
 
 
 # The data flow, lowest first: a module may import from its own layer's packages and from the ones below.
@@ -130,3 +149,10 @@ def test_every_module_imports_in_a_child_interpreter() -> None:
     result = subprocess.run([sys.executable, "-c", script, *module_names()], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_app_imports_the_core_only_through_the_listed_modules() -> None:
+    known = set(module_names())
+    unlisted = sorted(f"{path.relative_to(APP_ROOT)} -> {module}" for path in sorted(APP_ROOT.rglob("*.py"))
+                      for module in imports_in(path, known) - APP_CORE_MODULES)
+    assert unlisted == [], "apps/plaid imports core modules outside APP_CORE_MODULES (add them there on purpose)"
