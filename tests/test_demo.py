@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from plaid.io.images import read_mammogram
+from plaid_dev.demo_data import UNLABELED_FOR_DEMO
 from plaid_dev.serving import REPO_ROOT, free_port
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -33,7 +34,7 @@ def test_demo_trains_infers_and_writes_overlay(tmp_path: Path, capsys: pytest.Ca
     assert (model_dir / "calcification.pt").is_file()  # trained because no model existed
     unlabeled = sorted(p.name for p in studies.iterdir() if p.suffix in (".png", ".dcm")
                        and not list((studies / "labels" / "final").glob(f"{p.stem}.*")))
-    assert len(unlabeled) == demo.UNLABELED_FOR_DEMO
+    assert len(unlabeled) == UNLABELED_FOR_DEMO
     image_id = Path(unlabeled[0]).stem
     mask = np.squeeze(itk.array_from_image(itk.imread(str(out / f"{image_id}_calcification.nrrd"))))
     assert mask.shape == read_mammogram(studies / unlabeled[0]).shape

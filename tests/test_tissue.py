@@ -11,7 +11,8 @@ from plaid.synth.generator import synthesize_case
 
 
 def test_breast_found_despite_burned_in_label_and_bright_border() -> None:
-    case = synthesize_case(1000, 820, seed=4, view="CC", laterality="R", n_clusters=0)
+    # a left breast: its chest wall on the left, so the marker and the right-hand border lie outside it
+    case = synthesize_case(1000, 820, seed=4, view="CC", laterality="L", n_clusters=0)
     pixels = case.pixels.astype(np.float32)
     pixels[900:960, 650:790] = 4095.0  # burned-in laterality marker, away from the breast
     pixels[:8, :] = pixels[-8:, :] = 4095.0  # bright film border on every side
