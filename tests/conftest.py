@@ -8,15 +8,17 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 from monailabel.client import MONAILabelClient
-from oidc_provider import OidcProvider, site_accounts
-
-from plaid_dev.serving import LabelServer
 
 CHECKOUT_LIB = Path(__file__).resolve().parents[1] / "lib"
+
+
+if TYPE_CHECKING:  # the skip-policy test runs this file where only the installed packages import
+    from plaid_dev.serving import LabelServer
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -80,8 +82,10 @@ def _quiet_third_party_logs() -> None:
 
 
 @pytest.fixture(scope="module")
-def provider() -> Iterator[OidcProvider]:
+def provider() -> Iterator[Any]:
     """A loopback OpenID Connect provider holding the site's accounts (`oidc_provider`), for servers with login."""
+    from oidc_provider import OidcProvider, site_accounts  # only the login tests need it (and ship it)
+
     oidc = OidcProvider(accounts=site_accounts())
     server = oidc.start()
     yield oidc

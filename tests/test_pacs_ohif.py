@@ -182,24 +182,38 @@ def _thumbnail_check(rgb: np.ndarray) -> tuple[float, int, bool]:
     return float(np.median(left)), int((profile > 235).sum()), bool(profile[-5:].mean() > profile[:5].mean())
 
 
-def test_ohif_seg_view_shows_clipped_probability_named_segments(study: dict) -> None:
-    labels = [box_label(entry["patch"], entry["probability"]) for entry in SEG_PATCHES]
-    rgb, dom = _view(_url(study, "seg"), study["work"] / "ohif_seg_view",
-                     lambda rgb, dom: _tinted_film(rgb) > 100 and all(label in dom for label in labels))
-    _common_checks(dom)
-    text = _text(dom)
-    assert "Segmentations" in text and all(label in text for label in labels), "the SEG panel is not open"
+def _segments_on_screen(rgb: np.ndarray, study: dict) -> tuple[np.ndarray, list[tuple[tuple[int, ...], float]]]:
+    """The tinted pixels over the film, and each SEG segment's box on screen with the share of it that is tinted."""
     rect = _image_rect(rgb)
     assert rect is not None and rect[2] - rect[0] > 200 and rect[3] - rect[1] > 150, "no film on screen"
     tinted = _tinted(rgb)
     tinted[: rect[0]], tinted[rect[2]:], tinted[:, rect[3]:] = False, False, False
     tinted[:, : rect[1] - round((rect[3] - rect[1]) * BACKGROUND / (COLUMNS - BACKGROUND)) - 4] = False
-    expected = np.zeros_like(tinted)
-    margin = 4
+    boxes = []
     for layer in study["layers"]:
         rows, columns = np.flatnonzero(layer.any(axis=1)), np.flatnonzero(layer.any(axis=0))
-        top, left, bottom, right = _on_screen(rect, (rows[0], columns[0], rows[-1] + 1, columns[-1] + 1))
-        assert tinted[top:bottom, left:right].mean() > 0.5, f"segment at {top, left, bottom, right} is not drawn"
+        box = _on_screen(rect, (rows[0], columns[0], rows[-1] + 1, columns[-1] + 1))
+        boxes.append((box, float(tinted[box[0]:box[2], box[1]:box[3]].mean())))
+    return tinted, boxes
+
+
+def test_ohif_seg_view_shows_clipped_probability_named_segments(study: dict) -> None:
+    labels = [box_label(entry["patch"], entry["probability"]) for entry in SEG_PATCHES]
+
+    def ready(rgb: np.ndarray, dom: str) -> bool:  # every segment painted, not only the first ones
+        return (_tinted_film(rgb) > 100 and all(label in dom for label in labels) and _image_rect(rgb) is not None
+                and all(drawn > 0.5 for _, drawn in _segments_on_screen(rgb, study)[1]))
+
+    rgb, dom = _view(_url(study, "seg"), study["work"] / "ohif_seg_view", ready)
+    _common_checks(dom)
+    text = _text(dom)
+    assert "Segmentations" in text and all(label in text for label in labels), "the SEG panel is not open"
+    rect = _image_rect(rgb)
+    tinted, boxes = _segments_on_screen(rgb, study)
+    expected = np.zeros_like(tinted)
+    margin = 4
+    for (top, left, bottom, right), drawn in boxes:
+        assert drawn > 0.5, f"segment at {top, left, bottom, right} is not drawn"
         expected[top - margin:bottom + margin, left - margin:right + margin] = True
     assert tinted[~expected].sum() < 0.02 * expected.sum(), "colour outside the segments (over the background?)"
     assert tinted[:, : rect[1] - margin].sum() < 0.01 * expected.sum(), "a segment extends over the background"
