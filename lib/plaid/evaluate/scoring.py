@@ -89,13 +89,12 @@ def score_image(image: PreparedImage, predictor: PatchPredictor,
     """
     if image.record is None:
         raise ValueError("score_image needs an image prepared from a record")
-    if image.labels is None or image.label_mask is None:
-        prediction = predictor.predict_prepared(image)
-        return ScoredImage(record=image.record, grid=image.grid, probabilities=prediction.probabilities.astype(float),
-                           tissue=prediction.scored, labels=np.zeros(len(image.grid), dtype=bool),
-                           regions=np.zeros(0), threshold=prediction.threshold, located=False)
     prediction = predictor.predict_prepared(image)
     probabilities = prediction.probabilities.astype(np.float64)
+    if image.labels is None or image.label_mask is None:
+        return ScoredImage(record=image.record, grid=image.grid, probabilities=probabilities, tissue=prediction.scored,
+                           labels=np.zeros(len(image.grid), dtype=bool), regions=np.zeros(0),
+                           threshold=prediction.threshold, located=False)
     extra = np.flatnonzero(image.labels & ~prediction.scored)
     if extra.size:
         probabilities[extra] = predictor.score(image, extra)
