@@ -12,9 +12,10 @@ from plaid.evaluate.plots import plot_training_curves
 from plaid.io.datalist import CaseRecord, load_records
 from plaid.model.input_filter import INPUT_FILTERS
 from plaid.model.network import ARCHITECTURES
+from plaid.options import argparse_help
 from plaid.serialization import write_json
 from plaid.train.checkpointing import HISTORY_FILE, SPLIT_FILE
-from plaid.train.config import TrainConfig
+from plaid.train.config import TrainConfig, option_field
 from plaid.train.holdout import TEST_PART, describe_holdout, holdout_split, read_split, records_in_part
 from plaid.train.loop import TrainResult
 from plaid.train.operating_point import OPERATING_POINTS
@@ -57,60 +58,45 @@ CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "frozen_layers", "negat
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """The training options `plaid train` and `plaid crossval` share; each overrides the recipe's value."""
+    """The training options `plaid train` and `plaid crossval` share; each overrides the recipe's value. Their help
+    is the `TrainConfig` field's (`plaid.options.option`), so it reads as the docs' training options table."""
     parser.add_argument("--recipe", type=Path, help="JSON file of training settings (e.g. recipes/mini-mias.json); "
                                                     "the flags below override it")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float, dest="learning_rate", help="Adam learning rate")
-    parser.add_argument("--frozen-layers", type=int,
-                        help="Keras-counted ResNet50 layers to freeze (default 100; only pretrained layers freeze)")
-    parser.add_argument("--negative-ratio", type=float, help="normal patches per calcified patch (default 1)")
+    parser.add_argument("--epochs", type=int, help=_help("epochs"))
+    parser.add_argument("--batch-size", type=int, help=_help("batch_size"))
+    parser.add_argument("--lr", type=float, dest="learning_rate", help=_help("learning_rate"))
+    parser.add_argument("--frozen-layers", type=int, help=_help("frozen_layers"))
+    parser.add_argument("--negative-ratio", type=float, help=_help("negative_ratio"))
     parser.add_argument("--class-weighted-loss", action=argparse.BooleanOptionalAction, default=None,
-                        help="weigh positives by the negative ratio in the loss (--no-... turns a recipe's off)")
-    parser.add_argument("--inserted-positives", type=int,
-                        help="synthetic calcification clusters pasted into normal patches, per epoch (default 0)")
-    parser.add_argument("--pretrain-steps", type=int,
-                        help="from random initialisation: steps spotting synthetic clusters pasted into the "
-                             "training images' normal patches before the real epochs (default 0)")
+                        help=_help("class_weighted_loss"))
+    parser.add_argument("--inserted-positives", type=int, help=_help("inserted_positives"))
+    parser.add_argument("--pretrain-steps", type=int, help=_help("pretrain_steps"))
     parser.add_argument("--pretrain-lr", type=float, dest="pretrain_learning_rate",
-                        help="Adam learning rate of those pretraining steps (default 0.001)")
-    parser.add_argument("--patch-size", type=int, help="patch side in pixels (default 224)")
-    parser.add_argument("--target-spacing-mm", type=float, help="resample images to this pixel spacing first")
-    parser.add_argument("--pixel-spacing-mm", type=float,
-                        help="spacing of images whose header and metadata give none")
-    parser.add_argument("--tta-flips", action=argparse.BooleanOptionalAction, default=None,
-                        help="score patches averaged over flips (stored with the model; --no-... turns a "
-                             "recipe's off)")
-    parser.add_argument("--architecture", choices=tuple(ARCHITECTURES),
-                        help="ResNet backbone (default resnet50, the paper's; others need --frozen-layers 0)")
-    parser.add_argument("--input-filter", choices=INPUT_FILTERS,
-                        help="fixed front end: none (grey to 3 channels, the paper's) or contrast (grey plus "
-                             "band-pass channels at the calcification scale)")
-    parser.add_argument("--val-fraction", type=float, help="share of patients for validation (default 0.05)")
-    parser.add_argument("--operating-point", choices=OPERATING_POINTS,
-                        help="how the stored threshold is chosen: false_marks (default: at most "
-                             "--max-false-marks-per-image normal patches marked per validation film, scored as "
-                             "served) or slope1 (the paper's point on the balanced validation patches)")
-    parser.add_argument("--max-false-marks-per-image", type=float,
-                        help="false marks per film the false_marks operating point allows (default 1.0)")
-    parser.add_argument("--operating-point-normal-women", type=int,
-                        help="women without calcification whose films choose the operating point, held out of "
-                             "training where validation has fewer (default 2)")
+                        help=_help("pretrain_learning_rate"))
+    parser.add_argument("--patch-size", type=int, help=_help("patch_size"))
+    parser.add_argument("--target-spacing-mm", type=float, help=_help("target_spacing_mm"))
+    parser.add_argument("--pixel-spacing-mm", type=float, help=_help("pixel_spacing_mm"))
+    parser.add_argument("--tta-flips", action=argparse.BooleanOptionalAction, default=None, help=_help("tta_flips"))
+    parser.add_argument("--architecture", choices=tuple(ARCHITECTURES), help=_help("architecture"))
+    parser.add_argument("--input-filter", choices=INPUT_FILTERS, help=_help("input_filter"))
+    parser.add_argument("--val-fraction", type=float, help=_help("val_fraction"))
+    parser.add_argument("--operating-point", choices=OPERATING_POINTS, help=_help("operating_point"))
+    parser.add_argument("--max-false-marks-per-image", type=float, help=_help("max_false_marks_per_image"))
+    parser.add_argument("--operating-point-normal-women", type=int, help=_help("operating_point_normal_women"))
     parser.add_argument("--operating-point-min-normal-films", type=int,
-                        help="warn (log, checkpoint, report) when fewer films without calcification than this choose "
-                             "the threshold (default 10)")
-    parser.add_argument("--seed", type=int, help="seed of the splits and the patch sampling (default 0)")
-    parser.add_argument("--ensemble-members", type=int,
-                        help="train this many models (seeds SEED, SEED+1, ...) on one split and serve the mean of "
-                             "their probabilities as one checkpoint (default 1)")
-    parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--weights", dest="weights_path",
-                        help="pretrained ResNet50 weights file (ImageNet, or `plaid pretrain` output)")
+                        help=_help("operating_point_min_normal_films"))
+    parser.add_argument("--seed", type=int, help=_help("seed"))
+    parser.add_argument("--ensemble-members", type=int, help=_help("ensemble_members"))
+    parser.add_argument("--device", help=_help("device"))
+    parser.add_argument("--weights", dest="weights_path", help=_help("weights_path"))
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
-                        help="start from random weights even if pretrained weights are available")
-    parser.add_argument("--offline", action="store_true", default=None,
-                        help="never download ImageNet weights (also PLAID_OFFLINE=1)")
+                        help=_help("pretrained"))
+    parser.add_argument("--offline", action="store_true", default=None, help=_help("offline"))
+
+
+def _help(name: str) -> str:
+    """The argparse help of training option ``name``: its field's help text and default."""
+    return argparse_help(option_field(name))
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

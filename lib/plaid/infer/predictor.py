@@ -22,11 +22,12 @@ from torch import nn
 
 from plaid.errors import CheckpointError, PlaidError
 from plaid.io.images import ImageMeta
-from plaid.model.backends import AUTO, RUNTIME_ENV, Runtime, validate_runtime_name
+from plaid.model.backends import AUTO, RUNTIME_CHOICES, RUNTIME_ENV, Runtime, validate_runtime_name
 from plaid.model.checkpoint import load_model
 from plaid.model.device import default_batch_size, select_device
 from plaid.model.runtime_choice import select_runtime
-from plaid.patches.grid import DEFAULT_PATCH_SIZE, PatchGrid, stitch
+from plaid.options import option, same_option
+from plaid.patches.grid import PatchGrid, stitch
 from plaid.patches.prepared import PatchSettings, PreparedImage, patch_settings_from_dict, prepare
 from plaid.patches.spacing import boxes_on_source, image_spacing, resample_image, target_shape, to_original_grid
 
@@ -37,24 +38,28 @@ FLIP_VIEWS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
 
 @dataclass
 class InferConfig:
-    """Inference knobs. ``threshold=None`` uses the checkpoint's validation operating point (else 0.5).
+    """Inference knobs (each field's help is its documentation; the tiling fields are `PatchSettings`' own).
 
-    ``batch_size=None`` picks one for the device; ``runtime`` is 'auto' (the fastest runtime that agrees
-    with torch fp32, measured at model load) or one of `plaid.model.backends.RUNTIME_NAMES`; its
-    default can be set for a whole environment with ``PLAID_RUNTIME`` (the test suite pins torch-fp32).
-    ``tta_flips=None`` averages over flips when the checkpoint's training config asks for it. The tiling
-    fields apply only to a checkpoint that records none (see `PatchPredictor.patch_settings`).
+    The tiling fields apply only to a checkpoint that records none (see `PatchPredictor.patch_settings`).
     """
 
-    patch_size: int = DEFAULT_PATCH_SIZE
-    stride: int | None = None
-    threshold: float | None = None
-    skip_background: bool = True
-    tissue_min_fraction: float = 0.0
-    batch_size: int | None = None
-    device: str = "auto"
-    runtime: str = field(default_factory=lambda: os.environ.get(RUNTIME_ENV, AUTO))
-    tta_flips: bool | None = None
+    patch_size: int = same_option(PatchSettings, "patch_size")
+    stride: int | None = same_option(PatchSettings, "stride")
+    threshold: float | None = option(None, help="decision threshold a patch probability must reach to be marked",
+                                     shown_default="checkpoint's",
+                                     notes="By default the operating point stored in the checkpoint (see the "
+                                           "training option `operating_point`), else 0.5")
+    skip_background: bool = same_option(PatchSettings, "skip_background")
+    tissue_min_fraction: float = same_option(PatchSettings, "tissue_min_fraction")
+    batch_size: int | None = option(None, help="patches per forward pass", shown_default="chosen for the device",
+                                    notes="32 on a CPU; on CUDA a size chosen from the GPU's memory")
+    device: str = option("auto", help="`auto` (CUDA when present), `cpu`, `cuda`, `cuda:1`, ...")
+    runtime: str = option(default_factory=lambda: os.environ.get(RUNTIME_ENV, AUTO), shown_default="auto",
+                          help="inference runtime: `auto` times the candidates when the model loads and keeps the "
+                               "fastest that agrees with torch fp32, or one runtime by name (`$PLAID_RUNTIME` sets "
+                               "the default)", choices=RUNTIME_CHOICES, notes="See docs/performance.md")
+    tta_flips: bool | None = option(None, help="average each patch over its flips", shown_default="checkpoint's",
+                                    notes="By default as the checkpoint's training config says (`tta_flips`)")
 
     def __post_init__(self) -> None:
         self.runtime = validate_runtime_name(self.runtime)

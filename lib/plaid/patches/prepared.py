@@ -17,6 +17,7 @@ from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord
 from plaid.io.images import ImageMeta, intensity_window, read_mammogram
 from plaid.io.labels import read_label_mask
+from plaid.options import Bounds, option
 from plaid.patches.grid import DEFAULT_PATCH_SIZE, PatchGrid, grid_for, patch_view
 from plaid.patches.labels import patch_labels_from_mask
 from plaid.patches.prefetch import prefetched
@@ -32,17 +33,32 @@ BAND_ROWS = 256  # rows normalised at a time: the float32 temporaries stay in ca
 ResultT = TypeVar("ResultT")
 
 
+# Limits on the patch options a client may ask for (checked by `plaid.train.config.TrainConfig.validate`).
+MIN_PATCH_SIZE = 32  # the ResNet stem and four stride-2 stages need at least this many pixels
+MAX_PATCH_SIZE = 2048
+SPACING_RANGE_MM = (0.005, 5.0)
+
+
 @dataclass(frozen=True)
 class PatchSettings:
-    """How an image is cut and which patches count."""
+    """How an image is cut and which patches count (each field's help is its documentation)."""
 
-    patch_size: int = DEFAULT_PATCH_SIZE
-    stride: int | None = None
-    min_overlap: float = 0.0
-    skip_background: bool = True
-    tissue_min_fraction: float = 0.0
-    target_spacing_mm: float | None = None
-    pixel_spacing_mm: float | None = None
+    patch_size: int = option(DEFAULT_PATCH_SIZE, help="side of the square patches, in pixels of the image as tiled",
+                             notes="64 pixels at 200 µm span 12.8 mm, near the paper's 15.7 mm (224 at 70 µm)",
+                             bounds=Bounds(MIN_PATCH_SIZE, MAX_PATCH_SIZE))
+    stride: int | None = option(None, help="step between patches in pixels; below `patch_size` the patches overlap "
+                                "and each pixel takes its highest probability", shown_default="`patch_size`",
+                                bounds=Bounds(1, MAX_PATCH_SIZE))
+    min_overlap: float = option(0.0, help="a patch is calcified when the annotated share of its area is above this",
+                                bounds=Bounds(0.0, 1.0))
+    skip_background: bool = option(True, help="score and sample only the patches that touch the breast tissue mask")
+    tissue_min_fraction: float = option(0.0, help="share of a patch that must be breast tissue for it to be "
+                                        "scored (0: touching the tissue is enough)")
+    target_spacing_mm: float | None = option(
+        None, help="resample every image to this pixel spacing (mm) before tiling", bounds=Bounds(*SPACING_RANGE_MM),
+        notes="Stored in the checkpoint: inference resamples alike and maps its results back to the original pixels")
+    pixel_spacing_mm: float | None = option(None, help="pixel spacing (mm) assumed for images whose DICOM header and "
+                                            "metadata give none", bounds=Bounds(*SPACING_RANGE_MM))
 
     def spacing_of(self, record: CaseRecord, meta: ImageMeta) -> float | None:
         """An image's pixel spacing: DICOM header, else the record's metadata, else ``pixel_spacing_mm``."""

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from typing import Any
 
 import torch
 
 from plaid.errors import PlaidInputError
-from plaid.model.input_filter import DEFAULT_INPUT_FILTER
-from plaid.model.network import DEFAULT_ARCHITECTURE, DEFAULT_FROZEN_LAYERS, PatchClassifier, unknown_model_option
-from plaid.options import dataclass_from_mapping
+from plaid.model.input_filter import DEFAULT_INPUT_FILTER, INPUT_FILTERS
+from plaid.model.network import (
+    ARCHITECTURES,
+    DEFAULT_ARCHITECTURE,
+    DEFAULT_FROZEN_LAYERS,
+    PatchClassifier,
+    unknown_model_option,
+)
+from plaid.options import BOUNDS, Bounds, OptionDoc, dataclass_from_mapping, field_doc, option, option_fields
 from plaid.patches.prepared import PatchSettings
 from plaid.train.operating_point import DEFAULT_MIN_NORMAL_FILMS, FALSE_MARKS, OPERATING_POINTS
 
@@ -22,13 +28,15 @@ from plaid.train.operating_point import DEFAULT_MIN_NORMAL_FILMS, FALSE_MARKS, O
 MAX_LEARNING_RATE = 0.1
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 4096
-MAX_PATCH_SIZE = 2048
-MIN_PATCH_SIZE = 32  # the ResNet stem and four stride-2 stages need at least this many pixels
 MAX_NEGATIVE_RATIO = 100.0
+MAX_NEGATIVES_PER_IMAGE = 10_000_000
 MAX_INSERTED_POSITIVES = 100_000
-SPACING_RANGE_MM = (0.005, 5.0)
 MAX_FALSE_MARKS_PER_IMAGE = 1000.0
 MAX_ENSEMBLE_MEMBERS = 32
+MAX_WORKERS = 256
+MAX_PRETRAIN_STEPS = 1_000_000
+MAX_NORMAL_COUNT = 100_000
+SEED_LIMIT = 2**32
 
 
 @lru_cache(maxsize=1)
@@ -45,39 +53,86 @@ PATCH_SETTINGS = "patch_settings"
 @dataclass
 class TrainConfig:
     """Every training knob; the defaults reproduce the paper. How images are cut into patches is one
-    `PatchSettings`; its options are given and stored flat (``patch_size``, ``stride``, ... see `PATCH_OPTIONS`)."""
+    `PatchSettings`; its options are given and stored flat (``patch_size``, ``stride``, ... see `PATCH_OPTIONS`).
+    Each option's help, bounds and default are its field's (`plaid.options.option`): `validate` checks the
+    bounds, and argparse help and the docs' tables are made from them."""
 
     patch_settings: PatchSettings = field(default_factory=PatchSettings)
-    epochs: int = 120
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    frozen_layers: int = DEFAULT_FROZEN_LAYERS
-    negative_ratio: float = 1.0
-    redraw_negatives: bool = True
-    max_negatives_per_image: int | None = None
-    val_fraction: float = 0.05
-    seed: int = 0
-    pretrained: bool = True
-    weights_path: str | None = None
-    offline: bool = False
-    device: str = "auto"
-    amp: bool = True
-    augment: bool = True
-    num_workers: int = 0
-    multi_gpu: bool = False
-    init_checkpoint: str | None = None
-    class_weighted_loss: bool = False
-    inserted_positives: int = 0
-    tta_flips: bool = False
-    architecture: str = DEFAULT_ARCHITECTURE
-    input_filter: str = DEFAULT_INPUT_FILTER
-    pretrain_steps: int = 0
-    pretrain_learning_rate: float = 1e-3
-    operating_point: str = FALSE_MARKS
-    max_false_marks_per_image: float = 1.0
-    operating_point_normal_women: int = 2
-    operating_point_min_normal_films: int = DEFAULT_MIN_NORMAL_FILMS
-    ensemble_members: int = 1
+    epochs: int = option(120, help="training epochs", bounds=Bounds(1, MAX_EPOCHS))
+    batch_size: int = option(32, help="patches per training batch (per GPU with `multi_gpu`)",
+                             bounds=Bounds(1, MAX_BATCH_SIZE))
+    learning_rate: float = option(1e-4, help="Adam learning rate", bounds=Bounds(0.0, MAX_LEARNING_RATE, low_open=True))
+    frozen_layers: int = option(
+        DEFAULT_FROZEN_LAYERS, help="how many of ResNet50's first layers (counted as Keras counts them) stay frozen",
+        bounds=Bounds(0, keras_layer_count, high_text="ResNet50's Keras layer count"),
+        notes="Only layers loaded from pretrained weights freeze: from random initialisation every layer trains. "
+              "Another `architecture` needs 0")
+    negative_ratio: float = option(1.0, help="normal patches drawn per calcified patch in each epoch",
+                                   bounds=Bounds(0.0, MAX_NEGATIVE_RATIO, low_open=True))
+    redraw_negatives: bool = option(True, help="draw new normal patches every epoch; false keeps the first epoch's "
+                                    "draw for the whole run")
+    max_negatives_per_image: int | None = option(None, help="at most this many normal patches drawn from one image "
+                                                 "per epoch", bounds=Bounds(1, MAX_NEGATIVES_PER_IMAGE))
+    val_fraction: float = option(0.05, help="share of patients held out for validation",
+                                 bounds=Bounds(0.0, 1.0, high_open=True))
+    seed: int = option(0, help="seed of the splits and of the patch sampling",
+                       bounds=Bounds(0, SEED_LIMIT, high_open=True, high_text="2**32"))
+    pretrained: bool = option(True, help="start from pretrained backbone weights (`weights_path`, else "
+                              "torchvision's ImageNet weights); false starts from random weights")
+    weights_path: str | None = option(None, help="pretrained backbone weights file (torchvision ImageNet, or "
+                                      "`plaid pretrain` output)", shown_default="torch hub cache")
+    offline: bool = option(False, help="never download weights (also `PLAID_OFFLINE=1`)")
+    device: str = option("auto", help="`auto` (CUDA when present), `cpu`, `cuda`, `cuda:1`, ...")
+    amp: bool = option(True, help="on CUDA, train in bf16 autocast (fp16 with a loss scaler where the GPU has no "
+                       "bf16)", notes="A CPU trains in fp32 either way, so any CPU gives the same model")
+    augment: bool = option(True, help="flip and rotate training patches at random")
+    num_workers: int = option(0, help="worker processes building training batches (0: the training process)",
+                              bounds=Bounds(0, MAX_WORKERS))
+    multi_gpu: bool = option(False, help="one `torch.distributed` process per visible GPU (nccl, "
+                             "DistributedDataParallel); rank 0 alone writes checkpoints")
+    init_checkpoint: str | None = option(None, help="checkpoint whose weights training starts from (fine-tuning)",
+                                         notes="The app sets it from `finetune` and ignores it as a `--conf` key")
+    class_weighted_loss: bool = option(False, help="weigh the calcified patches by `negative_ratio` in the loss")
+    inserted_positives: int = option(
+        0, help="per epoch, this many normal tissue patches with a synthetic calcification cluster pasted in",
+        bounds=Bounds(0, MAX_INSERTED_POSITIVES),
+        notes="`plaid.train.insertion`: specks of 0.1-1 mm drawn by `plaid.synth`, scaled by the film's spacing, "
+              "their contrast raised until each stands out from its tissue")
+    tta_flips: bool = option(False, help="score each patch as the mean over it and its three flips (stored with "
+                             "the model; 4x the inference time)")
+    architecture: str = option(DEFAULT_ARCHITECTURE, help="torchvision ResNet backbone", choices=ARCHITECTURES,
+                               notes="Stored in the checkpoint; fine-tuning refuses a published model of another "
+                                     "backbone")
+    input_filter: str = option(
+        DEFAULT_INPUT_FILTER, help="fixed front end inside the model", choices=INPUT_FILTERS,
+        notes="`none`: the grey patch copied to 3 channels (the paper's). `contrast`: grey, grey minus its Gaussian "
+              "blur (sigma 4 pixels) and a difference of Gaussians (sigma 0.8 and 2 pixels) that brings out specks "
+              "of 1-4 pixels. Part of the model, so training, inference and the exported runtimes apply it alike")
+    pretrain_steps: int = option(
+        0, help="from random initialisation: Adam steps telling the training images' normal patches from copies "
+                "with a synthetic cluster pasted in, before the epochs", bounds=Bounds(0, MAX_PRETRAIN_STEPS),
+        notes="Uses the training patients only (cross-validation folds never see their test women); needs the "
+              "`contrast` front end to learn in a few hundred steps; skipped when weights are loaded")
+    pretrain_learning_rate: float = option(1e-3, help="Adam learning rate of the `pretrain_steps`",
+                                           bounds=Bounds(0.0, MAX_LEARNING_RATE, low_open=True))
+    operating_point: str = option(
+        FALSE_MARKS, help="how the stored threshold is chosen", choices=OPERATING_POINTS,
+        notes="`false_marks`: the lowest threshold marking at most `max_false_marks_per_image` normal patches per "
+              "validation film, scored as the predictor serves them. `slope1`: the paper's slope-1 point on the "
+              "validation patches")
+    max_false_marks_per_image: float = option(1.0, help="false marks per film the `false_marks` operating point "
+                                              "allows", bounds=Bounds(0.0, MAX_FALSE_MARKS_PER_IMAGE))
+    operating_point_normal_women: int = option(
+        2, help="women without calcification moved from training to validation until it holds this many, so the "
+                "threshold is chosen on films the model never trained on", bounds=Bounds(0, MAX_NORMAL_COUNT))
+    operating_point_min_normal_films: int = option(
+        DEFAULT_MIN_NORMAL_FILMS, bounds=Bounds(0, MAX_NORMAL_COUNT),
+        help="warn (log, checkpoint, every report) when fewer films without calcification than this choose the "
+             "threshold")
+    ensemble_members: int = option(
+        1, help="train this many models (seeds `seed`, `seed`+1, ...) on one split and serve the mean of their "
+                "probabilities as one checkpoint", bounds=Bounds(1, MAX_ENSEMBLE_MEMBERS),
+        notes="The members share one pretext (`pretrain_steps`); training and inference time grow with it")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain dict with the patch options flat, as CLI flags, recipes and requests give them
@@ -104,35 +159,9 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """``self`` when every option is in range, else `PlaidInputError` naming the first bad option."""
-        patch = self.patch_settings
-        checks = {
-            "patch_size": MIN_PATCH_SIZE <= patch.patch_size <= MAX_PATCH_SIZE,
-            "stride": patch.stride is None or 1 <= patch.stride <= MAX_PATCH_SIZE,
-            "min_overlap": 0.0 <= patch.min_overlap <= 1.0,
-            "epochs": 1 <= self.epochs <= MAX_EPOCHS,
-            "batch_size": 1 <= self.batch_size <= MAX_BATCH_SIZE,
-            "learning_rate": _in_range(self.learning_rate, 0.0, MAX_LEARNING_RATE, low_open=True),
-            "frozen_layers": 0 <= self.frozen_layers <= keras_layer_count(),
-            "negative_ratio": _in_range(self.negative_ratio, 0.0, MAX_NEGATIVE_RATIO, low_open=True),
-            "max_negatives_per_image": (self.max_negatives_per_image is None
-                                        or 1 <= self.max_negatives_per_image <= 10_000_000),
-            "val_fraction": 0.0 <= self.val_fraction < 1.0,
-            "seed": 0 <= self.seed < 2**32,
-            "num_workers": 0 <= self.num_workers <= 256,
-            "target_spacing_mm": patch.target_spacing_mm is None or _in_range(patch.target_spacing_mm,
-                                                                               *SPACING_RANGE_MM),
-            "pixel_spacing_mm": patch.pixel_spacing_mm is None or _in_range(patch.pixel_spacing_mm, *SPACING_RANGE_MM),
-            "inserted_positives": 0 <= self.inserted_positives <= MAX_INSERTED_POSITIVES,
-            "pretrain_steps": 0 <= self.pretrain_steps <= 1_000_000,
-            "pretrain_learning_rate": _in_range(self.pretrain_learning_rate, 0.0, MAX_LEARNING_RATE, low_open=True),
-            "max_false_marks_per_image": _in_range(self.max_false_marks_per_image, 0.0, MAX_FALSE_MARKS_PER_IMAGE),
-            "operating_point_normal_women": 0 <= self.operating_point_normal_women <= 100_000,
-            "operating_point_min_normal_films": 0 <= self.operating_point_min_normal_films <= 100_000,
-            "ensemble_members": 1 <= self.ensemble_members <= MAX_ENSEMBLE_MEMBERS,
-        }
         values = self.to_dict()
-        for name, ok in checks.items():
-            if not ok:
+        for name, bounds in option_bounds().items():
+            if not bounds.contains(values[name]):
                 raise PlaidInputError(f"training option {name}={values[name]!r} is out of range")
         if self.operating_point not in OPERATING_POINTS:
             raise PlaidInputError(f"training option operating_point={self.operating_point!r} is not one of "
@@ -150,6 +179,23 @@ class TrainConfig:
                 raise PlaidInputError(f"training option device={self.device!r} is not a device (auto, cpu, cuda, "
                                       "cuda:1, ...)") from None
         return self
+
+
+def option_bounds() -> dict[str, Bounds]:
+    """The bounds of every bounded training option, by its flat name (patch options first)."""
+    found = {name: item for name, item in option_fields(PatchSettings).items() if name in PATCH_OPTIONS}
+    found.update(option_fields(TrainConfig))
+    return {name: item.metadata[BOUNDS] for name, item in found.items() if item.metadata.get(BOUNDS)}
+
+
+def option_field(name: str) -> Field:
+    """The field describing training option ``name`` (a flat patch option's is `PatchSettings`')."""
+    return option_fields(PatchSettings if name in PATCH_OPTIONS else TrainConfig)[name]
+
+
+def option_docs_flat() -> list[OptionDoc]:
+    """The table rows of every training option, in `TrainConfig.option_names` order."""
+    return [field_doc(option_field(name), name) for name in TrainConfig.option_names()]
 
 
 def flat_options(values: Mapping[str, Any]) -> dict[str, Any]:
