@@ -27,11 +27,13 @@ import lib.configs
 import plaid
 from lib.activelearning.ranked import DEFAULT_REASON, DEFAULT_STRATEGY
 from lib.activelearning.recency import RecencyWeightedRandom
+from lib.conf_keys import APP_DEFAULTS
 from lib.datastore.local import CheckedLocalDatastore
 from lib.server import startup
 from lib.server.errors import UnknownTaskError
 from lib.server.request_checks import (
     MAX_TASK_JSON_BYTES,
+    STRATEGY_PARAMS,
     check_bool,
     check_device,
     check_json_object,
@@ -43,7 +45,7 @@ from lib.server.request_checks import (
 from lib.server.request_files import is_current_upload
 from plaid.errors import PlaidInputError
 from plaid.model.description import describe_checkpoint
-from plaid.options import parse_bool
+from plaid.options import OptionDoc, parse_bool
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ class PlaidApp(MONAILabelApp):
         self.model_dir = conf.get("model_dir") or default_model_dir(app_dir)
         os.makedirs(self.model_dir, exist_ok=True)
         available = {c.split(".")[-2].lower(): c for c in get_class_names(lib.configs, "TaskConfig")}
-        wanted = [m.strip() for m in (conf.get("models") or "all").split(",") if m.strip()]
+        wanted = [m.strip() for m in (conf.get("models") or APP_DEFAULTS.models).split(",") if m.strip()]
         unknown = [m for m in wanted if m != "all" and m not in available]
         if unknown:
             raise ValueError(f"unknown model(s) {unknown}; available: {sorted(available)}")
@@ -116,7 +118,7 @@ class PlaidApp(MONAILabelApp):
 
     def init_trainers(self) -> dict[str, TrainTask]:
         """One trainer per configured model (none with --conf skip_trainers true)."""
-        if parse_bool(self.conf.get("skip_trainers", "false")):
+        if parse_bool(self.conf.get("skip_trainers", APP_DEFAULTS.skip_trainers)):
             return {}
         return self._model_tasks("trainer")
 
@@ -219,7 +221,7 @@ class PlaidApp(MONAILabelApp):
             raise PlaidInputError(f"gpus must be 'all' or GPU numbers such as '0,1', got {str(gpus)[:40]!r}")
         if params.get("logging") is not None and check_text(params["logging"], "logging", 16) not in LOG_LEVELS:
             raise PlaidInputError(f"logging must be one of {', '.join(LOG_LEVELS)}")
-        for key, high in (("max_workers", 64), ("max_batch_size", 1_000_000)):
+        for key, high in (("max_workers", MAX_BATCH_WORKERS), ("max_batch_size", MAX_BATCH_IMAGES)):
             if key in params:
                 check_whole(params[key], key, 0, high)
         task.validate_request({**params, "save_label": True})
@@ -249,6 +251,25 @@ class PlaidApp(MONAILabelApp):
 
 BATCH_IMAGES = ("all", "labeled", "unlabeled")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_BATCH_WORKERS = 64
+MAX_BATCH_IMAGES = 1_000_000
+
+# The parameters of requests other than infer and train that PLAID checks (MONAI Label reads them), by request;
+# a batch-inference request also takes every infer parameter. The README's table is generated from these rows.
+OTHER_REQUEST_PARAMS: dict[str, tuple[OptionDoc, ...]] = {
+    "POST /batch/infer/{model}": (
+        OptionDoc("images", f"which datastore images: {', '.join(f'`{n}`' for n in BATCH_IMAGES)}", "`all`"),
+        OptionDoc("multi_gpu", "one worker per GPU; a server without a GPU needs `false`", "true"),
+        OptionDoc("gpus", "`all` or GPU numbers such as `0,1`", "`all`"),
+        OptionDoc("logging", f"log level: {', '.join(f'`{n}`' for n in LOG_LEVELS)}", "MONAI Label's"),
+        OptionDoc("max_workers", "worker processes", "MONAI Label's", f"[0, {MAX_BATCH_WORKERS}]"),
+        OptionDoc("max_batch_size", "images per batch", "MONAI Label's", f"[0, {MAX_BATCH_IMAGES}]"),
+    ),
+    "POST /scoring/{method}": (
+        OptionDoc("force", "score again the images already scored under the current model", "false"),
+    ),
+    "POST /activelearning/{strategy}": STRATEGY_PARAMS,
+}
 
 
 def _gpu_count() -> int:

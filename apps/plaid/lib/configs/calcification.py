@@ -13,6 +13,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.activelearning.ranked import DEFAULT_STRATEGY, RankedStrategy
+from lib.conf_keys import APP_DEFAULTS
 from lib.infers.calcification import CalcificationInfer
 from lib.scoring.films import FilmValueScoring
 from lib.trainers.calcification import CalcificationTrainer
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 LABELS = {"calcification": 1}
 
 # --conf keys that differ from the config field they set (all others match a field of InferConfig or
-# TrainConfig by name; apps/plaid/README.md lists them with their defaults).
+# TrainConfig by name, or of lib.conf_keys.AppConf; the docs' option tables are generated from the three).
 CONF_RENAMES = {"pretrained_weights": "weights_path"}
 
 
@@ -44,7 +45,7 @@ class Calcification(TaskConfig):
         self.infer_config = dataclass_from_mapping(InferConfig, values)
         # a recipe file sets the training defaults; a --conf key given beside it wins
         self.train_defaults = TrainConfig.from_mapping({**(read_recipe(recipe) if recipe else {}), **values}).validate()
-        self.finetune = parse_bool(conf.get("finetune", "true"))
+        self.finetune = parse_bool(conf.get("finetune", APP_DEFAULTS.finetune))
         self.predictor = PatchPredictor(self.path, self.infer_config)
         logger.info("calcification model: %s (present: %s)", self.path, os.path.isfile(self.path))
 

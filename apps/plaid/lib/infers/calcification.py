@@ -19,6 +19,7 @@ from plaid.infer.predictor import PatchPredictor
 from plaid.io.images import read_mammogram
 from plaid.io.labels import write_label_image
 from plaid.model.description import describe_checkpoint
+from plaid.options import Bounds, OptionDoc
 from plaid.patches.tissue import tissue_mask
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,30 @@ logger = logging.getLogger(__name__)
 DEFAULT_RESULT_EXTENSION = ".nrrd"
 RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii", ".png", ".tif", ".tiff")
 LABEL_OUTPUTS = ("mask", "probability")
+THRESHOLD_BOUNDS = Bounds(0.0, 1.0)
+TIMEOUT_BOUNDS = Bounds(0.0, MAX_INFER_TIMEOUT_S, low_open=True)
+
+# Every parameter an infer request may carry (the task's own and those MONAI Label reads around it), each
+# described once: the README's table is generated from these rows.
+INFER_PARAMS = (
+    OptionDoc("image", "a datastore image id, or the file uploaded with the request; server paths are refused"),
+    OptionDoc("result_extension", f"label file format: {', '.join(f'`{e}`' for e in RESULT_EXTENSIONS)}",
+              f"`{DEFAULT_RESULT_EXTENSION}`", notes="NRRD and NIfTI carry the image's ITK geometry, so Slicer "
+                                                   "overlays the result"),
+    OptionDoc("label_output", "`mask` (1 on every positive patch, 0 elsewhere) or `probability` (a float32 map of "
+              "the patch probabilities)", f"`{LABEL_OUTPUTS[0]}`"),
+    OptionDoc("threshold", "decision threshold for this request only", "the model's", THRESHOLD_BOUNDS.text()),
+    OptionDoc("dicom_outputs", "`seg`, `sr` or `seg,sr`: store a DICOM SEG and/or a TID 1500 SR of the result in "
+              "the PACS (DICOMweb datastore only)", "none"),
+    OptionDoc("save_label", "MONAI Label's: save the result as a label of the image (a `mask` only)", "false"),
+    OptionDoc("label_tag", f"MONAI Label's: the tag `save_label` saves under; a plain name, never "
+              f"`{DefaultLabelTag.FINAL.value}` (a model result is not a final label)",
+              f"`{DefaultLabelTag.ORIGINAL.value}`"),
+    OptionDoc("timeout", "MONAI Label's: seconds the request may take", "MONAI Label's setting", TIMEOUT_BOUNDS.text()),
+    OptionDoc("device", "MONAI Label's: a torch device (`cpu`, `cuda`, `cuda:N`, `mps`), checked; the model runs "
+              "on the `device` `--conf` key's device", "none"),
+    OptionDoc("client_id", "MONAI Label's: who asks (printable text, at most 128 characters)", "none"),
+)
 
 
 def request_threshold(value: Any) -> float | None:
@@ -38,7 +63,7 @@ def request_threshold(value: Any) -> float | None:
         threshold = float(value)
     except (TypeError, ValueError):
         raise PlaidInputError(f"threshold must be a number between 0 and 1, got {str(value)[:64]!r}") from None
-    if not 0.0 <= threshold <= 1.0:
+    if not THRESHOLD_BOUNDS.contains(threshold):
         raise PlaidInputError(f"threshold must be between 0 and 1, got {value!r}")
     return threshold
 
@@ -103,12 +128,8 @@ def request_options(request: dict[str, Any]) -> InferOptions:
 
 
 class CalcificationInfer(InferTask):
-    """Marks every patch the classifier calls calcified (patch size and backbone are the checkpoint's); request params:
-
-    ``result_extension`` (.nrrd default, .nii.gz, .png, .tif), ``label_output`` ('mask' or 'probability'),
-    ``threshold`` (overrides the model's operating point), ``dicom_outputs`` ('seg', 'sr' or 'seg,sr': store
-    a DICOM SEG / TID 1500 SR of the result in the PACS; DICOMweb datastore only).
-    """
+    """Marks every patch the classifier calls calcified (patch size and backbone are the checkpoint's); the
+    request parameters are `INFER_PARAMS`."""
 
     def __init__(self, predictor: PatchPredictor, labels: dict[str, int]) -> None:
         super().__init__(

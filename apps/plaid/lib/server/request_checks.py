@@ -14,7 +14,7 @@ from typing import Any
 
 from lib.datastore.names import check_name
 from plaid.errors import PlaidError, PlaidInputError
-from plaid.options import strict_bool
+from plaid.options import OptionDoc, strict_bool
 
 MAX_JSON_BYTES = 256 * 1024  # a params / info document (the infer result stored with a label fits easily)
 MAX_TASK_JSON_BYTES = 16 * 1024  # a training / scoring / batch request: it travels on a child process's command line
@@ -158,6 +158,16 @@ def check_device(value: Any, field: str = "device") -> str:
     if not isinstance(value, str) or not DEVICE_RULE.fullmatch(value):
         raise PlaidInputError(f"{field} must be cpu, cuda, cuda:N or mps, got {str(value)[:40]!r}")
     return value
+
+
+# The keys of POST /activelearning/{strategy}'s body that `check_strategy_params` checks (for the docs' table).
+STRATEGY_PARAMS = (
+    OptionDoc("client_id", "who asks (printable text, at most 128 characters); stored with the image handed out",
+              "none"),
+    OptionDoc("label_tag", "MONAI Label's: handed to the datastore's query for unlabeled images (a plain name)",
+              "none"),
+    OptionDoc("labels", "MONAI Label's: handed to that query as well (a list of plain names)", "none"),
+)
 
 
 def check_strategy_params(strategy: str, params: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from lib.datastore.names import check_name
 from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord, attach_metadata, resolve_patients
 from plaid.model.checkpoint import read_checkpoint
-from plaid.options import strict_bool
+from plaid.options import OptionDoc, strict_bool
 from plaid.serialization import json_safe, write_json
 from plaid.train.checkpointing import checkpoint_is_publishable
 from plaid.train.config import TrainConfig
@@ -31,6 +31,13 @@ DEFAULT_RUN_NAME = "calcification"
 REQUEST_KEYS = ("epochs", "batch_size", "learning_rate", "frozen_layers", "negative_ratio", "val_fraction",
                 "seed", "device", "amp", "augment", "max_negatives_per_image", "multi_gpu", "operating_point",
                 "max_false_marks_per_image")
+# The train request's parameters beside the training options in REQUEST_KEYS (described by TrainConfig's fields).
+REQUEST_EXTRAS = (
+    OptionDoc("finetune", "start from the published model when one exists (true) or from the configured initial "
+              "weights (false)", "the `finetune` `--conf` key"),
+    OptionDoc("name", "prefix of the run folder `model_dir/runs/<name>-<time>` (a plain name)",
+              f"`{DEFAULT_RUN_NAME}`"),
+)
 
 
 class CalcificationTrainer(TrainTask):
