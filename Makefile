@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV = $(shell ./scripts/ensure_env.sh)
 PY = $(VENV)/bin/python
 
-.PHONY: demo pacs-demo test lint env bench gpu-check
+.PHONY: demo pacs-demo test lint env bench gpu-check docs-tables
 
 env:
 	@./scripts/ensure_env.sh
@@ -25,3 +25,7 @@ bench:
 
 gpu-check:
 	@venv="$$(./scripts/ensure_env.sh)" && PYTHONPATH=lib "$$venv/bin/python" benchmarks/gpu_check.py $(GPU_ARGS)
+
+# Rewrites the option tables of the README, apps/plaid/README.md and docs/ from the code (scripts/plaid_dev/option_tables.py).
+docs-tables:
+	@venv="$$(./scripts/ensure_env.sh)" && PYTHONPATH=lib:scripts "$$venv/bin/python" -m plaid_dev.option_tables --write

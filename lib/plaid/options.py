@@ -184,18 +184,21 @@ def show_value(value: Any) -> str:
 
 
 def field_doc(item: Field, name: str | None = None) -> OptionDoc:
-    """The table row of one option field (``name`` overrides the field's name)."""
+    """The table row of one option field (``name`` overrides the field's name); a text default is code."""
     meta = item.metadata
-    if meta.get(SHOWN_DEFAULT):
-        default = meta[SHOWN_DEFAULT]
-    else:
-        default = show_value(item.default_factory() if item.default_factory is not MISSING else item.default)
+    default = _default(item)
+    shown = meta.get(SHOWN_DEFAULT) or (f"`{default}`" if isinstance(default, str) else show_value(default))
     choices = meta.get(CHOICES) or ()
     notes = meta.get(NOTES, "")
     if choices:
         notes = f"One of {', '.join(f'`{choice}`' for choice in choices)}" + (f". {notes}" if notes else "")
     bounds = meta.get(BOUNDS)
-    return OptionDoc(name or item.name, meta[HELP], default, bounds.text() if bounds else "", notes)
+    return OptionDoc(name or item.name, meta[HELP], shown, bounds.text() if bounds else "", notes)
+
+
+def _default(item: Field) -> Any:
+    """A field's default value (its factory's result when it has one)."""
+    return item.default_factory() if item.default_factory is not MISSING else item.default
 
 
 def option_docs(cls: type, names: Iterable[str] | None = None) -> list[OptionDoc]:
@@ -205,10 +208,11 @@ def option_docs(cls: type, names: Iterable[str] | None = None) -> list[OptionDoc
 
 
 def argparse_help(item: Field) -> str:
-    """An option field's help for argparse: its help text and default ('%' escaped for argparse)."""
+    """An option field's help for argparse: its help text, default and range ('%' escaped for argparse)."""
     doc = field_doc(item)
-    text = f"{doc.help} (default {doc.default}{'; range ' + doc.bounds if doc.bounds else ''})"
-    return text.replace("%", "%%")
+    default = item.metadata.get(SHOWN_DEFAULT) or show_value(_default(item))
+    text = f"{doc.help} (default {default}{'; range ' + doc.bounds if doc.bounds else ''})"
+    return text.replace("%", "%%").replace("`", "")
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

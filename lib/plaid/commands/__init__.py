@@ -7,15 +7,16 @@ import os
 
 from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.model.backends import AUTO, RUNTIME_CHOICES, RUNTIME_ENV
+from plaid.options import argparse_help, option_fields
 
 
 def add_run_options(parser: argparse.ArgumentParser, bad_input: str) -> None:
     """Options every model-running command shares: batch size, device, runtime, bad-input policy, progress bar."""
-    parser.add_argument("--batch-size", type=int, help="patches per forward pass (default: chosen for the device)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    described = option_fields(InferConfig)
+    parser.add_argument("--batch-size", type=int, help=argparse_help(described["batch_size"]))
+    parser.add_argument("--device", default="auto", help=argparse_help(described["device"]))
     parser.add_argument("--runtime", choices=RUNTIME_CHOICES, default=os.environ.get(RUNTIME_ENV, AUTO),
-                        help="inference runtime; auto (default, or $PLAID_RUNTIME) times the candidates at load "
-                             "and keeps the fastest")
+                        help=argparse_help(described["runtime"]))
     parser.add_argument("--on-error", choices=("skip", "stop"), default="skip",
                         help=f"{bad_input}: skip them with a warning (default) or stop with an error")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")

@@ -10,7 +10,9 @@ from plaid.commands import add_run_options, predictor_from_args
 from plaid.errors import PlaidInputError
 from plaid.evaluate.protocols import DEFAULT_AGE_GROUPS, age_group_name, parse_age_groups
 from plaid.evaluate.run import EvalConfig, evaluate
+from plaid.infer.predictor import InferConfig
 from plaid.io.datalist import load_records
+from plaid.options import argparse_help, option_fields
 from plaid.patches.regions import DEFAULT_CLUSTER_GAP_MM
 from plaid.train.checkpointing import SPLIT_FILE
 from plaid.train.holdout import select_test_records
@@ -34,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("data", type=Path, help="folder (images + labels/final/ or masks/) or datalist JSON/CSV")
     parser.add_argument("--model", type=Path, required=True, help="checkpoint, e.g. MODEL_DIR/best.pt")
     parser.add_argument("--out", type=Path, required=True, help="report folder")
-    parser.add_argument("--threshold", type=float, help="decision threshold (default: the checkpoint's)")
+    parser.add_argument("--threshold", type=float, help=argparse_help(option_fields(InferConfig)["threshold"]))
     parser.add_argument("--seed", type=int, help="seed for the test split, balanced set and bootstrap "
                                                  "(default: the training seed recorded in the checkpoint)")
     choice = parser.add_mutually_exclusive_group()

@@ -10,10 +10,11 @@ from typing import Any
 from plaid.commands import add_run_options, predictor_from_args
 from plaid.errors import PlaidInputError
 from plaid.evaluate.overlays import render_overlay
-from plaid.infer.predictor import PatchPredictor
+from plaid.infer.predictor import InferConfig, PatchPredictor
 from plaid.io.datalist import image_id_of
 from plaid.io.images import IMAGE_SUFFIXES, Mammogram, read_mammogram
 from plaid.io.labels import write_label_image
+from plaid.options import argparse_help, option_fields
 from plaid.patches.prefetch import prefetched
 from plaid.patches.prepared import PreparedImage
 from plaid.serialization import write_json
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", type=Path, help="mammogram files (or folders of them)")
     parser.add_argument("--model", type=Path, required=True, help="checkpoint, e.g. model/calcification.pt")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--threshold", type=float, help="decision threshold (default: the checkpoint's)")
+    parser.add_argument("--threshold", type=float, help=argparse_help(option_fields(InferConfig)["threshold"]))
     parser.add_argument("--format", choices=FORMATS, default="nrrd", help="mask / probability map format")
     parser.add_argument("--probability", action=argparse.BooleanOptionalAction, default=True,
                         help="also write the per-patch probability map (default: yes)")

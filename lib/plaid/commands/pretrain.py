@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from plaid.io.datalist import load_records
 from plaid.model.input_filter import INPUT_FILTERS
 from plaid.model.network import ARCHITECTURES
+from plaid.options import argparse_help, option_fields
 from plaid.train.pretrain import TASKS, PretrainConfig, pretrain
 
 
@@ -21,21 +23,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("data", type=Path, help="folder (images + masks/ or metadata.csv) or datalist JSON/CSV")
     parser.add_argument("--out", type=Path, required=True, help="weights file to write (e.g. pretrained.pth)")
-    defaults = PretrainConfig()
-    parser.add_argument("--task", choices=TASKS, default=defaults.task, help="pretext task")
-    parser.add_argument("--patch-size", type=int, default=defaults.patch_size)
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, dest="learning_rate", default=defaults.learning_rate)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--device", default=defaults.device)
-    parser.add_argument("--target-spacing-mm", type=float)
-    parser.add_argument("--pixel-spacing-mm", type=float)
-    parser.add_argument("--architecture", choices=tuple(ARCHITECTURES), default=defaults.architecture,
-                        help="backbone to pretrain; `plaid train` must use the same one")
-    parser.add_argument("--input-filter", choices=INPUT_FILTERS, default=defaults.input_filter,
-                        help="fixed front end during pretraining (contrast makes the inserted task learnable "
-                             "from random initialisation in a few hundred steps)")
+    defaults, described = PretrainConfig(), option_fields(PretrainConfig)
+
+    def add(flag: str, name: str, **kwargs: Any) -> None:
+        """A flag setting PretrainConfig field ``name``, with the field's default and help."""
+        parser.add_argument(flag, dest=name, default=getattr(defaults, name), help=argparse_help(described[name]),
+                            **kwargs)
+
+    add("--task", "task", choices=TASKS)
+    add("--patch-size", "patch_size", type=int)
+    add("--steps", "steps", type=int)
+    add("--batch-size", "batch_size", type=int)
+    add("--lr", "learning_rate", type=float)
+    add("--seed", "seed", type=int)
+    add("--device", "device")
+    add("--target-spacing-mm", "target_spacing_mm", type=float)
+    add("--pixel-spacing-mm", "pixel_spacing_mm", type=float)
+    add("--architecture", "architecture", choices=tuple(ARCHITECTURES))
+    add("--input-filter", "input_filter", choices=INPUT_FILTERS)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(handler=run)
 

@@ -46,19 +46,19 @@ class InferConfig:
     patch_size: int = same_option(PatchSettings, "patch_size")
     stride: int | None = same_option(PatchSettings, "stride")
     threshold: float | None = option(None, help="decision threshold a patch probability must reach to be marked",
-                                     shown_default="checkpoint's",
+                                     shown_default="the checkpoint's",
                                      notes="By default the operating point stored in the checkpoint (see the "
                                            "training option `operating_point`), else 0.5")
     skip_background: bool = same_option(PatchSettings, "skip_background")
     tissue_min_fraction: float = same_option(PatchSettings, "tissue_min_fraction")
     batch_size: int | None = option(None, help="patches per forward pass", shown_default="chosen for the device",
                                     notes="32 on a CPU; on CUDA a size chosen from the GPU's memory")
-    device: str = option("auto", help="`auto` (CUDA when present), `cpu`, `cuda`, `cuda:1`, ...")
+    device: str = option("auto", help="torch device: `auto` (CUDA when present), `cpu`, `cuda`, `cuda:1`")
     runtime: str = option(default_factory=lambda: os.environ.get(RUNTIME_ENV, AUTO), shown_default="auto",
                           help="inference runtime: `auto` times the candidates when the model loads and keeps the "
                                "fastest that agrees with torch fp32, or one runtime by name (`$PLAID_RUNTIME` sets "
                                "the default)", choices=RUNTIME_CHOICES, notes="See docs/performance.md")
-    tta_flips: bool | None = option(None, help="average each patch over its flips", shown_default="checkpoint's",
+    tta_flips: bool | None = option(None, help="average each patch over its flips", shown_default="the checkpoint's",
                                     notes="By default as the checkpoint's training config says (`tta_flips`)")
 
     def __post_init__(self) -> None:

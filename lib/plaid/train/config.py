@@ -82,7 +82,7 @@ class TrainConfig:
     weights_path: str | None = option(None, help="pretrained backbone weights file (torchvision ImageNet, or "
                                       "`plaid pretrain` output)", shown_default="torch hub cache")
     offline: bool = option(False, help="never download weights (also `PLAID_OFFLINE=1`)")
-    device: str = option("auto", help="`auto` (CUDA when present), `cpu`, `cuda`, `cuda:1`, ...")
+    device: str = option("auto", help="torch device: `auto` (CUDA when present), `cpu`, `cuda`, `cuda:1`")
     amp: bool = option(True, help="on CUDA, train in bf16 autocast (fp16 with a loss scaler where the GPU has no "
                        "bf16)", notes="A CPU trains in fp32 either way, so any CPU gives the same model")
     augment: bool = option(True, help="flip and rotate training patches at random")

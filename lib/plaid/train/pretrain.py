@@ -25,11 +25,12 @@ from torch import nn
 from plaid.errors import PlaidInputError
 from plaid.io.datalist import CaseRecord
 from plaid.model.device import autocast_in, select_device, training_precision
-from plaid.model.input_filter import DEFAULT_INPUT_FILTER
-from plaid.model.network import DEFAULT_ARCHITECTURE, PatchClassifier, unknown_model_option
+from plaid.model.network import PatchClassifier, unknown_model_option
+from plaid.options import option, same_option
 from plaid.patches.prepared import PatchSettings, PreparedImage, prepare_images
 from plaid.serialization import write_json
 from plaid.train.batches import augment_batch, draw_dihedral, widen
+from plaid.train.config import TrainConfig
 from plaid.train.insertion import DEFAULT_SPACING_MM, paste_clusters
 
 logger = logging.getLogger(__name__)
@@ -39,20 +40,23 @@ TASKS = ("inserted",)
 
 @dataclass
 class PretrainConfig:
-    """Pretraining knobs."""
+    """Pretraining knobs (each field's help is its documentation and its `plaid pretrain` flag's help)."""
 
-    task: str = "inserted"
-    patch_size: int = 64
-    steps: int = 300
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    target_spacing_mm: float | None = None
-    pixel_spacing_mm: float | None = None
-    architecture: str = DEFAULT_ARCHITECTURE
-    input_filter: str = DEFAULT_INPUT_FILTER
+    task: str = option("inserted", help="pretext task", choices=TASKS)
+    patch_size: int = same_option(PatchSettings, "patch_size", 64)
+    steps: int = option(300, help="optimizer steps")
+    batch_size: int = option(32, help="patches per step")
+    learning_rate: float = option(1e-3, help="Adam learning rate")
+    seed: int = option(0, help="seed of the patch draws and the pasted clusters")
+    device: str = same_option(TrainConfig, "device")
+    amp: bool = same_option(TrainConfig, "amp")
+    target_spacing_mm: float | None = same_option(PatchSettings, "target_spacing_mm")
+    pixel_spacing_mm: float | None = same_option(PatchSettings, "pixel_spacing_mm")
+    architecture: str = same_option(TrainConfig, "architecture", help="backbone to pretrain; `plaid train` must use "
+                                    "the same one")
+    input_filter: str = same_option(TrainConfig, "input_filter", help="fixed front end during pretraining "
+                                    "(`contrast` makes the inserted task learnable from random initialisation in a "
+                                    "few hundred steps)")
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

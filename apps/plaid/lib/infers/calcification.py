@@ -33,7 +33,8 @@ TIMEOUT_BOUNDS = Bounds(0.0, MAX_INFER_TIMEOUT_S, low_open=True)
 # Every parameter an infer request may carry (the task's own and those MONAI Label reads around it), each
 # described once: the README's table is generated from these rows.
 INFER_PARAMS = (
-    OptionDoc("image", "a datastore image id, or the file uploaded with the request; server paths are refused"),
+    OptionDoc("image", "a datastore image id, or the file uploaded with the request; server paths are refused",
+              "required"),
     OptionDoc("result_extension", f"label file format: {', '.join(f'`{e}`' for e in RESULT_EXTENSIONS)}",
               f"`{DEFAULT_RESULT_EXTENSION}`", notes="NRRD and NIfTI carry the image's ITK geometry, so Slicer "
                                                    "overlays the result"),
