@@ -323,9 +323,35 @@ def missing_options(docs: dict[str, str]) -> list[str]:
                 continue
             if action not in documented_actions(parser):
                 missing += [f"{path}: {flag}" for flag in action.option_strings if flag not in training_shown]
-            elif not set(row_names(_flag_cell(action))) <= shown:
+            elif not set(re.findall(r"`([^`]+)`", _flag_cell(action))) <= shown:
                 missing.append(f"{path}: {_flag_cell(action)}")
     return missing
+
+
+def result_keys() -> set[str]:
+    """The top-level keys of an infer result's JSON: the prediction summary's, those the infer task adds, and the
+    saved label's id the app adds."""
+    keys: set[str] = set()
+    predictor = ast.parse((REPO_ROOT / "lib" / "plaid" / "infer" / "predictor.py").read_text())
+    for node in ast.walk(predictor):
+        if isinstance(node, ast.FunctionDef) and node.name == "summary":
+            returned = next(item.value for item in ast.walk(node) if isinstance(item, ast.Return))
+            keys |= {key.value for key in returned.keys if isinstance(key, ast.Constant)}  # type: ignore[union-attr]
+    infer = ast.parse((APP_DIR / "lib" / "infers" / "calcification.py").read_text())
+    for node in ast.walk(infer):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "update"
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "summary"):
+            keys |= {keyword.arg for keyword in node.keywords if keyword.arg}
+    return keys | _assigned_keys(infer, "summary", "__call__") | _assigned_keys(ast.parse(
+        (APP_DIR / "main.py").read_text()), "result", "infer")
+
+
+def _assigned_keys(tree: ast.AST, variable: str, function: str) -> set[str]:
+    """The string keys assigned as ``variable["key"] = ...`` in the functions called ``function``."""
+    return {target.slice.value for scope in ast.walk(tree) if isinstance(scope, ast.FunctionDef)
+            and scope.name == function for node in ast.walk(scope) if isinstance(node, ast.Assign)
+            for target in node.targets if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+            and target.value.id == variable and isinstance(target.slice, ast.Constant)}
 
 
 def stale_tables(docs: dict[str, str], rendered: dict[str, str]) -> list[str]:
