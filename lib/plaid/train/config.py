@@ -101,25 +101,29 @@ class TrainConfig:
     tta_flips: bool = option(False, help="score each patch as the mean over it and its three flips (stored with "
                              "the model; 4x the inference time)")
     architecture: str = option(DEFAULT_ARCHITECTURE, help="torchvision ResNet backbone", choices=ARCHITECTURES,
-                               notes="Stored in the checkpoint; fine-tuning refuses a published model of another "
-                                     "backbone")
+                               notes="`resnet18` needs about a third of ResNet50's CPU time per step at 64 "
+                                     "pixels. Stored in the checkpoint; fine-tuning refuses a published model of "
+                                     "another backbone")
     input_filter: str = option(
         DEFAULT_INPUT_FILTER, help="fixed front end inside the model", choices=INPUT_FILTERS,
         notes="`none`: the grey patch copied to 3 channels (the paper's). `contrast`: grey, grey minus its Gaussian "
               "blur (sigma 4 pixels) and a difference of Gaussians (sigma 0.8 and 2 pixels) that brings out specks "
-              "of 1-4 pixels. Part of the model, so training, inference and the exported runtimes apply it alike")
+              "of 1-4 pixels. Part of the model, so training, inference and the exported runtimes apply it alike. On "
+              "mini-MIAS it did not help by itself; it is what lets `pretrain_steps` learn")
     pretrain_steps: int = option(
         0, help="from random initialisation: Adam steps telling the training images' normal patches from copies "
                 "with a synthetic cluster pasted in, before the epochs", bounds=Bounds(0, MAX_PRETRAIN_STEPS),
         notes="Uses the training patients only (cross-validation folds never see their test women); needs the "
-              "`contrast` front end to learn in a few hundred steps; skipped when weights are loaded")
+              "`contrast` front end to learn in a few hundred steps; skipped when weights are loaded. The head "
+              "keeps what it learnt, and `train_config.json` records the start under `initialisation`")
     pretrain_learning_rate: float = option(1e-3, help="Adam learning rate of the `pretrain_steps`",
                                            bounds=Bounds(0.0, MAX_LEARNING_RATE, low_open=True))
     operating_point: str = option(
         FALSE_MARKS, help="how the stored threshold is chosen", choices=OPERATING_POINTS,
         notes="`false_marks`: the lowest threshold marking at most `max_false_marks_per_image` normal patches per "
               "validation film, scored as the predictor serves them. `slope1`: the paper's slope-1 point on the "
-              "validation patches")
+              "validation patches. The checkpoint records the point, the films that chose it and the false marks "
+              "per film it gave")
     max_false_marks_per_image: float = option(1.0, help="false marks per film the `false_marks` operating point "
                                               "allows", bounds=Bounds(0.0, MAX_FALSE_MARKS_PER_IMAGE))
     operating_point_normal_women: int = option(
