@@ -43,15 +43,16 @@ class PretrainConfig:
     """Pretraining knobs (each field's help is its documentation and its `plaid pretrain` flag's help)."""
 
     task: str = option("inserted", help="pretext task", choices=TASKS)
-    patch_size: int = same_option(PatchSettings, "patch_size", 64)
+    # the tiling options keep their help; their bounds are `TrainConfig.validate`'s, not checked here
+    patch_size: int = same_option(PatchSettings, "patch_size", 64, bounds=None)
     steps: int = option(300, help="optimizer steps")
     batch_size: int = option(32, help="patches per step")
     learning_rate: float = option(1e-3, help="Adam learning rate")
-    seed: int = option(0, help="seed of the patch draws and the pasted clusters")
+    seed: int = option(0, help="seed of the pretext's random draws and of the initial weights")
     device: str = same_option(TrainConfig, "device")
     amp: bool = same_option(TrainConfig, "amp")
-    target_spacing_mm: float | None = same_option(PatchSettings, "target_spacing_mm")
-    pixel_spacing_mm: float | None = same_option(PatchSettings, "pixel_spacing_mm")
+    target_spacing_mm: float | None = same_option(PatchSettings, "target_spacing_mm", bounds=None)
+    pixel_spacing_mm: float | None = same_option(PatchSettings, "pixel_spacing_mm", bounds=None)
     architecture: str = same_option(TrainConfig, "architecture", help="backbone to pretrain; `plaid train` must use "
                                     "the same one")
     input_filter: str = same_option(TrainConfig, "input_filter", help="fixed front end during pretraining "
