@@ -156,3 +156,64 @@ def test_the_app_imports_the_core_only_through_the_listed_modules() -> None:
     unlisted = sorted(f"{path.relative_to(APP_ROOT)} -> {module}" for path in sorted(APP_ROOT.rglob("*.py"))
                       for module in imports_in(path, known) - APP_CORE_MODULES)
     assert unlisted == [], "apps/plaid imports core modules outside APP_CORE_MODULES (add them there on purpose)"
+
+
+# The MONAI Label app's rooms under apps/plaid/lib, lowest first: a room may import the rooms before it, never
+# one after it. The datastore stores images, labels and their info; the server checks requests, wraps MONAI
+# Label's endpoints and turns errors into answers, so it uses the datastore and never the reverse (what both
+# need, such as the name rule and the JSON value checks, lives in the datastore).
+APP_ROOMS: tuple[str, ...] = ("lib.datastore", "lib.server")
+
+
+def app_imports(path: Path) -> set[str]:
+    """Every absolute module (and ``module.name``) the app file at ``path`` imports anywhere."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def room_of(module: str) -> int | None:
+    """The index in `APP_ROOMS` of the room ``module`` belongs to, or None for a module in none of them."""
+    return next((number for number, room in enumerate(APP_ROOMS)
+                 if module == room or module.startswith(room + ".")), None)
+
+
+def backward_room_imports(graph: dict[str, set[str]]) -> list[str]:
+    """'importer -> imported' for every import of a room that comes after the importer's in `APP_ROOMS`."""
+    found = set()
+    for name, targets in graph.items():
+        own = room_of(name)
+        if own is None:
+            continue
+        for target in targets:
+            room = room_of(target)
+            if room is not None and room > own:
+                found.add(f"{name} -> {APP_ROOMS[room]}")
+    return sorted(found)
+
+
+def app_room_graph() -> dict[str, set[str]]:
+    """Every module in the rooms of `APP_ROOMS` (dotted as the app imports it) and what it imports."""
+    graph = {}
+    for room in APP_ROOMS:
+        for path in sorted((APP_ROOT / Path(*room.split("."))).rglob("*.py")):
+            parts = path.relative_to(APP_ROOT).with_suffix("").parts
+            graph[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = app_imports(path)
+    return graph
+
+
+def test_room_checker_reports_a_backward_import() -> None:
+    graph = {"lib.datastore.dicomweb": {"lib.server.errors", "lib.datastore.names", "plaid.errors"},
+             "lib.server.request_checks": {"lib.datastore.json_values"}, "main": {"lib.server"}}
+    assert backward_room_imports(graph) == ["lib.datastore.dicomweb -> lib.server"]
+
+
+def test_the_datastore_never_imports_the_server() -> None:
+    graph = app_room_graph()
+    assert "lib.datastore.local" in graph and "lib.server.errors" in graph  # the rooms were found
+    assert backward_room_imports(graph) == [], "move what both rooms need into lib/datastore (see APP_ROOMS)"

@@ -28,6 +28,7 @@ import plaid
 from lib.activelearning.ranked import DEFAULT_REASON, DEFAULT_STRATEGY
 from lib.activelearning.recency import RecencyWeightedRandom
 from lib.conf_keys import APP_DEFAULTS
+from lib.datastore.json_values import check_json_object, check_text
 from lib.datastore.local import CheckedLocalDatastore
 from lib.server import startup
 from lib.server.errors import UnknownTaskError
@@ -36,10 +37,8 @@ from lib.server.request_checks import (
     STRATEGY_PARAMS,
     check_bool,
     check_device,
-    check_json_object,
     check_same,
     check_strategy_params,
-    check_text,
     check_whole,
 )
 from lib.server.request_files import is_current_upload

@@ -15,7 +15,10 @@ Unlike MONAI Label's stock `DICOMWebDatastore` it never converts to NIfTI and ne
 - PLAID's own AUTOMATIC SEGs (inference results) are never taken as labels;
 - image ids must be DICOM UIDs and label tags plain names (`lib.datastore.names`) before anything reaches the PACS
   or the cache; images come from the PACS only (no uploads through MONAI Label); info is checked like the
-  local datastore's (`lib.datastore.stored_info`).
+  local datastore's (`lib.datastore.stored_info`);
+- a refused id or label, or a PACS that fails, raises PLAID's own errors (`PacsInputError`, `PacsError`, ...);
+  the server's error handlers (`lib.server.errors`) make them 4xx answers, so this module needs nothing
+  from `lib.server`.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ from pydicom.dataset import Dataset
 from lib.datastore.label_versions import remove_versioned, save_versioned
 from lib.datastore.names import check_name, is_uid
 from lib.datastore.stored_info import CheckedInfo, check_label_info
-from lib.server.errors import http_error
 from plaid.errors import LabelShapeError, PlaidError, PlaidInputError
 from plaid.io.dicom import read_dicom_mammogram
 from plaid.io.labels import label_suffix, read_label_mask, write_label_png
@@ -161,16 +163,13 @@ class PlaidDICOMwebDatastore(CheckedInfo, DICOMWebDatastore):
         cached = LocalDatastore.get_image_uri(self, image_id)
         if cached and os.path.isfile(cached):
             return cached
-        try:
-            record = self._resolve(image_id)
-            if record is None:
-                return ""
-            cached = LocalDatastore.get_image_uri(self, record.sop_uid)
-            if cached and os.path.isfile(cached):
-                return cached
-            return self._fetch(record)
-        except PlaidError as exc:
-            raise http_error(exc) from exc
+        record = self._resolve(image_id)
+        if record is None:
+            return ""
+        cached = LocalDatastore.get_image_uri(self, record.sop_uid)
+        if cached and os.path.isfile(cached):
+            return cached
+        return self._fetch(record)
 
     def _resolve(self, image_id: str) -> InstanceRecord | None:
         """The MG instance an id names: a listed SOPInstanceUID, or a series with exactly one MG instance."""
@@ -265,17 +264,14 @@ class PlaidDICOMwebDatastore(CheckedInfo, DICOMWebDatastore):
         if not image_path:
             raise HTTPException(status_code=404, detail=f"image '{image_id}' is not in the datastore")
         image_id = Path(image_path).stem
-        try:
-            source = pydicom.dcmread(image_path)
-            mask = self._read_label(label_filename, source)
-            info = dict(label_info)
-            if label_tag == DefaultLabelTag.FINAL:
-                seg = write_seg(source, mask, SeriesInfo(CORRECTION_SERIES, number=902), algorithm_type="MANUAL")
-                dicomweb.store(self._client, [seg])
-                info["seg_sop_instance_uid"] = str(seg.SOPInstanceUID)
-                self._listed_at = -float("inf")
-        except PlaidError as exc:
-            raise http_error(exc) from exc
+        source = pydicom.dcmread(image_path)
+        mask = self._read_label(label_filename, source)
+        info = dict(label_info)
+        if label_tag == DefaultLabelTag.FINAL:
+            seg = write_seg(source, mask, SeriesInfo(CORRECTION_SERIES, number=902), algorithm_type="MANUAL")
+            dicomweb.store(self._client, [seg])
+            info["seg_sop_instance_uid"] = str(seg.SOPInstanceUID)
+            self._listed_at = -float("inf")
         with tempfile.TemporaryDirectory() as folder:
             png = write_label_png(Path(folder) / f"{image_id}.png", mask)
             return save_versioned(self, image_id, str(png), label_tag, info)

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from lib.datastore.json_values import check_client_id, check_json, check_json_object, check_number, check_text
 from lib.datastore.names import check_name, check_uid
-from lib.server.request_checks import check_client_id, check_json, check_json_object, check_number, check_text
 from plaid.activelearning.strategies import MODEL_KEY, RANKED, VALUES_KEY
 from plaid.errors import PlaidInputError
 

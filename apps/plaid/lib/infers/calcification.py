@@ -11,8 +11,9 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from lib.datastore.dicom_results import parse_dicom_outputs, publish_dicom_results, require_result_store
+from lib.datastore.json_values import check_client_id, check_number
 from lib.datastore.names import check_name
-from lib.server.request_checks import MAX_INFER_TIMEOUT_S, check_bool, check_client_id, check_device, check_number
+from lib.server.request_checks import MAX_INFER_TIMEOUT_S, check_bool, check_device
 from lib.server.request_files import result_path
 from plaid.errors import ModelNotFoundError, PlaidInputError
 from plaid.infer.predictor import PatchPredictor

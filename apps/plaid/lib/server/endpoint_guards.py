@@ -50,11 +50,12 @@ from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC, User
 from starlette.background import BackgroundTask
 
+from lib.datastore.json_values import check_text
 from lib.datastore.names import check_name
 from lib.datastore.stored_info import check_image_info, check_label_info
 from lib.server import request_files
 from lib.server.errors import UnknownTaskError
-from lib.server.request_checks import check_text, check_whole, parse_json_object
+from lib.server.request_checks import check_whole, parse_json_object
 from plaid.errors import PlaidInputError
 
 MAX_ARCHIVE_CASES = 1_000_000

@@ -12,7 +12,7 @@ import logging
 import re
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from monailabel.interfaces.exception import (
     ImageNotFoundException,
@@ -71,13 +71,6 @@ def detail_for(exc: BaseException) -> str:
         return public_text(f"invalid {exc.title}: " + "; ".join(problems))
     text = exc.msg if isinstance(exc, MONAILabelException) else str(exc)
     return public_text(str(text))
-
-
-def http_error(exc: BaseException) -> HTTPException:
-    """An `HTTPException` carrying the status and public message of ``exc``."""
-    if isinstance(exc, HTTPException):
-        return exc
-    return HTTPException(status_code=status_for(exc), detail=detail_for(exc))
 
 
 async def _error_response(request: Request, exc: Exception) -> JSONResponse:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lib.server.request_checks import check_text
+from lib.datastore.json_values import check_text
 from plaid.errors import PlaidInputError
 from plaid.io.images import IMAGE_SUFFIXES
 
