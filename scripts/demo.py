@@ -1,7 +1,7 @@
 """`make demo`: serve the sample data with MONAI Label on 127.0.0.1, train briefly if no model exists,
 run one inference through MONAI Label's client, and write the mask plus an overlay PNG.
 
-The served folder (.demo/studies) is the sample data, its last two films unlabelled, plus four synthetic
+The served folder (.demo/studies) is the sample data, its last two films unlabelled, plus five synthetic
 women without calcification the brief training holds out to choose its threshold on
 (`plaid_dev.demo_data`); `make pacs-demo` trains on the same folder with the same recipe.
 

@@ -3,12 +3,13 @@
 1. Orthanc (Debian package, DICOMweb plugin, basic auth) in a temporary storage folder;
 2. the sample DICOM mammograms stored into it;
 3. MONAI Label serving apps/plaid on Orthanc's DICOMweb root (PLAID's DICOMweb datastore);
-4. one inference through MONAI Label's client whose DICOM SEG and TID 1500 SR are stored in Orthanc;
+4. one inference through MONAI Label's client, on the sample DICOM film the demos leave unlabelled (the one
+   `make demo` infers is its PNG sibling of the same woman), whose DICOM SEG and TID 1500 SR are stored in Orthanc;
 5. OHIF (the @ohif/app production build, cached outside the checkout) with a same-origin DICOMweb
    proxy to Orthanc; the URL that opens the study with PLAID's SEG is printed.
 
 A model is needed: model/calcification.pt (from `make demo` or `plaid train`), else the brief training
-`make demo` runs (same recipe, same folder: the sample data plus four synthetic normal women held out for
+`make demo` runs (same recipe, same folder: the sample data plus five synthetic normal women held out for
 the threshold, `plaid_dev.demo_data`) runs first with `plaid train`. Everything keeps running (3D
 Slicer works against the printed MONAI Label URL as with `make demo`) until Ctrl-C, unless --exit is given.
 """
@@ -25,9 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import pydicom
 from monailabel.client import MONAILabelClient
 
-from plaid_dev.demo_data import operating_point_line, prepare_demo_studies
+from plaid_dev.demo_data import operating_point_line, prepare_demo_studies, withheld_images
 from plaid_dev.ohif import OhifUnavailable, start_ohif
 from plaid_dev.orthanc import start_orthanc
 from plaid_dev.serving import DEMO_RECIPE, REPO_ROOT, start_label_server
@@ -45,6 +47,16 @@ def train_briefly(studies: Path, model_path: Path, recipe: Path, epochs: int | N
                         "--recipe", str(recipe), "--on-error", "skip", "--no-progress", *epochs_flag], check=True)
         model_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(Path(folder) / "best.pt", model_path)
+
+
+def film_to_infer(sample_data: Path, client: MONAILabelClient) -> tuple[str, str]:
+    """The MG instance to infer and its sample-data name: the DICOM film the demos leave unlabelled (never
+    trained on), else the first image MONAI Label offers (another --sample-data folder)."""
+    for path in withheld_images(sample_data):
+        if path.suffix.lower() == ".dcm":
+            return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID), path.stem
+    image_id = client.next_sample("first", {})["id"]
+    return image_id, image_id
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
                  "MONAI_LABEL_DATASTORE_CACHE_PATH": str(REPO_ROOT / ".demo" / "pacs-cache")},
         )
         client = MONAILabelClient(server.url, tmpdir=str(args.out))
-        image_id = client.next_sample("first", {})["id"]
+        image_id, film = film_to_infer(args.sample_data, client)
         _, result = client.infer("calcification", image_id, {"dicom_outputs": "seg,sr"})
         outputs = result["dicom_outputs"]
-        print(f"\nInference on MG instance {image_id}: {result['patches_positive']} of {result['patches_scored']} "
+        print(f"\nInference on {film} (MG instance {image_id}): {result['patches_positive']} of "
+              f"{result['patches_scored']} "
               f"tissue patches positive (threshold {result['threshold']:.3f})")
         for kind, uids in outputs.items():
             print(f"  {kind.upper()} stored in Orthanc: series {uids['SeriesInstanceUID']}")

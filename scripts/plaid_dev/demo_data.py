@@ -5,6 +5,7 @@ The sample data hold one woman without calcification (two films), too few to set
 `prepare_demo_studies` copies the sample data into a working folder, leaves the last films unlabelled (to
 annotate in MONAI Label), and adds ``normal_women`` synthetic women without calcification (CC and MLO, empty
 masks) so the demo recipe's ``operating_point_normal_women`` can hold enough of them out.
+`withheld_images` names the films left unlabelled, which both demos infer (never trained on);
 `operating_point_line` says, from the trained checkpoint, what its threshold was chosen on.
 """
 
@@ -23,7 +24,7 @@ from plaid.synth.generator import synthesize_case
 logger = logging.getLogger(__name__)
 
 UNLABELED_FOR_DEMO = 2
-DEMO_NORMAL_WOMEN = 4
+DEMO_NORMAL_WOMEN = 5  # ten normal films: operating_point_min_normal_films' default
 DEMO_NORMAL_SEED = 2032
 IMAGE_SUFFIXES = (".png", ".dcm")
 
@@ -31,10 +32,10 @@ IMAGE_SUFFIXES = (".png", ".dcm")
 def prepare_demo_studies(source: Path, studies: Path, normal_women: int = DEMO_NORMAL_WOMEN) -> Path:
     """Fill ``studies`` (once per file) with the sample data of ``source``, the last `UNLABELED_FOR_DEMO`
     images without their labels, and ``normal_women`` synthetic normal women (``NRMxxxx``); returns it."""
-    images = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = _sample_images(source)
     labels = studies / "labels" / "final"
     labels.mkdir(parents=True, exist_ok=True)
-    withheld = {p.stem for p in images[-UNLABELED_FOR_DEMO:]}
+    withheld = {p.stem for p in withheld_images(source)}
     for image in images:
         if not (studies / image.name).exists():
             shutil.copy2(image, studies / image.name)
@@ -65,6 +66,17 @@ def prepare_demo_studies(source: Path, studies: Path, normal_women: int = DEMO_N
         writer.writerows(rows)
     logger.info("demo studies in %s: %d images, %d synthetic normal women added", studies, len(rows), normal_women)
     return studies
+
+
+def withheld_images(source: Path) -> list[Path]:
+    """The sample images of ``source`` that `prepare_demo_studies` leaves unlabelled (its last
+    `UNLABELED_FOR_DEMO`, in name order): the films the demos infer."""
+    return _sample_images(source)[-UNLABELED_FOR_DEMO:]
+
+
+def _sample_images(source: Path) -> list[Path]:
+    """The image files (PNG, DICOM) directly in ``source``, sorted by name."""
+    return sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _metadata_rows(path: Path) -> list[dict[str, object]]:
