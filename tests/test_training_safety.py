@@ -130,6 +130,20 @@ def test_cpu_training_gives_the_same_weights_whether_or_not_the_cpu_has_bf16(
     assert not all(torch.equal(in_bf16[key], weights[False][key]) for key in in_bf16)
 
 
+def test_the_order_records_come_in_does_not_change_the_model(data_dir: Path, tmp_path: Path) -> None:
+    """`make demo` lists films through MONAI Label's datastore, `make pacs-demo` through `plaid train`'s folder
+    scan: the same films in another order must train the same weights."""
+    records = load_records(data_dir)
+    config = replace(TINY, epochs=1, architecture="resnet18", frozen_layers=0,
+                     patch_settings=PatchSettings(patch_size=64))
+    weights = []
+    for name, ordered in (("listed", records), ("reversed", records[::-1])):
+        result = train_from_records(ordered, config, tmp_path / name, progress=False)
+        weights.append(read_checkpoint(result.out_dir / "last.pt")["state_dict"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
 def test_grad_scaler_path_trains_and_is_checkpointed(data_dir: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loop, "training_precision", lambda device, amp: (None, True))

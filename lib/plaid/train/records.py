@@ -55,6 +55,8 @@ def train_from_records(
 ) -> TrainResult:
     """Split labelled records by patient, prepare their patches and train; writes the split beside the weights.
 
+    The records are taken in image-id order, so the order they come in does not change the model.
+
     ``extra_split`` (e.g. a held-out test set chosen by the caller) is stored in split.json too, and the
     whole split travels inside the checkpoints. An output folder that already holds a run is refused
     unless ``resume`` is set and the stored configuration is compatible; resuming rewrites nothing stored.
@@ -62,7 +64,8 @@ def train_from_records(
     out_dir = Path(out_dir)
     config.validate()
     check_output_folder(out_dir, config, resume)
-    usable = [record for record in records if record.label]
+    # sorted: the same films give the same model whatever order a datastore or a folder listed them in
+    usable = sorted((record for record in records if record.label), key=lambda r: (r.image_id, str(r.image)))
     missing = [record for record in records if not record.label]
     problems = [Problem(path=r.image, message=f"{r.image}: no annotation mask") for r in missing]
     if missing:
