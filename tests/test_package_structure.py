@@ -25,13 +25,18 @@ APP_CORE_MODULES = frozenset({
 })
 
 
+def dotted_modules(package: Path, base: Path) -> dict[str, Path]:
+    """Every module and package under the folder ``package``, by its dotted name as imported from ``base``."""
+    modules = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(base).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
 def module_names() -> list[str]:
     """Dotted names of every module and package in ``lib/plaid``."""
-    names = []
-    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
-        parts = path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts
-        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
-    return names
+    return list(dotted_modules(PACKAGE_ROOT, PACKAGE_ROOT.parent))
 
 
 def imports_in(path: Path, known: set[str]) -> set[str]:
@@ -73,19 +78,19 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 
 
-def layer_of(module: str) -> int:
-    """The index in `LAYERS` of the most specific entry ``module`` falls under."""
-    matches = [(len(name), number) for number, names in enumerate(LAYERS) for name in names
+def layer_of(module: str, layers: tuple[tuple[str, ...], ...] = LAYERS) -> int:
+    """The index in ``layers`` of the most specific entry ``module`` falls under."""
+    matches = [(len(name), number) for number, names in enumerate(layers) for name in names
                if module == name or ("." in name and module.startswith(name + "."))]  # "plaid" is its __init__ only
     if not matches:
         raise AssertionError(f"{module} is in no layer of LAYERS: add it where it belongs in the data flow")
     return max(matches)[1]
 
 
-def upward_imports(graph: dict[str, set[str]]) -> list[str]:
-    """'importer -> imported' for every import of a module from a layer above the importer's."""
+def upward_imports(graph: dict[str, set[str]], layers: tuple[tuple[str, ...], ...] = LAYERS) -> list[str]:
+    """'importer -> imported' for every import of a module from a layer above the importer's in ``layers``."""
     return sorted(f"{name} -> {target}" for name, targets in graph.items() for target in targets
-                  if layer_of(target) > layer_of(name))
+                  if layer_of(target, layers) > layer_of(name, layers))
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -158,62 +163,27 @@ def test_the_app_imports_the_core_only_through_the_listed_modules() -> None:
     assert unlisted == [], "apps/plaid imports core modules outside APP_CORE_MODULES (add them there on purpose)"
 
 
-# The MONAI Label app's rooms under apps/plaid/lib, lowest first: a room may import the rooms before it, never
-# one after it. The datastore stores images, labels and their info; the server checks requests, wraps MONAI
-# Label's endpoints and turns errors into answers, so it uses the datastore and never the reverse (what both
+# The MONAI Label app's rooms under apps/plaid/lib, as layers, lowest first: a room may import the rooms before
+# it, never one after it. The datastore stores images, labels and their info; the server checks requests, wraps
+# MONAI Label's endpoints and turns errors into answers, so it uses the datastore and never the reverse (what both
 # need, such as the name rule and the JSON value checks, lives in the datastore).
-APP_ROOMS: tuple[str, ...] = ("lib.datastore", "lib.server")
-
-
-def app_imports(path: Path) -> set[str]:
-    """Every absolute module (and ``module.name``) the app file at ``path`` imports anywhere."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
-
-
-def room_of(module: str) -> int | None:
-    """The index in `APP_ROOMS` of the room ``module`` belongs to, or None for a module in none of them."""
-    return next((number for number, room in enumerate(APP_ROOMS)
-                 if module == room or module.startswith(room + ".")), None)
-
-
-def backward_room_imports(graph: dict[str, set[str]]) -> list[str]:
-    """'importer -> imported' for every import of a room that comes after the importer's in `APP_ROOMS`."""
-    found = set()
-    for name, targets in graph.items():
-        own = room_of(name)
-        if own is None:
-            continue
-        for target in targets:
-            room = room_of(target)
-            if room is not None and room > own:
-                found.add(f"{name} -> {APP_ROOMS[room]}")
-    return sorted(found)
+APP_ROOMS: tuple[tuple[str, ...], ...] = (("lib.datastore",), ("lib.server",))
 
 
 def app_room_graph() -> dict[str, set[str]]:
-    """Every module in the rooms of `APP_ROOMS` (dotted as the app imports it) and what it imports."""
-    graph = {}
-    for room in APP_ROOMS:
-        for path in sorted((APP_ROOT / Path(*room.split("."))).rglob("*.py")):
-            parts = path.relative_to(APP_ROOT).with_suffix("").parts
-            graph[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = app_imports(path)
-    return graph
+    """Every module in the rooms of `APP_ROOMS` (dotted as the app imports it) and the room modules it imports."""
+    modules = {name: path for (room,) in APP_ROOMS
+               for name, path in dotted_modules(APP_ROOT / Path(*room.split(".")), APP_ROOT).items()}
+    return {name: imports_in(path, set(modules)) - {name} for name, path in modules.items()}
 
 
 def test_room_checker_reports_a_backward_import() -> None:
-    graph = {"lib.datastore.dicomweb": {"lib.server.errors", "lib.datastore.names", "plaid.errors"},
-             "lib.server.request_checks": {"lib.datastore.json_values"}, "main": {"lib.server"}}
-    assert backward_room_imports(graph) == ["lib.datastore.dicomweb -> lib.server"]
+    graph = {"lib.datastore.dicomweb": {"lib.server.errors", "lib.datastore.names"},
+             "lib.server.request_checks": {"lib.datastore.json_values"}}
+    assert upward_imports(graph, APP_ROOMS) == ["lib.datastore.dicomweb -> lib.server.errors"]
 
 
 def test_the_datastore_never_imports_the_server() -> None:
     graph = app_room_graph()
     assert "lib.datastore.local" in graph and "lib.server.errors" in graph  # the rooms were found
-    assert backward_room_imports(graph) == [], "move what both rooms need into lib/datastore (see APP_ROOMS)"
+    assert upward_imports(graph, APP_ROOMS) == [], "move what both rooms need into lib/datastore (see APP_ROOMS)"
