@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from lib.datastore.names import is_encodable
 from plaid.errors import PlaidInputError
 
 MAX_JSON_BYTES = 256 * 1024  # a params / info document (the infer result stored with a label fits easily)
@@ -73,10 +74,8 @@ def check_text(value: Any, field: str, limit: int) -> str:
         raise PlaidInputError(f"{field} is longer than {limit} characters")
     if "\x00" in value:
         raise PlaidInputError(f"{field} contains a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise PlaidInputError(f"{field} is not valid Unicode (lone surrogate)") from None
+    if not is_encodable(value):
+        raise PlaidInputError(f"{field} is not valid Unicode (lone surrogate)")
     return value
 
 

@@ -27,7 +27,7 @@ def check_name(value: Any, what: str) -> str:
     '..', does not start with '.', '-' or a space and does not end with a space (Slicer's volume names
     such as 'MG 1' pass).
     """
-    if not isinstance(value, str) or not NAME_RULE.fullmatch(value) or ".." in value or not _encodable(value):
+    if not isinstance(value, str) or not NAME_RULE.fullmatch(value) or ".." in value or not is_encodable(value):
         shown = value[:80] if isinstance(value, str) else value
         raise InvalidNameError(
             f"{what} {shown!r} is not a valid name: 1 to 128 characters without '/', '\\', '..' or control "
@@ -49,7 +49,7 @@ def check_uid(value: Any, what: str) -> str:
     return value
 
 
-def _encodable(text: str) -> bool:
+def is_encodable(text: str) -> bool:
     """False for strings holding lone surrogates, which no file system or JSON answer can carry."""
     try:
         text.encode("utf-8")
